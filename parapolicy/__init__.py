@@ -1,0 +1,8 @@
+"""parapolicy: run trained DiffusionPolicy checkpoints with parallel-in-time samplers."""
+
+__version__ = "0.1.0"
+
+from parapolicy import samplers  # noqa: E402
+from parapolicy.errors import ParapolicyError  # noqa: E402
+
+__all__ = ["ParapolicyError", "samplers", "__version__"]

@@ -1,0 +1,26 @@
+"""Samplers: pure functions of (denoiser, scheduler, initial noise, per-step noises).
+
+``Sequential`` reproduces upstream DiffusionPolicy's loop; ``Picard`` is ParaDiGMS'
+parallel-in-time iteration that converges to the same trajectory.
+"""
+
+from parapolicy.samplers.common import SampleResult
+from parapolicy.samplers.noise import NoiseDraws, draw_noises
+from parapolicy.samplers.picard import Picard, sample_picard
+from parapolicy.samplers.registry import SAMPLERS, make_sampler
+from parapolicy.samplers.sequential import Sequential, sample_sequential
+from parapolicy.samplers.step_rules import StepRule, make_step_rule
+
+__all__ = [
+    "NoiseDraws",
+    "Picard",
+    "SAMPLERS",
+    "SampleResult",
+    "Sequential",
+    "StepRule",
+    "draw_noises",
+    "make_sampler",
+    "make_step_rule",
+    "sample_picard",
+    "sample_sequential",
+]

@@ -1,0 +1,21 @@
+"""Sampler lookup by name, for ``Policy.set_sampler`` and the Hydra configs."""
+
+from __future__ import annotations
+
+from parapolicy.errors import SamplerConfigError
+from parapolicy.samplers.picard import Picard
+from parapolicy.samplers.sequential import Sequential
+
+SAMPLERS = {"sequential": Sequential, "picard": Picard}
+
+
+def make_sampler(name: str, **settings):
+    """Build a sampler from its name and settings, with one clear error for bad input."""
+    try:
+        cls = SAMPLERS[name]
+    except (KeyError, TypeError):
+        raise SamplerConfigError(f"unknown sampler {name!r}; choose one of: {', '.join(sorted(SAMPLERS))}") from None
+    try:
+        return cls(**settings)
+    except TypeError as exc:
+        raise SamplerConfigError(f"bad settings for sampler {name!r}: {exc}") from None
