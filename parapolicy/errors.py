@@ -15,3 +15,15 @@ class UnsupportedSchedulerError(ParapolicyError, TypeError):
 
 class NonFiniteSampleError(ParapolicyError, FloatingPointError):
     """Sampling produced NaN or inf even with the plain sequential loop."""
+
+
+class ObservationError(ParapolicyError, ValueError):
+    """The observation dict does not match what the policy was trained on."""
+
+
+class CheckpointError(ParapolicyError, ValueError):
+    """The file or directory is not a checkpoint parapolicy can load, or is damaged."""
+
+
+class UntrustedCheckpointError(CheckpointError):
+    """The checkpoint references code outside the allow-list; opt in with trust_checkpoint=True."""

@@ -1,0 +1,31 @@
+"""Checkpoint formats -> one ``Policy``: DP workspace ``.ckpt`` files and LeRobot dirs."""
+
+from __future__ import annotations
+
+import os
+
+from parapolicy.errors import CheckpointError
+
+
+def load_policy(path, device="cpu", use_ema: bool | None = None, trust_checkpoint: bool = False):
+    """Load a DiffusionPolicy checkpoint (DP workspace ``.ckpt`` file or LeRobot directory).
+
+    ``use_ema`` defaults to what the checkpoint's cfg says (upstream evaluates EMA weights).
+    ``trust_checkpoint=True`` lets the unpickler run code the file names: only for files
+    you trust.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        from parapolicy.checkpoints.lerobot import is_lerobot_dir, load_lerobot
+
+        if is_lerobot_dir(path):
+            return load_lerobot(path, device=device)
+        raise CheckpointError(
+            f"{path!r} is a directory but not a LeRobot pretrained_model dir (needs config.json + model.safetensors)"
+        )
+    from parapolicy.checkpoints.dp_workspace import load_dp_workspace
+
+    return load_dp_workspace(path, device=device, use_ema=use_ema, trust_checkpoint=trust_checkpoint)
+
+
+__all__ = ["load_policy"]

@@ -1,0 +1,204 @@
+"""Loader and writer for upstream DiffusionPolicy workspace ``.ckpt`` files.
+
+A workspace checkpoint is ``torch.save({'cfg', 'state_dicts', 'pickles'}, pickle_module=
+dill)``: ``cfg`` is the resolved Hydra DictConfig, ``state_dicts`` holds ``model``,
+``ema_model`` (when ``cfg.training.use_ema``) and ``optimizer``. Evaluation uses the EMA
+weights when the cfg says so, exactly as upstream's eval.py does.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+
+import torch
+
+from parapolicy.checkpoints.dp_builders import build_from_policy_cfg
+from parapolicy.checkpoints.dp_cfg import to_plain
+from parapolicy.checkpoints.safe_pickle import allow_list_pickle
+from parapolicy.errors import CheckpointError, UntrustedCheckpointError
+from parapolicy.models.normalizer import LinearNormalizer
+from parapolicy.policy import Policy
+
+# keys upstream state dicts carry that hold no information (ModuleAttrMixin placeholders)
+IGNORABLE_KEYS = ("_dummy_variable", "mask_generator._dummy_variable")
+_TOP_LEVEL_KEYS = ("cfg", "state_dicts")
+
+
+def read_payload(path: str, trust_checkpoint: bool = False) -> dict:
+    """Unpickle a workspace checkpoint; one clear error for anything that is not one."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f"no checkpoint file at {path!r}")
+    if os.path.getsize(path) == 0:
+        raise CheckpointError(f"{path!r} is empty")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"{path!r} is not a torch checkpoint (not a zip archive: damaged, truncated, or another format)"
+        )
+    if trust_checkpoint:
+        try:
+            import dill as pickle_module
+        except ImportError:
+            pickle_module = pickle
+        kwargs = {"pickle_module": pickle_module}
+    else:
+        kwargs = {"pickle_module": allow_list_pickle}
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=False, **kwargs)
+    except UntrustedCheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"cannot read {path!r} as a torch checkpoint (damaged or truncated?): {exc}") from None
+    if not isinstance(payload, dict) or any(k not in payload for k in _TOP_LEVEL_KEYS):
+        got = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(
+            f"{path!r} is not a DiffusionPolicy workspace checkpoint: expected a dict with keys "
+            f"{list(_TOP_LEVEL_KEYS)} (+ 'pickles'), got {got}"
+        )
+    return payload
+
+
+def _cfg_value(cfg, dotted: str, default=None):
+    node = cfg
+    for part in dotted.split("."):
+        try:
+            node = node[part]
+        except Exception:
+            return default
+    return node
+
+
+def load_dp_workspace(path: str, device="cpu", use_ema: bool | None = None, trust_checkpoint: bool = False) -> Policy:
+    payload = read_payload(path, trust_checkpoint)
+    cfg = payload["cfg"]
+    policy_cfg = _cfg_value(cfg, "policy")
+    if policy_cfg is None:
+        raise CheckpointError(f"{path!r}: the stored cfg has no 'policy' section")
+    policy_cfg = to_plain(policy_cfg, trust=trust_checkpoint)
+    spec, model, encoder, scheduler = build_from_policy_cfg(policy_cfg)
+    weights_key, weights = _select_weights(payload["state_dicts"], cfg, use_ema, trust_checkpoint)
+    normalizer = LinearNormalizer()
+    load_policy_state(weights, model, encoder, normalizer, origin=path)
+    check_normalizer_fits(normalizer, spec, origin=path)
+    spec.source = {"format": "diffusion_policy_workspace", "path": os.path.abspath(path), "weights": weights_key}
+    policy = Policy(spec, model, normalizer, scheduler, encoder)
+    return policy.to(device)
+
+
+def _select_weights(state_dicts, cfg, use_ema, trust) -> tuple[str, dict]:
+    if not isinstance(state_dicts, dict):
+        raise CheckpointError("payload['state_dicts'] is not a dict")
+    if use_ema is None:
+        use_ema = bool(to_plain(_cfg_value(cfg, "training.use_ema", False), trust))
+    key = "ema_model" if use_ema else "model"
+    if key not in state_dicts:
+        raise CheckpointError(
+            f"the checkpoint has no {key!r} weights (has {sorted(state_dicts)}); "
+            + ("cfg.training.use_ema is true" if use_ema else "pass use_ema=True to use the EMA weights")
+        )
+    if not isinstance(state_dicts[key], dict):
+        raise CheckpointError(f"payload['state_dicts'][{key!r}] is not a state dict")
+    return key, state_dicts[key]
+
+
+def load_policy_state(flat: dict, model, encoder, normalizer: LinearNormalizer, origin: str = "") -> None:
+    """Split an upstream policy state dict by prefix and load each part strictly."""
+    groups = {"model.": {}, "obs_encoder.": {}, "normalizer.": {}}
+    unexpected = []
+    for key, value in flat.items():
+        prefix = next((p for p in groups if key.startswith(p)), None)
+        if prefix is not None:
+            groups[prefix][key[len(prefix):]] = value
+        elif key not in IGNORABLE_KEYS:
+            unexpected.append(key)
+    if encoder is None and groups["obs_encoder."]:
+        unexpected.extend("obs_encoder." + k for k in groups["obs_encoder."])
+    if unexpected:
+        raise CheckpointError(f"{origin}: unexpected weights {_head(unexpected)}: this does not match the cfg's policy")
+    _load_strict(model, groups["model."], "model.", origin)
+    if encoder is not None:
+        _load_strict(encoder, groups["obs_encoder."], "obs_encoder.", origin)
+    try:
+        normalizer.load_from_flat(groups["normalizer."], prefix="params_dict.")
+    except KeyError as exc:
+        raise CheckpointError(f"{origin}: {exc.args[0]}") from None
+
+
+def check_normalizer_fits(normalizer: LinearNormalizer, spec, origin: str = "") -> None:
+    """Every obs key and the action need a normalizer field of a compatible size."""
+    wanted = {"action": spec.action_dim}
+    for key, shape in spec.obs_shapes.items():
+        wanted[key] = shape[0] if len(shape) == 1 else None  # images: per-channel or scalar
+    for key, dim in wanted.items():
+        if key not in normalizer.fields:
+            raise CheckpointError(f"{origin}: no normalizer weights for {key!r} (normalizer.params_dict.{key}.*)")
+        size = normalizer.params_dict[key]["scale"].numel()
+        if dim is not None and size not in (1, dim):
+            raise CheckpointError(f"{origin}: normalizer field {key!r} has {size} entries but the cfg says {key} has {dim}")
+
+
+def _load_strict(module, state: dict, prefix: str, origin: str) -> None:
+    expected = module.state_dict()
+    missing = [prefix + k for k in expected if k not in state]
+    extra = [prefix + k for k in state if k not in expected]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing weights {_head(missing)}")
+        if extra:
+            parts.append(f"unexpected weights {_head(extra)}")
+        raise CheckpointError(f"{origin}: {'; '.join(parts)}")
+    bad = [
+        f"{prefix}{k}: checkpoint {tuple(v.shape)} vs policy {tuple(expected[k].shape)}"
+        for k, v in state.items()
+        if tuple(v.shape) != tuple(expected[k].shape)
+    ]
+    if bad:
+        raise CheckpointError(f"{origin}: weight shapes do not match the cfg: {_head(bad)}")
+    module.load_state_dict(state, strict=True)
+
+
+def _head(items, n=5) -> str:
+    items = list(items)
+    more = f" (+{len(items) - n} more)" if len(items) > n else ""
+    return ", ".join(items[:n]) + more
+
+
+def _to_cpu(value):
+    """Detached CPU tensors and plain dicts/lists, as upstream's checkpoint thread writes them."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
+
+
+def save_dp_workspace(path: str, cfg, state_dicts: dict, pickles: dict | None = None) -> None:
+    """Write a checkpoint in upstream's exact layout (dill-pickled, CPU tensors, plain dicts)."""
+    import dill
+    from omegaconf import DictConfig, OmegaConf
+
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(cfg)
+    cpu = {name: _to_cpu(sd) for name, sd in state_dicts.items()}
+    extra = {"global_step": 0, "epoch": 0, "_output_dir": os.path.dirname(os.path.abspath(path))}
+    extra.update(pickles or {})
+    payload = {"cfg": cfg, "state_dicts": cpu, "pickles": {k: dill.dumps(v) for k, v in extra.items()}}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        torch.save(payload, f, pickle_module=dill)
+    os.replace(tmp, path)
+
+
+def upstream_state_dict(model, encoder, normalizer: LinearNormalizer) -> dict:
+    """A policy's weights under upstream's key names (the inverse of ``load_policy_state``)."""
+    flat = {"_dummy_variable": torch.zeros(0), "mask_generator._dummy_variable": torch.zeros(0)}
+    flat.update({"model." + k: v for k, v in model.state_dict().items()})
+    if encoder is not None:
+        flat.update({"obs_encoder." + k: v for k, v in encoder.state_dict().items()})
+    flat.update({"normalizer." + k: v for k, v in normalizer.state_dict().items()})
+    return flat

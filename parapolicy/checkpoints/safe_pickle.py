@@ -1,0 +1,137 @@
+"""Unpickling DiffusionPolicy checkpoints without running code from the file.
+
+Upstream writes ``torch.save(payload, f, pickle_module=dill)``; on torch >= 2.6 a plain
+``torch.load`` refuses it (weights_only), and ``weights_only=False`` would execute any
+callable the file names. This module is a ``pickle_module`` for ``torch.load`` whose
+``find_class`` resolves only the globals a DP payload needs: omegaconf containers and
+nodes, ``typing.Any``, ``collections``, dill's ``_load_type`` for builtin data types
+(answered here, so dill need not be installed), numpy scalars/arrays, and torch's tensor
+rebuild functions. Anything else is refused with the global's name.
+"""
+
+from __future__ import annotations
+
+import builtins
+import collections
+import pickle
+import types
+import typing
+
+from parapolicy.errors import UntrustedCheckpointError
+
+_SAFE_BUILTIN_TYPES = {
+    name: getattr(builtins, name)
+    for name in ("dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "str", "bytes", "bool",
+                 "bytearray", "slice", "range", "object")
+}
+_SAFE_BUILTIN_TYPES["NoneType"] = type(None)
+
+
+def _load_type(name: str):
+    """Stand-in for ``dill._dill._load_type``, limited to plain data types."""
+    try:
+        return _SAFE_BUILTIN_TYPES[name]
+    except KeyError:
+        raise UntrustedCheckpointError(
+            f"checkpoint asks dill for type {name!r}, which is not a plain data type; "
+            "pass trust_checkpoint=True only if you trust this file"
+        ) from None
+
+
+def _omegaconf_globals() -> dict:
+    from omegaconf import base, dictconfig, listconfig, nodes
+
+    allowed = {
+        ("omegaconf.dictconfig", "DictConfig"): dictconfig.DictConfig,
+        ("omegaconf.listconfig", "ListConfig"): listconfig.ListConfig,
+        ("omegaconf.base", "ContainerMetadata"): base.ContainerMetadata,
+        ("omegaconf.base", "Metadata"): base.Metadata,
+    }
+    for name in ("AnyNode", "StringNode", "IntegerNode", "FloatNode", "BooleanNode", "BytesNode", "PathNode"):
+        if hasattr(nodes, name):
+            allowed[("omegaconf.nodes", name)] = getattr(nodes, name)
+    if hasattr(base, "UnionNode"):
+        allowed[("omegaconf.base", "UnionNode")] = base.UnionNode
+    return allowed
+
+
+def _torch_globals() -> dict:
+    import torch
+    import torch._utils as tu
+
+    allowed = {("torch", "Size"): torch.Size, ("torch", "device"): torch.device, ("torch", "dtype"): torch.dtype}
+    for name in ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter",
+                 "_rebuild_parameter_with_state", "_rebuild_device_tensor_from_numpy", "_rebuild_qtensor"):
+        if hasattr(tu, name):
+            allowed[("torch._utils", name)] = getattr(tu, name)
+    for name in dir(torch):
+        if isinstance(getattr(torch, name, None), torch.dtype):
+            allowed[("torch", name)] = getattr(torch, name)
+    return allowed
+
+
+def _numpy_globals() -> dict:
+    import numpy as np
+
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray
+    allowed = {("numpy", "dtype"): np.dtype, ("numpy", "ndarray"): np.ndarray}
+    for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(mod, "scalar")] = multiarray.scalar
+        allowed[(mod, "_reconstruct")] = multiarray._reconstruct
+    for name in ("Float64DType", "Float32DType", "Int64DType", "Int32DType", "BoolDType"):
+        if hasattr(np, "dtypes") and hasattr(np.dtypes, name):
+            allowed[("numpy.dtypes", name)] = getattr(np.dtypes, name)
+    return allowed
+
+
+def _allowed_globals() -> dict:
+    allowed = {
+        ("typing", "Any"): typing.Any,
+        ("collections", "OrderedDict"): collections.OrderedDict,
+        ("collections", "defaultdict"): collections.defaultdict,
+        ("_codecs", "encode"): __import__("codecs").encode,  # bytes under pickle protocol 2
+        ("dill._dill", "_load_type"): _load_type,
+        ("builtins", "set"): set,
+        ("builtins", "frozenset"): frozenset,
+        ("builtins", "slice"): slice,
+        ("builtins", "complex"): complex,
+        ("builtins", "bytearray"): bytearray,
+    }
+    for make in (_omegaconf_globals, _torch_globals, _numpy_globals):
+        allowed.update(make())
+    return allowed
+
+
+class AllowListUnpickler(pickle.Unpickler):
+    _allowed: dict | None = None
+
+    def find_class(self, module, name):
+        allowed = AllowListUnpickler._allowed
+        if allowed is None:
+            allowed = AllowListUnpickler._allowed = _allowed_globals()
+        try:
+            return allowed[(module, name)]
+        except KeyError:
+            raise UntrustedCheckpointError(
+                f"checkpoint references {module}.{name}, which a DiffusionPolicy checkpoint does not need; "
+                "refusing to run it. Pass trust_checkpoint=True only if you trust this file"
+            ) from None
+
+
+def _load(file, **kwargs):
+    return AllowListUnpickler(file, **kwargs).load()
+
+
+def _loads(data, **kwargs):
+    import io
+
+    return _load(io.BytesIO(data), **kwargs)
+
+
+# what torch.load expects of a pickle_module
+allow_list_pickle = types.SimpleNamespace(
+    __name__="parapolicy_allow_list_pickle", Unpickler=AllowListUnpickler, load=_load, loads=_loads
+)

@@ -1,0 +1,171 @@
+"""Policy = normalizer + observation encoder + denoiser + sampler -> predict_action.
+
+One class serves every DiffusionPolicy family; what differs between them is captured in
+``PolicySpec`` (how observations become conditioning, where the action slice starts).
+The data path runs one way: obs -> normalize -> encode -> condition -> sample ->
+unnormalize -> slice.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from parapolicy.errors import ObservationError
+from parapolicy.models.normalizer import LinearNormalizer
+from parapolicy.samplers import Sequential, draw_noises, make_sampler, make_step_rule
+
+# How observations enter the denoiser.
+GLOBAL = "global"  # UNet: flattened obs features appended to the step embedding (FiLM)
+LOCAL = "local"  # UNet: per-timestep obs features (lowdim only)
+INPAINT = "inpaint"  # obs written into the trajectory and re-imposed every step
+TOKENS = "tokens"  # transformer: one condition token per observation step
+
+
+@dataclass
+class PolicySpec:
+    """Everything about a policy that is not a weight."""
+
+    family: str  # e.g. "unet_lowdim", "unet_hybrid_image", "transformer_lowdim", ...
+    horizon: int
+    n_obs_steps: int
+    n_action_steps: int
+    action_dim: int
+    obs_shapes: dict  # obs key -> shape of one step (without batch and time)
+    cond_mode: str  # GLOBAL, LOCAL, INPAINT or TOKENS
+    action_start: int  # first index of the executed slice in action_pred
+    pred_action_steps_only: bool = False
+    num_inference_steps: int | None = None
+    step_kwargs: dict = field(default_factory=dict)  # extra scheduler.step kwargs (DDIM eta)
+    source: dict = field(default_factory=dict)  # where the policy came from (format, path, ...)
+
+
+class Policy(nn.Module):
+    """A loaded DiffusionPolicy whose denoising loop is a swappable sampler."""
+
+    def __init__(self, spec: PolicySpec, model: nn.Module, normalizer: LinearNormalizer, scheduler, obs_encoder=None):
+        super().__init__()
+        self.spec = spec
+        self.model = model
+        self.normalizer = normalizer
+        self.obs_encoder = obs_encoder
+        if spec.num_inference_steps is not None:
+            scheduler.set_timesteps(spec.num_inference_steps)
+        self.scheduler = scheduler
+        self._rule = make_step_rule(scheduler, eta=float(spec.step_kwargs.get("eta", 0.0)))
+        self.sampler = Sequential()
+        self.eval()
+
+    # ------------------------------------------------------------------ configuration
+    def set_sampler(self, name, **settings) -> "Policy":
+        """Swap the denoising loop: ``"sequential"``, ``"picard"`` (window, tolerance), ..."""
+        self.sampler = name if hasattr(name, "sample") and not settings else make_sampler(name, **settings)
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.model.parameters())).device
+
+    @property
+    def obs_keys(self) -> list[str]:
+        return list(self.spec.obs_shapes)
+
+    # ------------------------------------------------------------------ inference
+    def predict_action(self, obs_dict: dict, generator: torch.Generator | None = None) -> dict:
+        """Sample an action chunk; same outputs and semantics as upstream's predict_action.
+
+        Returns ``action`` (B, n_action_steps, Da), ``action_pred`` (B, horizon, Da) and
+        ``stats`` (nfe, parallel_iters, latency_ms, sampler settings).
+        """
+        started = time.perf_counter()
+        obs = self._checked_obs(obs_dict)
+        with torch.no_grad():
+            nobs = {k: self.normalizer.normalize(k, v) for k, v in obs.items()}
+            shape, cond_data, cond_mask, bind = self._conditioning(nobs)
+            draws = draw_noises(
+                self._rule, shape, generator, device=self.device, dtype=torch.float32
+            )
+            result = self.sampler.sample(bind, self._rule, draws.x_T, draws.noises, cond_data, cond_mask)
+            naction = result.sample[..., : self.spec.action_dim]
+            action_pred = self.normalizer.unnormalize("action", naction)
+        spec = self.spec
+        if spec.pred_action_steps_only:
+            action = action_pred
+        else:
+            action = action_pred[:, spec.action_start : spec.action_start + spec.n_action_steps]
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        stats = dict(result.stats)
+        stats["latency_ms"] = (time.perf_counter() - started) * 1000.0
+        out = {"action": action, "action_pred": action_pred, "stats": stats}
+        if spec.cond_mode == INPAINT and "obs" in self.normalizer.fields and self.obs_encoder is None:
+            with torch.no_grad():
+                obs_pred = self.normalizer.unnormalize("obs", result.sample[..., spec.action_dim :])
+            out["obs_pred"] = obs_pred
+            out["action_obs_pred"] = obs_pred[:, spec.action_start : spec.action_start + spec.n_action_steps]
+        return out
+
+    # ------------------------------------------------------------------ internals
+    def _checked_obs(self, obs_dict: dict) -> dict:
+        """One clear error naming expected vs got for missing keys or wrong shapes."""
+        if not isinstance(obs_dict, dict):
+            raise ObservationError(f"obs must be a dict with keys {self.obs_keys}, got {type(obs_dict).__name__}")
+        missing = [k for k in self.obs_keys if k not in obs_dict]
+        if missing:
+            raise ObservationError(f"obs is missing keys {missing}: expected {self.obs_keys}, got {sorted(obs_dict)}")
+        to = self.spec.n_obs_steps
+        out, batch = {}, None
+        for key, step_shape in self.spec.obs_shapes.items():
+            value = torch.as_tensor(obs_dict[key])
+            want = f"(B, >={to}, {', '.join(str(s) for s in step_shape)})"
+            if value.dim() != 2 + len(step_shape) or tuple(value.shape[2:]) != tuple(step_shape) or value.shape[1] < to:
+                raise ObservationError(f"obs[{key!r}] has shape {tuple(value.shape)}, expected {want}")
+            if batch is not None and value.shape[0] != batch:
+                raise ObservationError(f"obs[{key!r}] has batch {value.shape[0]}, other keys have {batch}")
+            batch = value.shape[0]
+            if not torch.isfinite(value.float()).all():
+                raise ObservationError(f"obs[{key!r}] contains NaN or inf")
+            out[key] = value[:, :to].to(self.device)
+        return out
+
+    def _conditioning(self, nobs: dict):
+        """Build (trajectory shape, inpainting data/mask, bound denoiser) for this policy."""
+        spec = self.spec
+        to, horizon, da = spec.n_obs_steps, spec.horizon, spec.action_dim
+        batch = next(iter(nobs.values())).shape[0]
+        if self.obs_encoder is not None:
+            flat = {k: v.reshape(batch * to, *v.shape[2:]) for k, v in nobs.items()}
+            features = self.obs_encoder(flat).reshape(batch, to, -1)
+        else:
+            features = nobs["obs"]
+        steps = spec.n_action_steps if spec.pred_action_steps_only else horizon
+        if spec.cond_mode == GLOBAL:
+            return (batch, steps, da), None, None, _bind(self.model, global_cond=features.reshape(batch, -1))
+        if spec.cond_mode == TOKENS:
+            return (batch, steps, da), None, None, _bind(self.model, cond=features)
+        if spec.cond_mode == LOCAL:
+            local = torch.zeros(batch, horizon, features.shape[-1], device=features.device, dtype=features.dtype)
+            local[:, :to] = features
+            return (batch, horizon, da), None, None, _bind(self.model, local_cond=local)
+        # INPAINT: observations occupy the last feature columns of the first To steps
+        dim = da + features.shape[-1]
+        cond_data = torch.zeros(batch, horizon, dim, device=features.device, dtype=features.dtype)
+        cond_data[:, :to, da:] = features
+        cond_mask = torch.zeros_like(cond_data, dtype=torch.bool)
+        cond_mask[:, :to, da:] = True
+        return (batch, horizon, dim), cond_data, cond_mask, _bind(self.model)
+
+
+def _bind(model: nn.Module, **conditions):
+    """eps = f(x, t) with conditioning tiled to however many window slots x stacks."""
+    conditions = {k: v for k, v in conditions.items() if v is not None}
+
+    def denoise(x, t):
+        reps = x.shape[0] // next(iter(conditions.values())).shape[0] if conditions else 1
+        tiled = {k: v.repeat(reps, *([1] * (v.dim() - 1))) if reps > 1 else v for k, v in conditions.items()}
+        return model(x, t, **tiled)
+
+    return denoise
