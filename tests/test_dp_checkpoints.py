@@ -52,6 +52,7 @@ def test_model_weights_used_when_cfg_disables_ema(tmp_path):
         ("unet_lowdim_inpaint_ddim", lambda p: setattr(p.spec, "action_start", p.spec.action_start - 1)),
         ("unet_hybrid_image", lambda p: setattr(p.obs_encoder, "obs_shapes", dict(reversed(p.obs_encoder.obs_shapes.items())))),
         ("unet_image", lambda p: setattr(p.obs_encoder, "rgb_keys", []) or p.obs_encoder.low_dim_keys.insert(0, "image")),
+        ("transformer_lowdim", lambda p: setattr(p, "normalizer", _SwappedNormalizer(p.normalizer))),
     ],
 )
 def test_reference_comparison_catches_wrong_slice_or_feature_order(checkpoints, name, mutate):
@@ -66,6 +67,20 @@ def test_reference_comparison_catches_wrong_slice_or_feature_order(checkpoints, 
     except RuntimeError:
         return  # a feature-size mismatch is also a detected error
     assert (got - want).abs().max() > 1e-3
+
+
+class _SwappedNormalizer(torch.nn.Module):
+    """normalize and unnormalize exchanged: the wrong direction."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.fields = inner, inner.fields
+
+    def normalize(self, key, x):
+        return self.inner.unnormalize(key, x)
+
+    def unnormalize(self, key, x):
+        return self.inner.normalize(key, x)
 
 
 def test_wrong_draw_order_changes_actions(checkpoints):
