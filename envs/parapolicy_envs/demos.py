@@ -1,0 +1,74 @@
+"""Running a scripted expert for one seeded episode and recording what a policy trains on."""
+
+from __future__ import annotations
+
+import numpy as np
+
+EXPERT_ENVS = ("toy", "pusht", "lift")
+
+
+def run_expert_episode(env_name: str, seed: int, randomize: bool = True, max_steps: int | None = None) -> dict:
+    """Returns per-step ``obs``, ``action``, ``state`` arrays plus ``success`` and ``seed``.
+
+    ``obs`` is the policy observation *before* each action (PushT: the 20-d keypoint obs).
+    """
+    rng = np.random.default_rng(seed + 7_919)
+    if env_name == "toy":
+        from parapolicy_envs.toy import MAX_STEPS, ToyReachEnv, ToyReachExpert
+
+        env, expert = ToyReachEnv(), ToyReachExpert(rng)
+        expert.reset()
+
+        def act(obs):
+            return expert.act(obs)
+
+        def state(obs, info):
+            return obs
+
+        limit = MAX_STEPS
+    elif env_name == "pusht":
+        from parapolicy_envs.pusht import MAX_STEPS, PushTDPEnv
+        from parapolicy_envs.pusht_expert import PushTExpert
+
+        env, expert = PushTDPEnv("keypoints"), PushTExpert(rng, randomize=randomize)
+
+        def act(obs):
+            return expert.act(env)
+
+        def state(obs, info):
+            return info["state"]
+
+        limit = MAX_STEPS
+    elif env_name == "lift":
+        from parapolicy_envs.robomimic_env import RobomimicLowdimEnv
+        from parapolicy_envs.lift_expert import LiftExpert
+
+        env, expert = RobomimicLowdimEnv("Lift"), LiftExpert(rng, randomize=randomize)
+
+        def act(obs):
+            return expert.act(env)
+
+        def state(obs, info):
+            return obs
+
+        limit = 400
+    else:
+        raise ValueError(f"no expert for env {env_name!r}; choose one of {EXPERT_ENVS}")
+    limit = max_steps or limit
+    obs, info = env.reset(seed=seed)
+    rec = {"obs": [], "action": [], "state": []}
+    success, reward_max = False, 0.0
+    for _ in range(limit):
+        action = np.asarray(act(obs), dtype=np.float64)
+        rec["obs"].append(np.asarray(obs, dtype=np.float64))
+        rec["state"].append(np.asarray(state(obs, info), dtype=np.float64))
+        rec["action"].append(action)
+        obs, reward, terminated, truncated, info = env.step(action)
+        reward_max = max(reward_max, float(reward))
+        success = success or bool(info.get("is_success", False))
+        if terminated or truncated:
+            break
+    env.close()
+    out = {k: np.stack(v) for k, v in rec.items()}
+    out.update(success=success, seed=seed, max_reward=reward_max)
+    return out

@@ -1,0 +1,58 @@
+"""Latency statistics, episode aggregation, and writing results.json atomically."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+
+import numpy as np
+
+
+def latency_summary(values_ms) -> dict:
+    """p50/p95/p99/max/mean of a list of latencies in milliseconds (zeros if empty)."""
+    arr = np.asarray(list(values_ms), dtype=np.float64)
+    if arr.size == 0:
+        return {"p50": 0.0, "p95": 0.0, "p99": 0.0, "max": 0.0, "mean": 0.0, "count": 0}
+    return {
+        "p50": float(np.percentile(arr, 50)),
+        "p95": float(np.percentile(arr, 95)),
+        "p99": float(np.percentile(arr, 99)),
+        "max": float(arr.max()),
+        "mean": float(arr.mean()),
+        "count": int(arr.size),
+    }
+
+
+def paired_difference(a, b, z=1.96) -> dict:
+    """Mean of b - a over paired episodes with a normal-approximation 95% CI."""
+    diff = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    n = diff.size
+    mean = float(diff.mean()) if n else 0.0
+    half = float(z * diff.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+    return {"mean": mean, "ci95": [mean - half, mean + half], "n": int(n)}
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.floating, np.integer, np.bool_)):
+        return value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json_atomic(path: str, payload: dict) -> str:
+    """Write to a temp file in the same folder and rename: readers never see half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".json", dir=folder)
+    with os.fdopen(fd, "w") as f:
+        json.dump(_jsonable(payload), f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,126 @@
+"""Closed-loop evaluation: a batch of seeded episodes driven by one batched policy.
+
+Like upstream's env runners: every env is wrapped in a MultiStepWrapper, the whole batch
+is stepped until every episode is done (so the policy always sees the same batch size),
+and an episode's score is its max reward. An env that raises is recorded as a failed
+episode with its error and the others carry on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from parapolicy.metrics import latency_summary
+
+
+@dataclass
+class EpisodeResult:
+    seed: int
+    max_reward: float = 0.0
+    success: bool = False
+    steps: int = 0
+    error: str | None = None
+
+
+@dataclass
+class RunResult:
+    episodes: list
+    chunk_latency_ms: list = field(default_factory=list)
+    step_latency_ms: list = field(default_factory=list)
+    nfe: list = field(default_factory=list)
+    parallel_iters: list = field(default_factory=list)
+    actions: list = field(default_factory=list)  # per chunk (B, Ta, Da), when recorded
+    wall_s: float = 0.0
+    interrupted: bool = False
+
+    def summary(self) -> dict:
+        rewards = [e.max_reward for e in self.episodes]
+        return {
+            "mean_score": float(np.mean(rewards)) if rewards else 0.0,
+            "success_rate": float(np.mean([e.success for e in self.episodes])) if self.episodes else 0.0,
+            "n_episodes": len(self.episodes),
+            "n_failed_with_error": sum(e.error is not None for e in self.episodes),
+            "latency_chunk_ms": latency_summary(self.chunk_latency_ms),
+            "latency_step_ms": latency_summary(self.step_latency_ms),
+            "nfe_per_chunk": float(np.mean(self.nfe)) if self.nfe else 0.0,
+            "parallel_iters_per_chunk": float(np.mean(self.parallel_iters)) if self.parallel_iters else 0.0,
+            "wall_s": self.wall_s,
+            "interrupted": self.interrupted,
+        }
+
+
+def _batch_obs(obs_list, obs_key):
+    if isinstance(obs_list[0], dict):
+        return {k: torch.as_tensor(np.stack([o[k] for o in obs_list])) for k in obs_list[0]}
+    return {obs_key: torch.as_tensor(np.stack(obs_list))}
+
+
+def run_batch(policy, make_env, seeds, generator=None, obs_key="obs", record_actions=False,
+              on_chunk=None, max_chunks=None) -> RunResult:
+    """Run one episode per seed, all in lockstep; ``make_env()`` returns a MultiStepWrapper env."""
+    started = time.perf_counter()
+    envs = [make_env() for _ in seeds]
+    results = [EpisodeResult(seed=int(s)) for s in seeds]
+    obs, done = [], []
+    for env, res in zip(envs, results):
+        try:
+            o, _ = env.reset(seed=res.seed)
+            obs.append(o)
+            done.append(False)
+        except Exception as exc:  # noqa: BLE001 - recorded per episode
+            res.error = f"reset: {type(exc).__name__}: {exc}"
+            obs.append(None)
+            done.append(True)
+    template = next((o for o in obs if o is not None), None)
+    obs = [o if o is not None else template for o in obs]
+    run = RunResult(episodes=results)
+    chunks = 0
+    try:
+        while not all(done) and template is not None:
+            out = policy.predict_action(_batch_obs(obs, obs_key), generator=generator)
+            stats = out["stats"]
+            run.chunk_latency_ms.append(stats["latency_ms"])
+            run.nfe.append(stats.get("nfe", 0))
+            run.parallel_iters.append(stats.get("parallel_iters", 0))
+            actions = out["action"].detach().cpu().numpy()
+            if record_actions:
+                run.actions.append(actions)
+            for i, (env, res) in enumerate(zip(envs, results)):
+                if done[i]:
+                    continue
+                t0 = time.perf_counter()
+                try:
+                    o, reward, terminated, truncated, info = env.step(actions[i])
+                except Exception as exc:  # noqa: BLE001
+                    res.error = f"step: {type(exc).__name__}: {exc}"
+                    done[i] = True
+                    continue
+                env_ms = (time.perf_counter() - t0) * 1000.0
+                executed = max(1, int(info.get("episode_steps", res.steps + len(actions[i]))) - res.steps)
+                # the first action of a chunk waits for inference; the rest come from the queue
+                run.step_latency_ms.append(stats["latency_ms"] + env_ms / executed)
+                run.step_latency_ms.extend([env_ms / executed] * (executed - 1))
+                obs[i] = o
+                res.max_reward = max(res.max_reward, float(reward))
+                res.success = res.success or bool(info.get("is_success", False))
+                res.steps = int(info.get("episode_steps", res.steps + executed))
+                done[i] = bool(terminated or truncated)
+            chunks += 1
+            if on_chunk is not None:
+                on_chunk(chunks, sum(done), len(done))
+            if max_chunks is not None and chunks >= max_chunks:
+                break
+    except KeyboardInterrupt:
+        run.interrupted = True
+    finally:
+        for env in envs:
+            try:
+                env.close()
+            except Exception:  # noqa: BLE001
+                pass
+    run.wall_s = time.perf_counter() - started
+    return run

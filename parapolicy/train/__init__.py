@@ -1,0 +1,1 @@
+"""Training DiffusionPolicy checkpoints in upstream's format (for shipped models and tests)."""
