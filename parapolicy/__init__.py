@@ -4,7 +4,8 @@ __version__ = "0.1.0"
 
 from parapolicy import samplers  # noqa: E402
 from parapolicy.checkpoints import load_policy  # noqa: E402
+from parapolicy.controller import Controller  # noqa: E402
 from parapolicy.errors import ParapolicyError  # noqa: E402
 from parapolicy.policy import Policy  # noqa: E402
 
-__all__ = ["ParapolicyError", "Policy", "load_policy", "samplers", "__version__"]
+__all__ = ["Controller", "ParapolicyError", "Policy", "load_policy", "samplers", "__version__"]

@@ -16,7 +16,7 @@ from torch import nn
 
 from parapolicy.errors import ObservationError
 from parapolicy.models.normalizer import LinearNormalizer
-from parapolicy.samplers import Sequential, draw_noises, make_sampler, make_step_rule
+from parapolicy.samplers import Sequential, draw_noises, make_sampler, make_step_rule, warm_start_guess
 
 # How observations enter the denoiser.
 GLOBAL = "global"  # UNet: flattened obs features appended to the step embedding (FiLM)
@@ -74,11 +74,15 @@ class Policy(nn.Module):
         return list(self.spec.obs_shapes)
 
     # ------------------------------------------------------------------ inference
-    def predict_action(self, obs_dict: dict, generator: torch.Generator | None = None) -> dict:
+    def predict_action(self, obs_dict: dict, generator: torch.Generator | None = None, warm_start=None) -> dict:
         """Sample an action chunk; same outputs and semantics as upstream's predict_action.
 
-        Returns ``action`` (B, n_action_steps, Da), ``action_pred`` (B, horizon, Da) and
-        ``stats`` (nfe, parallel_iters, latency_ms, sampler settings).
+        Returns ``action`` (B, n_action_steps, Da), ``action_pred`` (B, horizon, Da),
+        ``normalized_sample`` (the sampler's output, for warm starts) and ``stats`` (nfe,
+        parallel_iters, latency_ms, sampler settings). ``warm_start`` is a guess of the
+        normalized sample (e.g. the previous chunk shifted by the executed steps); samplers
+        that iterate (Picard) start from it, which changes their round count, not their
+        answer; the sequential sampler ignores it.
         """
         started = time.perf_counter()
         obs = self._checked_obs(obs_dict)
@@ -88,7 +92,11 @@ class Policy(nn.Module):
             draws = draw_noises(
                 self._rule, shape, generator, device=self.device, dtype=torch.float32
             )
-            result = self.sampler.sample(bind, self._rule, draws.x_T, draws.noises, cond_data, cond_mask)
+            extra = {}
+            if warm_start is not None and getattr(self.sampler, "name", "") == "picard":
+                guess = torch.as_tensor(warm_start, device=self.device, dtype=torch.float32)
+                extra["init_guess"] = warm_start_guess(self._rule, draws.x_T, guess.expand_as(draws.x_T))
+            result = self.sampler.sample(bind, self._rule, draws.x_T, draws.noises, cond_data, cond_mask, **extra)
             naction = result.sample[..., : self.spec.action_dim]
             action_pred = self.normalizer.unnormalize("action", naction)
         spec = self.spec
@@ -100,7 +108,7 @@ class Policy(nn.Module):
             torch.cuda.synchronize(self.device)
         stats = dict(result.stats)
         stats["latency_ms"] = (time.perf_counter() - started) * 1000.0
-        out = {"action": action, "action_pred": action_pred, "stats": stats}
+        out = {"action": action, "action_pred": action_pred, "normalized_sample": result.sample, "stats": stats}
         if spec.cond_mode == INPAINT and "obs" in self.normalizer.fields and self.obs_encoder is None:
             with torch.no_grad():
                 obs_pred = self.normalizer.unnormalize("obs", result.sample[..., spec.action_dim :])

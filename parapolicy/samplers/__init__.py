@@ -6,7 +6,7 @@ parallel-in-time iteration that converges to the same trajectory.
 
 from parapolicy.samplers.common import SampleResult
 from parapolicy.samplers.noise import NoiseDraws, draw_noises
-from parapolicy.samplers.picard import Picard, sample_picard
+from parapolicy.samplers.picard import Picard, sample_picard, warm_start_guess
 from parapolicy.samplers.registry import SAMPLERS, make_sampler
 from parapolicy.samplers.sequential import Sequential, sample_sequential
 from parapolicy.samplers.step_rules import StepRule, make_step_rule
@@ -23,4 +23,5 @@ __all__ = [
     "make_step_rule",
     "sample_picard",
     "sample_sequential",
+    "warm_start_guess",
 ]

@@ -48,6 +48,7 @@ class StepRule:
     draws_noise: tuple[bool, ...]  # which steps consume one randn(shape) from the generator
     noise_dtype: torch.dtype | None  # dtype of the per-step draws (None: same as the sample)
     error_variance: torch.Tensor  # (N,) noise variance of each step: scales Picard's convergence test
+    alphas_cumprod: torch.Tensor | None = None  # (num_train_timesteps,) of the scheduler
     history_length: int = 0  # how many previous converted outputs a step needs
     _scheduler: object = field(default=None, repr=False)
 
@@ -154,6 +155,7 @@ def _ddpm_rule(scheduler, timesteps) -> StepRule:
         draws_noise=tuple(bool(t > 0) for t in timesteps),
         noise_dtype=None,
         error_variance=_posterior_variances(par.alphas_cumprod, timesteps, 1.0),
+        alphas_cumprod=par.alphas_cumprod.float(),
         _scheduler=par,
         noise_std=std,
     )
@@ -171,6 +173,7 @@ def _ddim_rule(scheduler, timesteps, eta) -> StepRule:
         draws_noise=tuple(eta > 0 for _ in timesteps),
         noise_dtype=None,
         error_variance=_posterior_variances(par.alphas_cumprod, timesteps, final_alpha),
+        alphas_cumprod=par.alphas_cumprod.float(),
         _scheduler=par,
         noise_std=std,
         step_kwargs={"eta": eta},
@@ -188,6 +191,7 @@ def _dpm_rule(scheduler, timesteps) -> StepRule:
         draws_noise=tuple(stochastic for _ in timesteps),
         noise_dtype=torch.float32 if stochastic else None,
         error_variance=_posterior_variances(sched.alphas_cumprod, timesteps, 1.0),
+        alphas_cumprod=sched.alphas_cumprod.float(),
         history_length=max(sched.config.solver_order - 1, 0),
         _scheduler=sched,
     )
