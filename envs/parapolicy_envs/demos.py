@@ -7,58 +7,39 @@ import numpy as np
 EXPERT_ENVS = ("toy", "pusht", "lift")
 
 
-def run_expert_episode(env_name: str, seed: int, randomize: bool = True, max_steps: int | None = None) -> dict:
-    """Returns per-step ``obs``, ``action``, ``state`` arrays plus ``success`` and ``seed``.
-
-    ``obs`` is the policy observation *before* each action (PushT: the 20-d keypoint obs).
-    """
-    rng = np.random.default_rng(seed + 7_919)
+def _setup(env_name: str, rng, randomize: bool):
+    """(env, act(obs) -> action, state(obs, info) -> array, step limit) for one expert."""
     if env_name == "toy":
         from parapolicy_envs.toy import MAX_STEPS, ToyReachEnv, ToyReachExpert
 
         env, expert = ToyReachEnv(), ToyReachExpert(rng)
         expert.reset()
-
-        def act(obs):
-            return expert.act(obs)
-
-        def state(obs, info):
-            return obs
-
-        limit = MAX_STEPS
-    elif env_name == "pusht":
+        return env, expert.act, lambda obs, info: obs, MAX_STEPS
+    if env_name == "pusht":
         from parapolicy_envs.pusht import MAX_STEPS, PushTDPEnv
         from parapolicy_envs.pusht_expert import PushTExpert
 
         env, expert = PushTDPEnv("keypoints"), PushTExpert(rng, randomize=randomize)
-
-        def act(obs):
-            return expert.act(env)
-
-        def state(obs, info):
-            return info["state"]
-
-        limit = MAX_STEPS
-    elif env_name == "lift":
-        from parapolicy_envs.robomimic_env import RobomimicLowdimEnv
+        return env, lambda obs: expert.act(env), lambda obs, info: info["state"], MAX_STEPS
+    if env_name == "lift":
         from parapolicy_envs.lift_expert import LiftExpert
+        from parapolicy_envs.robomimic_env import RobomimicLowdimEnv
 
         env, expert = RobomimicLowdimEnv("Lift"), LiftExpert(rng, randomize=randomize)
+        return env, lambda obs: expert.act(env), lambda obs, info: obs, 400
+    raise ValueError(f"no expert for env {env_name!r}; choose one of {EXPERT_ENVS}")
 
-        def act(obs):
-            return expert.act(env)
 
-        def state(obs, info):
-            return obs
+def run_expert_episode(env_name: str, seed: int, randomize: bool = True, max_steps: int | None = None) -> dict:
+    """Returns per-step ``obs``, ``action``, ``state`` arrays plus ``success`` and ``seed``.
 
-        limit = 400
-    else:
-        raise ValueError(f"no expert for env {env_name!r}; choose one of {EXPERT_ENVS}")
-    limit = max_steps or limit
+    ``obs`` is the policy observation *before* each action (PushT: the 20-d keypoint obs).
+    """
+    env, act, state, limit = _setup(env_name, np.random.default_rng(seed + 7_919), randomize)
     obs, info = env.reset(seed=seed)
     rec = {"obs": [], "action": [], "state": []}
     success, reward_max = False, 0.0
-    for _ in range(limit):
+    for _ in range(max_steps or limit):
         action = np.asarray(act(obs), dtype=np.float64)
         rec["obs"].append(np.asarray(obs, dtype=np.float64))
         rec["state"].append(np.asarray(state(obs, info), dtype=np.float64))
