@@ -50,7 +50,8 @@ def run_episodes(policy, make_env, seeds, cfg, output_dir, logger) -> dict:
         def progress(_chunks, n_done, _n, base=done_before):
             bar.update(base + n_done - bar.n)
 
-        run = run_batch(policy, make_env, batch, generator=generator, obs_key=cfg.env.obs_key, on_chunk=progress)
+        run = run_batch(policy, make_env, batch, generator=generator, obs_key=cfg.env.obs_key, on_chunk=progress,
+                        vector=cfg.vector)
         bar.update(done_before + len(batch) - bar.n)
         runs.append(run)
         if run.interrupted:

@@ -60,8 +60,17 @@ def _batch_obs(obs_list, obs_key):
 
 
 def run_batch(policy, make_env, seeds, generator=None, obs_key="obs", record_actions=False,
-              on_chunk=None, max_chunks=None) -> RunResult:
-    """Run one episode per seed, all in lockstep; ``make_env()`` returns a MultiStepWrapper env."""
+              on_chunk=None, max_chunks=None, vector: str = "list") -> RunResult:
+    """Run one episode per seed, all in lockstep; ``make_env()`` returns a MultiStepWrapper env.
+
+    ``vector``: ``"list"`` steps the envs in this process one by one, isolating errors per
+    env; ``"sync"``/``"async"`` use gymnasium's SyncVectorEnv/AsyncVectorEnv (async: one
+    process per env, stepped in parallel; an error there fails the batch's open episodes).
+    """
+    if vector in ("sync", "async"):
+        return _run_vector(policy, make_env, seeds, generator, obs_key, record_actions, on_chunk, vector)
+    if vector != "list":
+        raise ValueError(f"vector must be 'list', 'sync' or 'async', got {vector!r}")
     started = time.perf_counter()
     envs = [make_env() for _ in seeds]
     results = [EpisodeResult(seed=int(s)) for s in seeds]
@@ -122,5 +131,59 @@ def run_batch(policy, make_env, seeds, generator=None, obs_key="obs", record_act
                 env.close()
             except Exception:  # noqa: BLE001
                 pass
+    run.wall_s = time.perf_counter() - started
+    return run
+
+
+def _run_vector(policy, make_env, seeds, generator, obs_key, record_actions, on_chunk, vector) -> RunResult:
+    import gymnasium as gym
+    from gymnasium.vector import AutoresetMode
+
+    started = time.perf_counter()
+    results = [EpisodeResult(seed=int(s)) for s in seeds]
+    run = RunResult(episodes=results)
+    cls = gym.vector.AsyncVectorEnv if vector == "async" else gym.vector.SyncVectorEnv
+    kwargs = {"shared_memory": False} if vector == "async" else {}
+    envs = cls([make_env] * len(seeds), autoreset_mode=AutoresetMode.DISABLED, **kwargs)
+    done = np.zeros(len(seeds), dtype=bool)
+    chunks = 0
+    try:
+        obs, _ = envs.reset(seed=[int(s) for s in seeds])
+        while not done.all():
+            batch = {k: torch.as_tensor(v) for k, v in obs.items()} if isinstance(obs, dict) else {obs_key: torch.as_tensor(obs)}
+            out = policy.predict_action(batch, generator=generator)
+            stats = out["stats"]
+            run.chunk_latency_ms.append(stats["latency_ms"])
+            run.nfe.append(stats.get("nfe", 0))
+            run.parallel_iters.append(stats.get("parallel_iters", 0))
+            actions = out["action"].detach().cpu().numpy()
+            if record_actions:
+                run.actions.append(actions)
+            t0 = time.perf_counter()
+            obs, reward, terminated, truncated, info = envs.step(actions)
+            env_ms = (time.perf_counter() - t0) * 1000.0
+            steps = info.get("episode_steps", np.zeros(len(seeds), dtype=int))
+            success = info.get("is_success", np.zeros(len(seeds), dtype=bool))
+            for i, res in enumerate(results):
+                if done[i]:
+                    continue
+                executed = max(1, int(steps[i]) - res.steps)
+                run.step_latency_ms.append(stats["latency_ms"] + env_ms / executed)
+                run.step_latency_ms.extend([env_ms / executed] * (executed - 1))
+                res.max_reward = max(res.max_reward, float(reward[i]))
+                res.success = res.success or bool(success[i])
+                res.steps = int(steps[i])
+                done[i] = bool(terminated[i] or truncated[i])
+            chunks += 1
+            if on_chunk is not None:
+                on_chunk(chunks, int(done.sum()), len(done))
+    except KeyboardInterrupt:
+        run.interrupted = True
+    except Exception as exc:  # noqa: BLE001 - the vector env cannot isolate one env's failure
+        for i, res in enumerate(results):
+            if not done[i]:
+                res.error = f"vector env: {type(exc).__name__}: {exc}"
+    finally:
+        envs.close()
     run.wall_s = time.perf_counter() - started
     return run

@@ -147,3 +147,16 @@ def test_ctrl_c_keeps_the_finished_part(toy_ckpt):
     run = run_batch(Interrupting(), make, [5, 6], generator=torch.Generator().manual_seed(0))
     assert run.interrupted and len(run.chunk_latency_ms) == 2
     assert all(e.steps == 16 for e in run.episodes)
+
+
+@pytest.mark.parametrize("vector", ["sync", "async"])
+def test_gymnasium_vector_envs_give_the_same_episodes_as_the_list_runner(toy_ckpt, vector):
+    import parapolicy
+
+    policy = parapolicy.load_policy(toy_ckpt)
+    make = make_env_factory(_cfg(["env=toy"]).env, policy.spec)
+    seeds = [100000, 100001, 100002]
+    ref = run_batch(policy, make, seeds, generator=torch.Generator().manual_seed(0), record_actions=True)
+    got = run_batch(policy, make, seeds, generator=torch.Generator().manual_seed(0), record_actions=True, vector=vector)
+    assert [(e.seed, e.max_reward, e.steps) for e in got.episodes] == [(e.seed, e.max_reward, e.steps) for e in ref.episodes]
+    assert all(np.array_equal(a, b) for a, b in zip(got.actions, ref.actions))
