@@ -139,16 +139,21 @@ class Policy(nn.Module):
             out[key] = value[:, :to].to(self.device)
         return out
 
+    def encode_observations(self, nobs: dict) -> torch.Tensor:
+        """Normalized obs (B, To, ...) per key -> per-step features (B, To, F), time-major."""
+        to = self.spec.n_obs_steps
+        batch = next(iter(nobs.values())).shape[0]
+        if self.obs_encoder is None:
+            return nobs["obs"][:, :to]
+        flat = {k: v[:, :to].reshape(batch * to, *v.shape[2:]) for k, v in nobs.items()}
+        return self.obs_encoder(flat).reshape(batch, to, -1)
+
     def _conditioning(self, nobs: dict):
         """Build (trajectory shape, inpainting data/mask, bound denoiser) for this policy."""
         spec = self.spec
         to, horizon, da = spec.n_obs_steps, spec.horizon, spec.action_dim
         batch = next(iter(nobs.values())).shape[0]
-        if self.obs_encoder is not None:
-            flat = {k: v.reshape(batch * to, *v.shape[2:]) for k, v in nobs.items()}
-            features = self.obs_encoder(flat).reshape(batch, to, -1)
-        else:
-            features = nobs["obs"]
+        features = self.encode_observations(nobs)
         steps = spec.n_action_steps if spec.pred_action_steps_only else horizon
         if spec.cond_mode == GLOBAL:
             return (batch, steps, da), None, None, _bind(self.model, global_cond=features.reshape(batch, -1))

@@ -21,12 +21,15 @@ from tqdm.auto import tqdm
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "envs"))
 
 from parapolicy.train.dataset import save_buffer  # noqa: E402
-from parapolicy_envs.demos import EXPERT_ENVS, run_expert_episode  # noqa: E402
+from parapolicy_envs.demos import EXPERT_ENVS, render_pusht_images, run_expert_episode  # noqa: E402
 
 
 def _episode(args):
-    env, seed, randomize = args
-    return run_expert_episode(env, seed, randomize=randomize)
+    env, seed, randomize, images = args
+    episode = run_expert_episode(env, seed, randomize=randomize)
+    if images and episode["success"]:
+        episode.update(render_pusht_images(seed, episode["action"], episode["state"]))
+    return episode
 
 
 def main(argv=None) -> int:
@@ -38,8 +41,11 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--no-randomize", action="store_true", help="fixed expert parameters (less diverse demos)")
     p.add_argument("--keep-failures", action="store_true")
+    p.add_argument("--images", action="store_true", help="pusht: also store 96x96 images and agent_pos")
     args = p.parse_args(argv)
-    jobs = [(args.env, args.start_seed + i, not args.no_randomize) for i in range(args.episodes)]
+    if args.images and args.env != "pusht":
+        p.error("--images is available for --env pusht")
+    jobs = [(args.env, args.start_seed + i, not args.no_randomize, args.images) for i in range(args.episodes)]
     started = time.time()
     episodes = []
     if args.workers > 1:
@@ -54,7 +60,8 @@ def main(argv=None) -> int:
         print("no successful episodes: nothing written", file=sys.stderr)
         return 1
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    save_buffer(args.out, [{k: ep[k] for k in ("obs", "action", "state")} for ep in kept],
+    keys = ("obs", "action", "state") + (("image", "agent_pos") if args.images else ())
+    save_buffer(args.out, [{k: ep[k] for k in keys} for ep in kept],
                 extra={"seeds": np.array([ep["seed"] for ep in kept]), "success": np.array([ep["success"] for ep in kept])})
     lengths = [len(ep["action"]) for ep in episodes]
     print(f"expert success {successes}/{len(episodes)} = {successes / len(episodes):.3f} "

@@ -81,3 +81,27 @@ def test_train_script_runs_through_hydra(tmp_path):
                           capture_output=True, text=True, timeout=300, env=dict(os.environ, WANDB_MODE="disabled"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert parapolicy.load_policy(tmp_path / "out" / "checkpoints" / "latest.ckpt").spec.horizon == 16
+
+
+def test_pusht_image_demos_replay_and_hybrid_image_training(tmp_path):
+    """Image demos are a deterministic replay of the keypoint run; the hybrid policy trains and loads."""
+    from omegaconf import OmegaConf
+
+    from parapolicy.train.dataset import save_buffer
+    from parapolicy_envs.demos import render_pusht_images, run_expert_episode
+
+    episode = run_expert_episode("pusht", 3, max_steps=12)
+    images = render_pusht_images(3, episode["action"], episode["state"])
+    assert images["image"].shape == (12, 3, 96, 96) and images["image"].dtype == np.uint8
+    np.testing.assert_allclose(images["agent_pos"], episode["obs"][:, 18:20], atol=1e-9)
+    save_buffer(str(tmp_path / "img.npz"), [{"action": episode["action"], **images}])
+    cfg = OmegaConf.load(os.path.join(ROOT, "configs", "train", "pusht_image.yaml"))
+    cfg.data.path = str(tmp_path / "img.npz")
+    cfg.training.num_steps, cfg.training.batch_size = 2, 2
+    cfg.policy.down_dims, cfg.policy.diffusion_step_embed_dim, cfg.policy.num_inference_steps = [16, 32], 16, 4
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("hydra")
+    policy = parapolicy.load_policy(train(plain, str(tmp_path / "run"), progress=False))
+    assert policy.spec.family == "unet_hybrid_image"
+    obs = {"image": torch.rand(1, 2, 3, 96, 96), "agent_pos": 100 + 300 * torch.rand(1, 2, 2)}
+    assert policy.predict_action(obs, generator=torch.Generator().manual_seed(0))["action"].shape == (1, 8, 2)

@@ -53,3 +53,22 @@ def run_expert_episode(env_name: str, seed: int, randomize: bool = True, max_ste
     out = {k: np.stack(v) for k, v in rec.items()}
     out.update(success=success, seed=seed, max_reward=reward_max)
     return out
+
+
+def render_pusht_images(seed: int, actions: np.ndarray, states: np.ndarray | None = None) -> dict:
+    """Replay an episode's actions in the image env: ``image`` (N, 3, 96, 96) uint8 and
+    ``agent_pos`` (N, 2) observed before each action. Replay is deterministic; when the
+    keypoint run's ``states`` are given, they are checked against the replay."""
+    from parapolicy_envs.pusht import PushTDPEnv
+
+    env = PushTDPEnv("image")
+    obs, info = env.reset(seed=seed)
+    images, agent_pos = [], []
+    for i, action in enumerate(actions):
+        if states is not None and np.abs(info["state"] - states[i]).max() > 1e-6:
+            raise RuntimeError(f"seed {seed}: image replay diverged from the recorded state at step {i}")
+        images.append(np.round(obs["image"] * 255).astype(np.uint8))
+        agent_pos.append(obs["agent_pos"])
+        obs, _, _, _, info = env.step(action)
+    env.close()
+    return {"image": np.stack(images), "agent_pos": np.stack(agent_pos)}

@@ -12,7 +12,8 @@ Two encoders exist upstream and their checkpoints name parameters differently:
   rgb key after center crop and ImageNet normalisation; sorted rgb keys, then sorted
   low-dim keys.
 
-Both center-crop in eval mode at ``round((H - h) / 2)``, as upstream's eval crop does.
+Both center-crop in eval mode at ``round((H - h) / 2)``, as upstream's eval crop does, and
+crop at random positions in train mode.
 """
 
 from __future__ import annotations
@@ -33,6 +34,20 @@ def center_crop(x: torch.Tensor, size: Sequence[int] | None) -> torch.Tensor:
     top = int(round((x.shape[-2] - h) / 2.0))
     left = int(round((x.shape[-1] - w) / 2.0))
     return x[..., top : top + h, left : left + w]
+
+
+def random_crop(x: torch.Tensor, size: Sequence[int] | None) -> torch.Tensor:
+    """Training-time augmentation: an independent random crop per image (upstream's train crop)."""
+    if size is None:
+        return x
+    h, w = int(size[0]), int(size[1])
+    tops = torch.randint(0, x.shape[-2] - h + 1, (x.shape[0],))
+    lefts = torch.randint(0, x.shape[-1] - w + 1, (x.shape[0],))
+    return torch.stack([img[..., t : t + h, l : l + w] for img, t, l in zip(x, tops.tolist(), lefts.tolist())])
+
+
+def _crop(module: nn.Module, x: torch.Tensor, size) -> torch.Tensor:
+    return random_crop(x, size) if module.training else center_crop(x, size)
 
 
 def _resnet18_groupnorm(group_norm: bool) -> nn.Module:
@@ -123,7 +138,7 @@ class RobomimicObsEncoder(nn.Module):
         for key in self.obs_shapes:
             x = obs[key]
             if key in self.obs_nets:
-                x = torch.relu(self.obs_nets[key](center_crop(x, self.crop_shape)))
+                x = torch.relu(self.obs_nets[key](_crop(self, x, self.crop_shape)))
             feats.append(x.reshape(x.shape[0], -1))
         return torch.cat(feats, dim=-1)
 
@@ -153,7 +168,7 @@ class MultiImageObsEncoder(nn.Module):
     def forward(self, obs: dict) -> torch.Tensor:
         feats = []
         for key in self.rgb_keys:
-            x = center_crop(obs[key], self.crop_shape)
+            x = _crop(self, obs[key], self.crop_shape)
             if self.imagenet_norm:
                 x = (x - self._mean) / self._std
             feats.append(self.key_model_map[key](x))

@@ -43,7 +43,9 @@ def window_indices(episode_ends, horizon: int, pad_before: int, pad_after: int) 
 
 class SequenceDataset(torch.utils.data.Dataset):
     def __init__(self, buffer: dict, keys, horizon: int, n_obs_steps: int, n_action_steps: int):
-        self.buffer = {k: np.asarray(buffer[k], dtype=np.float32) for k in keys}
+        # images stay uint8 in memory and become float in [0, 1] per sample
+        self.buffer = {k: buffer[k] if buffer[k].dtype == np.uint8 else np.asarray(buffer[k], dtype=np.float32)
+                       for k in keys}
         self.horizon = horizon
         self.windows = window_indices(buffer["episode_ends"], horizon, n_obs_steps - 1, n_action_steps - 1)
 
@@ -53,4 +55,5 @@ class SequenceDataset(torch.utils.data.Dataset):
     def __getitem__(self, i):
         start, end, ep_start, ep_end = self.windows[i]
         idx = np.clip(np.arange(start, end), ep_start, ep_end - 1)
-        return {k: torch.from_numpy(v[idx]) for k, v in self.buffer.items()}
+        return {k: torch.from_numpy(v[idx].astype(np.float32) / 255.0 if v.dtype == np.uint8 else v[idx])
+                for k, v in self.buffer.items()}

@@ -1,4 +1,4 @@
-"""DDPM training of DiffusionPolicy's UNet lowdim policy, saved in upstream's ``.ckpt`` format.
+"""DDPM training of DiffusionPolicy UNet policies (lowdim, hybrid image), in upstream's ``.ckpt`` format.
 
 Recipe as upstream: limits-mode LinearNormalizer fitted on the whole buffer, epsilon
 prediction at uniformly drawn timesteps, AdamW with cosine decay after warmup, and an
@@ -23,10 +23,14 @@ from parapolicy.checkpoints.dp_builders import build_from_policy_cfg
 from parapolicy.checkpoints.dp_workspace import read_payload, save_dp_workspace, upstream_state_dict
 from parapolicy.checkpoints.safe_pickle import allow_list_pickle
 from parapolicy.models.normalizer import LinearNormalizer, fit_limits
-from parapolicy.policy import GLOBAL
+from parapolicy.policy import GLOBAL, Policy
 from parapolicy.train.dataset import SequenceDataset, load_buffer
 
-WORKSPACE_TARGET = "diffusion_policy.workspace.train_diffusion_unet_lowdim_workspace.TrainDiffusionUnetLowdimWorkspace"
+WORKSPACES = {
+    "unet_lowdim": "diffusion_policy.workspace.train_diffusion_unet_lowdim_workspace.TrainDiffusionUnetLowdimWorkspace",
+    "unet_hybrid_image": "diffusion_policy.workspace.train_diffusion_unet_hybrid_workspace.TrainDiffusionUnetHybridWorkspace",
+    "unet_image": "diffusion_policy.workspace.train_diffusion_unet_image_workspace.TrainDiffusionUnetImageWorkspace",
+}
 
 
 class EMA:
@@ -50,11 +54,17 @@ class EMA:
         self.step += 1
 
 
-def _normalizer(buffer, obs_key, action_key) -> LinearNormalizer:
+def _normalizer(buffer, obs_fields: dict, rgb_keys, action_key) -> LinearNormalizer:
+    """Limits mode for low-dim fields and the action; images map [0, 1] -> [-1, 1] (upstream)."""
     norm = LinearNormalizer()
-    for field, key in (("obs", obs_key), ("action", action_key)):
-        fit = fit_limits(torch.as_tensor(buffer[key], dtype=torch.float32))
-        norm.set_field(field, fit["scale"], fit["offset"], fit["input_stats"])
+    for field, key in obs_fields.items():
+        if key in rgb_keys:
+            norm.set_field(field, torch.tensor([2.0]), torch.tensor([-1.0]))
+        else:
+            fit = fit_limits(torch.as_tensor(buffer[key], dtype=torch.float32))
+            norm.set_field(field, fit["scale"], fit["offset"], fit["input_stats"])
+    fit = fit_limits(torch.as_tensor(buffer[action_key], dtype=torch.float32))
+    norm.set_field("action", fit["scale"], fit["offset"], fit["input_stats"])
     return norm
 
 
@@ -75,18 +85,29 @@ def train(cfg: dict, out_dir: str, logger=None, resume: bool = True, progress: b
     np.random.seed(int(tcfg.get("seed", 42)))
     device = torch.device(tcfg.get("device", "cpu"))
     spec, model, encoder, scheduler = build_from_policy_cfg(pcfg)
-    if encoder is not None or spec.cond_mode != GLOBAL:
-        raise NotImplementedError("train.py trains UNet lowdim policies with global conditioning")
+    if spec.cond_mode != GLOBAL:
+        raise NotImplementedError("train.py trains UNet policies with global observation conditioning")
     buffer = load_buffer(cfg["data"]["path"])
-    obs_key, action_key = cfg["data"].get("obs_key", "obs"), cfg["data"].get("action_key", "action")
-    normalizer = _normalizer(buffer, obs_key, action_key)
-    dataset = SequenceDataset(buffer, [obs_key, action_key], spec.horizon, spec.n_obs_steps, spec.n_action_steps)
+    action_key = cfg["data"].get("action_key", "action")
+    if encoder is None:  # lowdim: the policy's 'obs' comes from one buffer array
+        obs_fields = {"obs": cfg["data"].get("obs_key", "obs")}
+        rgb_keys = []
+    else:  # image policies: buffer arrays named like the shape_meta keys
+        obs_fields = {k: k for k in spec.obs_shapes}
+        rgb_keys = list(getattr(encoder, "rgb_keys", []))
+    missing = [k for k in [*obs_fields.values(), action_key] if k not in buffer]
+    if missing:
+        raise KeyError(f"replay buffer {cfg['data']['path']} lacks {missing}")
+    normalizer = _normalizer(buffer, obs_fields, rgb_keys, action_key)
+    dataset = SequenceDataset(buffer, [*obs_fields.values(), action_key], spec.horizon, spec.n_obs_steps,
+                              spec.n_action_steps)
     loader = torch.utils.data.DataLoader(dataset, batch_size=int(tcfg["batch_size"]), shuffle=True, drop_last=True,
                                          num_workers=0)
-    model.to(device).train()
-    normalizer.to(device)
-    ema = EMA(model, tcfg.get("ema_power", 0.75), tcfg.get("ema_max", 0.9999))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=float(tcfg["lr"]), betas=tuple(tcfg.get("betas", (0.95, 0.999))),
+    policy = Policy(spec, model, normalizer, scheduler, encoder).to(device)
+    policy.train()
+    net = torch.nn.ModuleDict({"model": model, **({"obs_encoder": encoder} if encoder is not None else {})})
+    ema = EMA(net, tcfg.get("ema_power", 0.75), tcfg.get("ema_max", 0.9999))
+    optimizer = torch.optim.AdamW(net.parameters(), lr=float(tcfg["lr"]), betas=tuple(tcfg.get("betas", (0.95, 0.999))),
                                   weight_decay=float(tcfg.get("weight_decay", 1e-6)))
     total = int(tcfg["num_steps"])
     lr_sched = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(int(tcfg.get("warmup_steps", 500)), total))
@@ -94,20 +115,20 @@ def train(cfg: dict, out_dir: str, logger=None, resume: bool = True, progress: b
     latest = os.path.join(ckpt_dir, "latest.ckpt")
     step = 0
     if resume and os.path.isfile(latest):
-        step = _resume(latest, model, ema, optimizer, lr_sched, normalizer)
-    stored_cfg = {"_target_": WORKSPACE_TARGET, "name": cfg.get("name", "train"), "policy": pcfg,
+        step = _resume(latest, net, ema, optimizer, lr_sched)
+    stored_cfg = {"_target_": WORKSPACES[spec.family], "name": cfg.get("name", "train"), "policy": pcfg,
                   "horizon": spec.horizon, "n_obs_steps": spec.n_obs_steps, "n_action_steps": spec.n_action_steps,
                   "training": dict(tcfg, use_ema=True), "data": dict(cfg["data"])}
     bar = tqdm(total=total, initial=step, disable=not progress, desc="train", dynamic_ncols=True,
                mininterval=0.1 if sys.stderr.isatty() else 30.0)
-    to, started = spec.n_obs_steps, time.time()
+    started = time.time()
     while step < total:
         for batch in loader:
             if step >= total:
                 break
-            nobs = normalizer.normalize("obs", batch[obs_key].to(device))
+            nobs = {field: normalizer.normalize(field, batch[key].to(device)) for field, key in obs_fields.items()}
             naction = normalizer.normalize("action", batch[action_key].to(device))
-            global_cond = nobs[:, :to].reshape(nobs.shape[0], -1)
+            global_cond = policy.encode_observations(nobs).reshape(naction.shape[0], -1)
             noise = torch.randn_like(naction)
             t = torch.randint(0, scheduler.config.num_train_timesteps, (naction.shape[0],), device=device)
             noisy = scheduler.add_noise(naction, noise, t)
@@ -116,7 +137,7 @@ def train(cfg: dict, out_dir: str, logger=None, resume: bool = True, progress: b
             loss.backward()
             optimizer.step()
             lr_sched.step()
-            ema.update(model)
+            ema.update(net)
             step += 1
             bar.update(1)
             if step % 50 == 0:
@@ -125,30 +146,34 @@ def train(cfg: dict, out_dir: str, logger=None, resume: bool = True, progress: b
                     logger.log({"train/loss": loss.item(), "train/lr": lr_sched.get_last_lr()[0],
                                 "train/ema_decay": ema.decay()}, step=step)
             if step % int(tcfg.get("checkpoint_every", 1000)) == 0 or step == total:
-                _save(latest, stored_cfg, model, ema, optimizer, lr_sched, normalizer, step)
+                _save(latest, stored_cfg, net, ema, optimizer, lr_sched, normalizer, step)
     bar.close()
     if not os.path.isfile(latest) or step == 0:
-        _save(latest, stored_cfg, model, ema, optimizer, lr_sched, normalizer, step)
+        _save(latest, stored_cfg, net, ema, optimizer, lr_sched, normalizer, step)
     if logger is not None:
         logger.summary({"train/steps": step, "train/wall_s": time.time() - started})
     return latest
 
 
-def _save(path, cfg, model, ema, optimizer, lr_sched, normalizer, step):
+def _upstream(net, normalizer) -> dict:
+    return upstream_state_dict(net["model"], net["obs_encoder"] if "obs_encoder" in net else None, normalizer)
+
+
+def _save(path, cfg, net, ema, optimizer, lr_sched, normalizer, step):
     state_dicts = {
-        "model": upstream_state_dict(model, None, normalizer),
-        "ema_model": upstream_state_dict(ema.model, None, normalizer),
+        "model": _upstream(net, normalizer),
+        "ema_model": _upstream(ema.model, normalizer),
         "optimizer": optimizer.state_dict(),
         "lr_scheduler": lr_sched.state_dict(),
     }
     save_dp_workspace(path, cfg, state_dicts, pickles={"global_step": step, "epoch": 0, "ema_step": ema.step})
 
 
-def _resume(path, model, ema, optimizer, lr_sched, normalizer) -> int:
+def _resume(path, net, ema, optimizer, lr_sched) -> int:
     payload = read_payload(path)
     sd = payload["state_dicts"]
-    model.load_state_dict({k[6:]: v for k, v in sd["model"].items() if k.startswith("model.")})
-    ema.model.load_state_dict({k[6:]: v for k, v in sd["ema_model"].items() if k.startswith("model.")})
+    for target, weights in ((net, sd["model"]), (ema.model, sd["ema_model"])):
+        target.load_state_dict({k: v for k, v in weights.items() if k.startswith(("model.", "obs_encoder."))})
     optimizer.load_state_dict(sd["optimizer"])
     lr_sched.load_state_dict(sd["lr_scheduler"])
     pickles = {k: allow_list_pickle.loads(v) for k, v in payload.get("pickles", {}).items()}
