@@ -155,3 +155,11 @@ def test_image_obs_with_wrong_image_size(tmp_path):
     obs["image"] = torch.rand(3, 2, 3, 96, 96)
     with pytest.raises(ObservationError, match=r"obs\['image'\] has shape \(3, 2, 3, 96, 96\), expected \(B, >=2, 3, 32, 32\)"):
         policy.predict_action(obs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
+def test_asking_for_cuda_without_a_gpu_is_one_clear_error(tmp_path):
+    cfg = POLICY_CFGS["unet_lowdim_global_ddpm"]()
+    write_checkpoint(tmp_path / "p.ckpt", cfg)
+    with pytest.raises(CheckpointError, match="no CUDA device is available here"):
+        parapolicy.load_policy(tmp_path / "p.ckpt", device="cuda")

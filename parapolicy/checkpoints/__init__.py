@@ -15,6 +15,7 @@ def load_policy(path, device="cpu", use_ema: bool | None = None, trust_checkpoin
     you trust.
     """
     path = os.fspath(path)
+    _check_device(device)
     if os.path.isdir(path):
         from parapolicy.checkpoints.lerobot import is_lerobot_dir, load_lerobot
 
@@ -26,6 +27,17 @@ def load_policy(path, device="cpu", use_ema: bool | None = None, trust_checkpoin
     from parapolicy.checkpoints.dp_workspace import load_dp_workspace
 
     return load_dp_workspace(path, device=device, use_ema=use_ema, trust_checkpoint=trust_checkpoint)
+
+
+def _check_device(device) -> None:
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise CheckpointError(f"invalid device {device!r}: {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError(f"device {device!r} requested but no CUDA device is available here; use device='cpu'")
 
 
 __all__ = ["load_policy"]
