@@ -160,3 +160,15 @@ def test_gymnasium_vector_envs_give_the_same_episodes_as_the_list_runner(toy_ckp
     got = run_batch(policy, make, seeds, generator=torch.Generator().manual_seed(0), record_actions=True, vector=vector)
     assert [(e.seed, e.max_reward, e.steps) for e in got.episodes] == [(e.seed, e.max_reward, e.steps) for e in ref.episodes]
     assert all(np.array_equal(a, b) for a, b in zip(got.actions, ref.actions))
+
+
+def test_video_of_first_episode_is_written_as_mp4(toy_ckpt, tmp_path):
+    import imageio.v2 as imageio
+
+    cfg = _cfg([f"checkpoint={toy_ckpt}", "env=toy", "n_episodes=2", "logger=disabled", "progress=false",
+                "video_episodes=1"])
+    results = run_rollout(cfg, str(tmp_path))
+    video = tmp_path / "episode_100000.mp4"
+    assert video.exists() and results["n_episodes"] == 2
+    frames = imageio.mimread(str(video))
+    assert len(frames) == results["steps_by_seed"]["100000"] and frames[0].shape[:2] == (64, 64)
