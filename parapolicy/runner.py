@@ -53,6 +53,30 @@ class RunResult:
         }
 
 
+def _plan_chunk(policy, batch, generator, run: RunResult, record_actions: bool):
+    """One batched predict_action; records its latency and sampler stats on ``run``."""
+    out = policy.predict_action(batch, generator=generator)
+    stats = out["stats"]
+    run.chunk_latency_ms.append(stats["latency_ms"])
+    run.nfe.append(stats.get("nfe", 0))
+    run.parallel_iters.append(stats.get("parallel_iters", 0))
+    actions = out["action"].detach().cpu().numpy()
+    if record_actions:
+        run.actions.append(actions)
+    return stats["latency_ms"], actions
+
+
+def _record_step(run: RunResult, res: EpisodeResult, chunk_ms, env_ms, reward, success, episode_steps) -> None:
+    """Update one episode after a chunk; per-step latency: the first action of a chunk waits
+    for inference, the rest come from the queue."""
+    executed = max(1, int(episode_steps) - res.steps)
+    run.step_latency_ms.append(chunk_ms + env_ms / executed)
+    run.step_latency_ms.extend([env_ms / executed] * (executed - 1))
+    res.max_reward = max(res.max_reward, float(reward))
+    res.success = res.success or bool(success)
+    res.steps = int(episode_steps)
+
+
 def _batch_obs(obs_list, obs_key):
     if isinstance(obs_list[0], dict):
         return {k: torch.as_tensor(np.stack([o[k] for o in obs_list])) for k in obs_list[0]}
@@ -90,14 +114,7 @@ def run_batch(policy, make_env, seeds, generator=None, obs_key="obs", record_act
     chunks = 0
     try:
         while not all(done) and template is not None:
-            out = policy.predict_action(_batch_obs(obs, obs_key), generator=generator)
-            stats = out["stats"]
-            run.chunk_latency_ms.append(stats["latency_ms"])
-            run.nfe.append(stats.get("nfe", 0))
-            run.parallel_iters.append(stats.get("parallel_iters", 0))
-            actions = out["action"].detach().cpu().numpy()
-            if record_actions:
-                run.actions.append(actions)
+            chunk_ms, actions = _plan_chunk(policy, _batch_obs(obs, obs_key), generator, run, record_actions)
             for i, (env, res) in enumerate(zip(envs, results)):
                 if done[i]:
                     continue
@@ -109,14 +126,9 @@ def run_batch(policy, make_env, seeds, generator=None, obs_key="obs", record_act
                     done[i] = True
                     continue
                 env_ms = (time.perf_counter() - t0) * 1000.0
-                executed = max(1, int(info.get("episode_steps", res.steps + len(actions[i]))) - res.steps)
-                # the first action of a chunk waits for inference; the rest come from the queue
-                run.step_latency_ms.append(stats["latency_ms"] + env_ms / executed)
-                run.step_latency_ms.extend([env_ms / executed] * (executed - 1))
+                _record_step(run, res, chunk_ms, env_ms, reward, info.get("is_success", False),
+                             info.get("episode_steps", res.steps + len(actions[i])))
                 obs[i] = o
-                res.max_reward = max(res.max_reward, float(reward))
-                res.success = res.success or bool(info.get("is_success", False))
-                res.steps = int(info.get("episode_steps", res.steps + executed))
                 done[i] = bool(terminated or truncated)
             chunks += 1
             if on_chunk is not None:
@@ -151,14 +163,7 @@ def _run_vector(policy, make_env, seeds, generator, obs_key, record_actions, on_
         obs, _ = envs.reset(seed=[int(s) for s in seeds])
         while not done.all():
             batch = {k: torch.as_tensor(v) for k, v in obs.items()} if isinstance(obs, dict) else {obs_key: torch.as_tensor(obs)}
-            out = policy.predict_action(batch, generator=generator)
-            stats = out["stats"]
-            run.chunk_latency_ms.append(stats["latency_ms"])
-            run.nfe.append(stats.get("nfe", 0))
-            run.parallel_iters.append(stats.get("parallel_iters", 0))
-            actions = out["action"].detach().cpu().numpy()
-            if record_actions:
-                run.actions.append(actions)
+            chunk_ms, actions = _plan_chunk(policy, batch, generator, run, record_actions)
             t0 = time.perf_counter()
             obs, reward, terminated, truncated, info = envs.step(actions)
             env_ms = (time.perf_counter() - t0) * 1000.0
@@ -167,12 +172,7 @@ def _run_vector(policy, make_env, seeds, generator, obs_key, record_actions, on_
             for i, res in enumerate(results):
                 if done[i]:
                     continue
-                executed = max(1, int(steps[i]) - res.steps)
-                run.step_latency_ms.append(stats["latency_ms"] + env_ms / executed)
-                run.step_latency_ms.extend([env_ms / executed] * (executed - 1))
-                res.max_reward = max(res.max_reward, float(reward[i]))
-                res.success = res.success or bool(success[i])
-                res.steps = int(steps[i])
+                _record_step(run, res, chunk_ms, env_ms, reward[i], success[i], steps[i])
                 done[i] = bool(terminated[i] or truncated[i])
             chunks += 1
             if on_chunk is not None:
