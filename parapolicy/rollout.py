@@ -13,7 +13,6 @@ import platform
 import sys
 import time
 
-import numpy as np
 import torch
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")

@@ -140,7 +140,7 @@ def _record_videos(policy, make_env, seeds, cfg, output_dir, logger) -> None:
     for seed in seeds:
         frames = []
 
-        def make_recording_env():
+        def make_recording_env(frames=frames):
             env = make_env()
             original_step = env.env.step
 

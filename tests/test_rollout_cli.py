@@ -159,6 +159,7 @@ def test_gymnasium_vector_envs_give_the_same_episodes_as_the_list_runner(toy_ckp
     ref = run_batch(policy, make, seeds, generator=torch.Generator().manual_seed(0), record_actions=True)
     got = run_batch(policy, make, seeds, generator=torch.Generator().manual_seed(0), record_actions=True, vector=vector)
     assert [(e.seed, e.max_reward, e.steps) for e in got.episodes] == [(e.seed, e.max_reward, e.steps) for e in ref.episodes]
+    assert len(got.actions) == len(ref.actions)
     assert all(np.array_equal(a, b) for a, b in zip(got.actions, ref.actions))
 
 
@@ -172,3 +173,14 @@ def test_video_of_first_episode_is_written_as_mp4(toy_ckpt, tmp_path):
     assert video.exists() and results["n_episodes"] == 2
     frames = imageio.mimread(str(video))
     assert len(frames) == results["steps_by_seed"]["100000"] and frames[0].shape[:2] == (64, 64)
+
+
+def test_submitit_local_multirun_and_slurm_config(toy_ckpt, tmp_path):
+    proc = _cli(["-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", f"checkpoint={toy_ckpt}",
+                 "env=toy", "n_episodes=1", "logger=disabled", "progress=false", "sampler=sequential",
+                 f"hydra.sweep.dir={tmp_path / 'local'}"], tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.load(open(tmp_path / "local" / "0" / "results.json"))["n_episodes"] == 1
+    slurm = _cli(["-m", "hydra/launcher=submitit_slurm", "--cfg", "hydra", "--package", "hydra.launcher"], tmp_path)
+    assert slurm.returncode == 0, slurm.stderr[-2000:]
+    assert "SlurmLauncher" in slurm.stdout and "timeout_min" in slurm.stdout

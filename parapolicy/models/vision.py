@@ -43,7 +43,7 @@ def random_crop(x: torch.Tensor, size: Sequence[int] | None) -> torch.Tensor:
     h, w = int(size[0]), int(size[1])
     tops = torch.randint(0, x.shape[-2] - h + 1, (x.shape[0],))
     lefts = torch.randint(0, x.shape[-1] - w + 1, (x.shape[0],))
-    return torch.stack([img[..., t : t + h, l : l + w] for img, t, l in zip(x, tops.tolist(), lefts.tolist())])
+    return torch.stack([img[..., t : t + h, c : c + w] for img, t, c in zip(x, tops.tolist(), lefts.tolist())])
 
 
 def _crop(module: nn.Module, x: torch.Tensor, size) -> torch.Tensor:
