@@ -6,6 +6,7 @@ parallel-in-time iteration that converges to the same trajectory.
 
 from parapolicy.samplers.common import SampleResult
 from parapolicy.samplers.noise import NoiseDraws, draw_noises
+from parapolicy.samplers.piadm import PIADM, sample_piadm
 from parapolicy.samplers.picard import Picard, sample_picard, warm_start_guess
 from parapolicy.samplers.registry import SAMPLERS, make_sampler
 from parapolicy.samplers.sequential import Sequential, sample_sequential
@@ -13,6 +14,7 @@ from parapolicy.samplers.step_rules import StepRule, make_step_rule
 
 __all__ = [
     "NoiseDraws",
+    "PIADM",
     "Picard",
     "SAMPLERS",
     "SampleResult",
@@ -21,6 +23,7 @@ __all__ = [
     "draw_noises",
     "make_sampler",
     "make_step_rule",
+    "sample_piadm",
     "sample_picard",
     "sample_sequential",
     "warm_start_guess",
