@@ -16,7 +16,7 @@ from torch import nn
 
 from parapolicy.errors import ObservationError
 from parapolicy.models.normalizer import LinearNormalizer
-from parapolicy.samplers import Sequential, draw_noises, make_sampler, make_step_rule, warm_start_guess
+from parapolicy.samplers import Picard, Sequential, draw_noises, make_sampler, make_step_rule, warm_start_guess
 
 # How observations enter the denoiser.
 GLOBAL = "global"  # UNet: flattened obs features appended to the step embedding (FiLM)
@@ -93,7 +93,7 @@ class Policy(nn.Module):
                 self._rule, shape, generator, device=self.device, dtype=torch.float32
             )
             extra = {}
-            if warm_start is not None and getattr(self.sampler, "name", "") == "picard":
+            if warm_start is not None and isinstance(self.sampler, Picard):
                 guess = torch.as_tensor(warm_start, device=self.device, dtype=torch.float32)
                 extra["init_guess"] = warm_start_guess(self._rule, draws.x_T, guess.expand_as(draws.x_T))
             result = self.sampler.sample(bind, self._rule, draws.x_T, draws.noises, cond_data, cond_mask, **extra)

@@ -4,6 +4,7 @@
 parallel-in-time iteration that converges to the same trajectory.
 """
 
+from parapolicy.samplers.anderson import AcceleratedPicard
 from parapolicy.samplers.common import SampleResult
 from parapolicy.samplers.noise import NoiseDraws, draw_noises
 from parapolicy.samplers.piadm import PIADM, sample_piadm
@@ -13,6 +14,7 @@ from parapolicy.samplers.sequential import Sequential, sample_sequential
 from parapolicy.samplers.step_rules import StepRule, make_step_rule
 
 __all__ = [
+    "AcceleratedPicard",
     "NoiseDraws",
     "PIADM",
     "Picard",
