@@ -4,7 +4,6 @@
 parallel-in-time iteration that converges to the same trajectory.
 """
 
-from parapolicy.samplers.anderson import AcceleratedPicard
 from parapolicy.samplers.common import SampleResult
 from parapolicy.samplers.noise import NoiseDraws, draw_noises
 from parapolicy.samplers.piadm import PIADM, sample_piadm
@@ -14,7 +13,6 @@ from parapolicy.samplers.sequential import Sequential, sample_sequential
 from parapolicy.samplers.step_rules import StepRule, make_step_rule
 
 __all__ = [
-    "AcceleratedPicard",
     "NoiseDraws",
     "PIADM",
     "Picard",

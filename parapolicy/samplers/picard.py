@@ -39,7 +39,7 @@ def warm_start_guess(scheduler, x_T: torch.Tensor, x0_guess: torch.Tensor) -> to
 
 def sample_picard(
     denoise_fn, scheduler, x_T, noises=None, *, window, tolerance, cond_data=None, cond_mask=None, callback=None,
-    init_guess=None, mixer=None,
+    init_guess=None,
 ):
     """Parallel-in-time sampling; see the module docstring.
 
@@ -47,10 +47,8 @@ def sample_picard(
     and int64 ``t`` of shape (K*B,); conditioning bound into it must be tiled K times.
     Convergence is tracked per sample: the window advances past a step only when every
     sample converged there. ``init_guess`` (N+1, *x_T.shape) replaces the all-x_T initial
-    trajectory (see ``warm_start_guess``); state 0 is always x_T. ``mixer`` (see
-    ``anderson.py``) may extrapolate the not-yet-converged states between rounds; the
-    convergence test always uses the plain Picard update. If NaN/inf shows up, the call
-    falls back to the sequential loop and says so in ``stats["fallback"]``.
+    trajectory (see ``warm_start_guess``); state 0 is always x_T. If NaN/inf shows up, the
+    call falls back to the sequential loop and says so in ``stats["fallback"]``.
     """
     rule = make_step_rule(scheduler)
     check_inputs(rule, x_T, noises)
@@ -101,9 +99,6 @@ def sample_picard(
         bad = torch.nonzero(flags[:-1]).flatten()
         first_bad = int(bad[0]) if bad.numel() else count
         accepted = min(first_bad + 1, count)
-        if mixer is not None and accepted < count:
-            mixed = mixer.mix(start + 1, traj[start + 1 : end + 1], new)
-            new = torch.cat([new[:accepted], mixed[accepted:]])  # accepted states keep the Picard value
         traj[start + 1 : end + 1] = new
         if conv is not None and rule.history_length:
             converted[start:end] = list(conv)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from parapolicy.errors import SamplerConfigError
-from parapolicy.samplers.anderson import AcceleratedPicard
 from parapolicy.samplers.piadm import PIADM
 from parapolicy.samplers.picard import Picard
 from parapolicy.samplers.sequential import Sequential
 
-SAMPLERS = {"sequential": Sequential, "picard": Picard, "accelerated_picard": AcceleratedPicard, "piadm": PIADM}
+SAMPLERS = {"sequential": Sequential, "picard": Picard, "piadm": PIADM}
 
 
 def make_sampler(name: str, **settings):
