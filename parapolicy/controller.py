@@ -10,9 +10,10 @@ repeating the first, as upstream's MultiStepWrapper) and a queue of planned acti
   planned from the observation at tick k covers ticks k, k+1, ...; when it arrives at
   tick k+d it replaces the not-yet-executed tail from index d on.
 
-``warm_start=True`` (Picard only) starts each chunk's iteration from the previous chunk's
-result shifted by the ticks since it was planned; the fresh x_T and noises are kept, so
-the answer is unchanged and only the number of rounds drops.
+``warm_start=True`` (Picard only) starts each chunk's iteration from the trajectory implied
+by the previous chunk's per-step network outputs, shifted along the horizon by the ticks
+since it was planned, pushed through this chunk's fresh x_T and noises; the answer is
+unchanged and only the number of rounds drops.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ class Controller:
         self._plan: list[np.ndarray] = []  # actions for ticks self._tick, self._tick + 1, ...
         self._tick = 0
         self._inflight = None  # (future, tick it was planned at)
-        self._last_sample = None  # (normalized sample, tick it was planned at)
+        self._last_outputs = None  # (per-step denoiser outputs, tick they were planned at)
         if not hasattr(self, "chunk_latency_ms"):
             self.chunk_latency_ms, self.act_latency_ms, self.rounds = [], [], []
             self.deadline_misses, self.empty_queue_waits = 0, 0
@@ -141,15 +142,14 @@ class Controller:
         self._inflight = (self._executor.submit(self._infer, obs, guess), self._tick)
 
     def _warm_guess(self):
-        if self._last_sample is None:
+        if self._last_outputs is None:
             return None
-        sample, planned_at = self._last_sample
+        outputs, planned_at = self._last_outputs  # (steps, B, horizon, D)
         shift = self._tick - planned_at
-        if shift >= sample.shape[1]:
+        if shift >= outputs.shape[2]:
             return None
-        tail = sample[:, shift:]
-        pad = tail[:, -1:].expand(-1, shift, -1)
-        return torch.cat([tail, pad], dim=1)
+        tail = outputs[:, :, shift:]
+        return torch.cat([tail, tail[:, :, -1:].expand(-1, -1, shift, -1)], dim=2)
 
     def _infer(self, obs, guess):
         with self._lock:
@@ -168,7 +168,8 @@ class Controller:
             raise ControllerError(f"inference failed: {type(exc).__name__}: {exc}") from exc
         self.chunk_latency_ms.append(out["stats"]["latency_ms"])
         self.rounds.append(out["stats"].get("parallel_iters", 0))
-        self._last_sample = (out["normalized_sample"].detach(), planned_at)
+        if "denoiser_outputs" in out:
+            self._last_outputs = (out["denoiser_outputs"].detach(), planned_at)
         chunk = out["action"][0, : self.n_action_steps].detach().cpu().numpy()
         late = self._tick - planned_at
         if late < len(chunk):

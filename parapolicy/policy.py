@@ -77,12 +77,12 @@ class Policy(nn.Module):
     def predict_action(self, obs_dict: dict, generator: torch.Generator | None = None, warm_start=None) -> dict:
         """Sample an action chunk; same outputs and semantics as upstream's predict_action.
 
-        Returns ``action`` (B, n_action_steps, Da), ``action_pred`` (B, horizon, Da),
-        ``normalized_sample`` (the sampler's output, for warm starts) and ``stats`` (nfe,
-        parallel_iters, latency_ms, sampler settings). ``warm_start`` is a guess of the
-        normalized sample (e.g. the previous chunk shifted by the executed steps); samplers
-        that iterate (Picard) start from it, which changes their round count, not their
-        answer; the sequential sampler ignores it.
+        Returns ``action`` (B, n_action_steps, Da), ``action_pred`` (B, horizon, Da) and
+        ``stats`` (nfe, parallel_iters, latency_ms, sampler settings); Picard also returns
+        ``denoiser_outputs`` (steps, B, horizon, D), each step's latest network output.
+        ``warm_start`` is a guess of those outputs (e.g. the previous chunk's, shifted by the
+        executed steps): Picard starts its iteration from the trajectory they imply with this
+        call's noise, which changes its round count, not its answer; other samplers ignore it.
         """
         started = time.perf_counter()
         obs = self._checked_obs(obs_dict)
@@ -95,7 +95,12 @@ class Policy(nn.Module):
             extra = {}
             if warm_start is not None and isinstance(self.sampler, Picard):
                 guess = torch.as_tensor(warm_start, device=self.device, dtype=torch.float32)
-                extra["init_guess"] = warm_start_guess(self._rule, draws.x_T, guess.expand_as(draws.x_T))
+                if guess.shape[0] != self._rule.num_steps or tuple(guess.shape[2:]) != tuple(draws.x_T.shape[1:]):
+                    raise ValueError(f"warm_start has shape {tuple(guess.shape)}, expected "
+                                     f"({self._rule.num_steps}, B, {', '.join(map(str, draws.x_T.shape[1:]))})")
+                extra["init_guess"] = warm_start_guess(self._rule, draws.x_T, draws.noises,
+                                                       guess.expand(-1, draws.x_T.shape[0], *guess.shape[2:]),
+                                                       cond_data, cond_mask)
             result = self.sampler.sample(bind, self._rule, draws.x_T, draws.noises, cond_data, cond_mask, **extra)
             naction = result.sample[..., : self.spec.action_dim]
             action_pred = self.normalizer.unnormalize("action", naction)
@@ -108,7 +113,9 @@ class Policy(nn.Module):
             torch.cuda.synchronize(self.device)
         stats = dict(result.stats)
         stats["latency_ms"] = (time.perf_counter() - started) * 1000.0
-        out = {"action": action, "action_pred": action_pred, "normalized_sample": result.sample, "stats": stats}
+        out = {"action": action, "action_pred": action_pred, "stats": stats}
+        if "eps" in result.extras:
+            out["denoiser_outputs"] = result.extras["eps"]
         if spec.cond_mode == INPAINT and "obs" in self.normalizer.fields and self.obs_encoder is None:
             with torch.no_grad():
                 obs_pred = self.normalizer.unnormalize("obs", result.sample[..., spec.action_dim :])

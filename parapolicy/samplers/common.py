@@ -14,6 +14,7 @@ from parapolicy.samplers.step_rules import StepRule
 class SampleResult:
     sample: torch.Tensor
     stats: dict = field(default_factory=dict)
+    extras: dict = field(default_factory=dict)  # sampler-specific tensors (Picard: per-step outputs)
 
 
 def impose(x: torch.Tensor, cond_data: torch.Tensor | None, cond_mask: torch.Tensor | None) -> torch.Tensor:

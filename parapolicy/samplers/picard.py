@@ -21,20 +21,26 @@ from parapolicy.samplers.sequential import sample_sequential
 from parapolicy.samplers.step_rules import make_step_rule
 
 
-def warm_start_guess(scheduler, x_T: torch.Tensor, x0_guess: torch.Tensor) -> torch.Tensor:
-    """A whole-trajectory guess from a guess of the clean sample (e.g. the previous chunk, shifted).
+def warm_start_guess(scheduler, x_T, noises, eps_guess, cond_data=None, cond_mask=None) -> torch.Tensor:
+    """A whole-trajectory guess from guessed network outputs, e.g. the previous chunk's shifted.
 
-    State i (at timestep t_i) is guessed as sqrt(a_i) * x0_guess + sqrt(1 - a_i) * x_T, the
-    final state as x0_guess. Only the starting point of the iteration changes, never its
-    fixed point, so the result is the same sequential answer, reached in fewer rounds when
-    the guess is good.
+    The guessed outputs stand in for the network: the fresh x_T and pre-drawn noises are
+    pushed through every step with the scheduler's own transition (no network call), so the
+    guess carries this call's noise realisation. Only the iteration's starting point changes,
+    never its fixed point: the answer is the same sequential one, reached in fewer rounds
+    when the guess is good.
     """
     rule = make_step_rule(scheduler)
-    a = rule.alphas_cumprod[rule.timesteps].to(device=x_T.device, dtype=x_T.dtype)
-    a = a.view(-1, *([1] * x_T.dim()))
-    states = a.sqrt() * x0_guess.unsqueeze(0) + (1 - a).sqrt() * x_T.unsqueeze(0)
-    states[0] = x_T
-    return torch.cat([states, x0_guess.unsqueeze(0)], dim=0)
+    states, x, past = [x_T], x_T, []
+    for i in range(rule.num_steps):
+        x = impose(x, cond_data, cond_mask)
+        step_noise = noises[i : i + 1] if noises is not None else None
+        nxt, conv = rule.transition(i, x[None], eps_guess[i][None].to(x), step_noise, past)
+        x = nxt[0]
+        if conv is not None and rule.history_length:
+            past = (past + [conv[0]])[-rule.history_length :]
+        states.append(x)
+    return torch.stack(states)
 
 
 def sample_picard(
@@ -47,7 +53,8 @@ def sample_picard(
     and int64 ``t`` of shape (K*B,); conditioning bound into it must be tiled K times.
     Convergence is tracked per sample: the window advances past a step only when every
     sample converged there. ``init_guess`` (N+1, *x_T.shape) replaces the all-x_T initial
-    trajectory (see ``warm_start_guess``); state 0 is always x_T. If NaN/inf shows up, the
+    trajectory (see ``warm_start_guess``); state 0 is always x_T. ``extras["eps"]`` returns
+    each step's latest network output, the input of the next call's warm start. If NaN/inf shows up, the
     call falls back to the sequential loop and says so in ``stats["fallback"]``.
     """
     rule = make_step_rule(scheduler)
@@ -70,6 +77,7 @@ def sample_picard(
     else:
         traj = x_T.unsqueeze(0).repeat(n_steps + 1, *([1] * x_T.dim()))
     converted = [None] * n_steps
+    eps_buffer = torch.zeros((n_steps, *x_T.shape), device=device, dtype=x_T.dtype)  # latest output per step
     start, rounds, nfe, max_error = 0, 0, 0, 0.0
     while start < n_steps:
         end = min(start + width, n_steps)
@@ -78,6 +86,7 @@ def sample_picard(
         t_rows = timestep_rows(rule, start, count, batch, device)
         eps = denoise_fn(states.reshape(count * batch, *state_shape), t_rows).reshape(states.shape)
         rounds, nfe = rounds + 1, nfe + count
+        eps_buffer[start:end] = eps
         past = [c for c in converted[max(0, start - rule.history_length) : start] if c is not None]
         step_noise = noises[start:end] if noises is not None else None
         nxt, conv = rule.transition(start, states, eps, step_noise, past)
@@ -122,7 +131,7 @@ def sample_picard(
         "tolerance": float(tolerance),
         "fallback": None,
     }
-    return SampleResult(sample, stats)
+    return SampleResult(sample, stats, extras={"eps": eps_buffer})
 
 
 @dataclass(frozen=True)
