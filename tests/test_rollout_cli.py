@@ -181,6 +181,6 @@ def test_submitit_local_multirun_and_slurm_config(toy_ckpt, tmp_path):
                  f"hydra.sweep.dir={tmp_path / 'local'}"], tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.load(open(tmp_path / "local" / "0" / "results.json"))["n_episodes"] == 1
-    slurm = _cli(["-m", "hydra/launcher=submitit_slurm", "--cfg", "hydra", "--package", "hydra.launcher"], tmp_path)
+    slurm = _cli(["hydra/launcher=submitit_slurm", "--cfg", "hydra", "--package", "hydra.launcher"], tmp_path)
     assert slurm.returncode == 0, slurm.stderr[-2000:]
     assert "SlurmLauncher" in slurm.stdout and "timeout_min" in slurm.stdout
