@@ -26,6 +26,7 @@ import torch
 
 import parapolicy
 from parapolicy.checkpoints.dp_builders import build_from_policy_cfg
+from parapolicy.metrics import write_report
 from parapolicy.models.normalizer import LinearNormalizer
 from parapolicy.policy import Policy
 from parapolicy.rollout import ASSETS_DIR, device_name
@@ -123,20 +124,18 @@ def main(argv=None) -> int:
               "tolerance": args.tolerance, "repeats": args.repeats, "rows": rows,
               "command": "python scripts/bench_latency.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out + ".json", "w") as f:
-            json.dump(result, f, indent=2)
-        with open(args.out + ".md", "w") as f:
-            f.write(f"# Per-chunk latency, sequential vs Picard ({result['device']})\n\n")
-            f.write(f"Command: `{result['command']}`  \ntorch {result['torch']}, Picard window = all steps, "
-                    f"tolerance {args.tolerance}, {args.repeats} timed chunks after one warm-up.\n\n")
-            f.write("| policy | params | scheduler | batch | sequential p50 / p95 ms | Picard p50 / p95 ms | "
-                    "rounds | Picard NFE | speed ratio seq/Picard | max action diff |\n|---|---|---|---|---|---|---|---|---|---|\n")
-            for r in rows:
-                f.write(f"| {r['policy']} | {r['params_M']}M | {r['scheduler']} | {r['batch']} | "
-                        f"{r['sequential_p50_ms']:.1f} / {r['sequential_p95_ms']:.1f} | {r['picard_p50_ms']:.1f} / "
-                        f"{r['picard_p95_ms']:.1f} | {r['picard_rounds']:.1f} | {r['picard_nfe']:.0f} | "
-                        f"{r['speedup_picard_vs_sequential']:.2f} | {r['max_action_diff']:.1e} |\n")
+        lines = [
+            f"# Per-chunk latency, sequential vs Picard ({result['device']})\n\n",
+            f"Command: `{result['command']}`  \ntorch {result['torch']}, Picard window = all steps, "
+            f"tolerance {args.tolerance}, {args.repeats} timed chunks after one warm-up.\n\n",
+            "| policy | params | scheduler | batch | sequential p50 / p95 ms | Picard p50 / p95 ms | "
+            "rounds | Picard NFE | speed ratio seq/Picard | max action diff |\n|---|---|---|---|---|---|---|---|---|---|\n",
+        ]
+        lines += [f"| {r['policy']} | {r['params_M']}M | {r['scheduler']} | {r['batch']} | "
+                  f"{r['sequential_p50_ms']:.1f} / {r['sequential_p95_ms']:.1f} | {r['picard_p50_ms']:.1f} / "
+                  f"{r['picard_p95_ms']:.1f} | {r['picard_rounds']:.1f} | {r['picard_nfe']:.0f} | "
+                  f"{r['speedup_picard_vs_sequential']:.2f} | {r['max_action_diff']:.1e} |\n" for r in rows]
+        write_report(args.out, result, "".join(lines))
     return 0
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 import parapolicy
+from parapolicy.metrics import write_report
 from parapolicy.rollout import ASSETS_DIR, _ensure_envs_importable, device_name
 
 
@@ -77,17 +78,15 @@ def main(argv=None) -> int:
     }
     print(json.dumps(result, indent=2))
     if args.out:
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        with open(args.out + ".json", "w") as f:
-            json.dump(result, f, indent=2)
-        with open(args.out + ".md", "w") as f:
-            f.write(f"# Warm-started Picard vs cold Picard ({os.path.basename(args.checkpoint)})\n\n")
-            f.write(f"Command: `{result['command']}`  \nDevice: {result['device']}\n\n")
-            f.write("| | mean Picard rounds per chunk |\n|---|---|\n")
-            f.write(f"| cold start | {result['mean_rounds_cold']:.2f} |\n| warm start | {result['mean_rounds_warm']:.2f} |\n\n")
-            f.write(f"Ratio warm/cold: {result['rounds_ratio_warm_over_cold']:.3f} over {result['chunks_compared']} chunks "
-                    f"(seeds {result['seeds'][0]}..{result['seeds'][-1]}, window {args.window}, tolerance {args.tolerance}). "
-                    f"Max action difference warm vs cold on identical observations: {max_diff:.2e} (action units; both are within the tolerance's reach of the sequential answer).\n")
+        write_report(args.out, result, (
+            f"# Warm-started Picard vs cold Picard ({os.path.basename(args.checkpoint)})\n\n"
+            f"Command: `{result['command']}`  \nDevice: {result['device']}\n\n"
+            "| | mean Picard rounds per chunk |\n|---|---|\n"
+            f"| cold start | {result['mean_rounds_cold']:.2f} |\n| warm start | {result['mean_rounds_warm']:.2f} |\n\n"
+            f"Ratio warm/cold: {result['rounds_ratio_warm_over_cold']:.3f} over {result['chunks_compared']} chunks "
+            f"(seeds {result['seeds'][0]}..{result['seeds'][-1]}, window {args.window}, tolerance {args.tolerance}). "
+            f"Max action difference warm vs cold on identical observations: {max_diff:.2e} (action units; both are "
+            "within the tolerance's reach of the sequential answer).\n"))
     return 0
 
 
