@@ -75,7 +75,6 @@ def run_paired(policy, make_env, seeds, cfg, first, second) -> dict:
     state, and the max |action difference| is recorded.
     """
     runs = {}
-    deviation = 0.0
     for label, (name, settings) in (("a", first), ("b", second)):
         policy.set_sampler(name, **settings)
         runs[label] = _merge([

@@ -116,9 +116,9 @@ def load_policy_state(flat: dict, model, encoder, normalizer: LinearNormalizer, 
         unexpected.extend("obs_encoder." + k for k in groups["obs_encoder."])
     if unexpected:
         raise CheckpointError(f"{origin}: unexpected weights {_head(unexpected)}: this does not match the cfg's policy")
-    _load_strict(model, groups["model."], "model.", origin)
+    load_strict(model, groups["model."], "model.", origin)
     if encoder is not None:
-        _load_strict(encoder, groups["obs_encoder."], "obs_encoder.", origin)
+        load_strict(encoder, groups["obs_encoder."], "obs_encoder.", origin)
     try:
         normalizer.load_from_flat(groups["normalizer."], prefix="params_dict.")
     except KeyError as exc:
@@ -138,7 +138,7 @@ def check_normalizer_fits(normalizer: LinearNormalizer, spec, origin: str = "") 
             raise CheckpointError(f"{origin}: normalizer field {key!r} has {size} entries but the cfg says {key} has {dim}")
 
 
-def _load_strict(module, state: dict, prefix: str, origin: str) -> None:
+def load_strict(module, state: dict, prefix: str, origin: str) -> None:
     expected = module.state_dict()
     missing = [prefix + k for k in expected if k not in state]
     extra = [prefix + k for k in state if k not in expected]

@@ -72,10 +72,10 @@ class LeRobotRgbEncoder(nn.Module):
 
     def __init__(self, image_shape, crop_shape=None, use_group_norm=True, num_kp=32):
         super().__init__()
-        from parapolicy.models.vision import _resnet18_groupnorm
+        from parapolicy.models.vision import make_resnet18
 
         self.crop_shape = tuple(crop_shape) if crop_shape is not None else None
-        self.backbone = nn.Sequential(*list(_resnet18_groupnorm(use_group_norm).children())[:-2])
+        self.backbone = nn.Sequential(*list(make_resnet18(use_group_norm).children())[:-2])
         hw = self.crop_shape or tuple(image_shape[1:])
         fh, fw = (int(hw[0]) + 31) // 32, (int(hw[1]) + 31) // 32
         self.pool = LeRobotSpatialSoftmax(512, fh, fw, num_kp)
@@ -287,7 +287,7 @@ def _scheduler_cfg(config: dict) -> dict:
 
 
 def _load_weights(path, weights, model, encoder) -> None:
-    from parapolicy.checkpoints.dp_workspace import _load_strict
+    from parapolicy.checkpoints.dp_workspace import load_strict
 
     unet, rgb, unexpected = {}, {}, []
     for key, value in weights.items():
@@ -299,8 +299,8 @@ def _load_weights(path, weights, model, encoder) -> None:
             unexpected.append(key)
     if unexpected:
         raise CheckpointError(f"{path!r}: unexpected weights {unexpected[:5]}")
-    _load_strict(model, unet, "diffusion.unet.", path)
-    _load_strict(encoder, rgb, "diffusion.", path)
+    load_strict(model, unet, "diffusion.unet.", path)
+    load_strict(encoder, rgb, "diffusion.", path)
 
 
 # ---------------------------------------------------------------------------- export

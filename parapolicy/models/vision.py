@@ -50,7 +50,7 @@ def _crop(module: nn.Module, x: torch.Tensor, size) -> torch.Tensor:
     return random_crop(x, size) if module.training else center_crop(x, size)
 
 
-def _resnet18_groupnorm(group_norm: bool) -> nn.Module:
+def make_resnet18(group_norm: bool) -> nn.Module:
     from torchvision.models import resnet18
 
     net = resnet18(weights=None)
@@ -73,7 +73,7 @@ class _ResNetTrunk(nn.Module):
 
     def __init__(self, group_norm: bool):
         super().__init__()
-        self.nets = nn.Sequential(*list(_resnet18_groupnorm(group_norm).children())[:-2])
+        self.nets = nn.Sequential(*list(make_resnet18(group_norm).children())[:-2])
 
     def forward(self, x):
         return self.nets(x)
@@ -156,7 +156,7 @@ class MultiImageObsEncoder(nn.Module):
         self.imagenet_norm = imagenet_norm
         self.key_model_map = nn.ModuleDict()
         for key in self.rgb_keys:
-            net = _resnet18_groupnorm(group_norm)
+            net = make_resnet18(group_norm)
             net.fc = nn.Identity()
             self.key_model_map[key] = net
         self.register_buffer("_mean", torch.tensor(IMAGENET_MEAN).view(3, 1, 1), persistent=False)
