@@ -21,7 +21,7 @@ from torch import nn
 from parapolicy.checkpoints.schedulers import build_scheduler
 from parapolicy.errors import CheckpointError
 from parapolicy.models.unet1d import ConditionalUnet1D
-from parapolicy.models.vision import center_crop
+from parapolicy.models.vision import center_crop, make_resnet18
 from parapolicy.policy import GLOBAL, Policy, PolicySpec
 
 STATE, ENV = "observation.state", "observation.environment_state"
@@ -72,8 +72,6 @@ class LeRobotRgbEncoder(nn.Module):
 
     def __init__(self, image_shape, crop_shape=None, use_group_norm=True, num_kp=32):
         super().__init__()
-        from parapolicy.models.vision import make_resnet18
-
         self.crop_shape = tuple(crop_shape) if crop_shape is not None else None
         self.backbone = nn.Sequential(*list(make_resnet18(use_group_norm).children())[:-2])
         hw = self.crop_shape or tuple(image_shape[1:])
