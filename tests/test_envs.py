@@ -146,3 +146,14 @@ def test_lift_expert_lifts_the_cube():
         if info["is_success"]:
             break
     assert info["is_success"] and reward == 1.0
+
+
+@pytest.mark.parametrize("env_id, dim", [("parapolicy/Can-lowdim-v0", 23), ("parapolicy/Square-lowdim-v0", 23)])
+def test_can_and_square_have_upstreams_23_d_lowdim_obs(env_id, dim):
+    pytest.importorskip("robosuite")
+    pytest.importorskip("robomimic")
+    env = gym.make(env_id)
+    obs, _ = env.reset(seed=100000)
+    assert obs.shape == (dim,) and env.action_space.shape == (7,)
+    obs2, reward, terminated, truncated, info = env.step(np.zeros(7))
+    assert obs2.shape == (dim,) and reward == 0.0 and not info["is_success"]

@@ -12,6 +12,9 @@ _ENVS = {
     "parapolicy/PushT-keypoints-v0": ("parapolicy_envs.pusht:PushTDPEnv", {"obs_type": "keypoints"}, 300),
     "parapolicy/PushT-image-v0": ("parapolicy_envs.pusht:PushTDPEnv", {"obs_type": "image"}, 300),
     "parapolicy/Lift-lowdim-v0": ("parapolicy_envs.robomimic_env:RobomimicLowdimEnv", {"task": "Lift"}, 400),
+    "parapolicy/Can-lowdim-v0": ("parapolicy_envs.robomimic_env:RobomimicLowdimEnv", {"task": "PickPlaceCan"}, 400),
+    "parapolicy/Square-lowdim-v0": ("parapolicy_envs.robomimic_env:RobomimicLowdimEnv", {"task": "NutAssemblySquare"},
+                                    400),
 }
 
 
