@@ -18,7 +18,6 @@ unchanged and only the number of rounds drops.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -50,9 +49,12 @@ class Controller:
         self.latency_budget_ms = latency_budget_ms
         self.generator = generator
         self.warm_start = warm_start
+        # one worker: inferences never overlap, in sync and async mode alike
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parapolicy-inference")
-        self._lock = threading.Lock()
         self._closed = False
+        self.chunk_latency_ms, self.act_latency_ms, self.rounds = [], [], []
+        self.deadline_misses, self.empty_queue_waits = 0, 0
+        self._inflight = None
         self.reset()
 
     # ------------------------------------------------------------------ lifecycle
@@ -64,9 +66,6 @@ class Controller:
         self._tick = 0
         self._inflight = None  # (future, tick it was planned at)
         self._last_outputs = None  # (per-step denoiser outputs, tick they were planned at)
-        if not hasattr(self, "chunk_latency_ms"):
-            self.chunk_latency_ms, self.act_latency_ms, self.rounds = [], [], []
-            self.deadline_misses, self.empty_queue_waits = 0, 0
 
     def close(self) -> None:
         """Stop the inference thread; waits for a running inference (never hangs on a queue)."""
@@ -152,8 +151,7 @@ class Controller:
         return torch.cat([tail, tail[:, :, -1:].expand(-1, -1, shift, -1)], dim=2)
 
     def _infer(self, obs, guess):
-        with self._lock:
-            return self.policy.predict_action(obs, generator=self.generator, warm_start=guess)
+        return self.policy.predict_action(obs, generator=self.generator, warm_start=guess)
 
     def _collect(self, block: bool) -> None:
         if self._inflight is None:
@@ -178,7 +176,7 @@ class Controller:
             self._plan = [chunk[-1]]  # inference took longer than the whole chunk: hold the last action
 
     def _wait_inflight(self) -> None:
-        inflight = getattr(self, "_inflight", None)
+        inflight = self._inflight
         if inflight is not None:
             try:
                 inflight[0].result()
