@@ -39,6 +39,13 @@ def _episode_fields(run: RunResult) -> dict:
     }
 
 
+def _run_all(policy, make_env, seeds, cfg) -> RunResult:
+    """Every seed, batch after batch, with one noise generator across the run (as run_episodes)."""
+    generator = torch.Generator().manual_seed(int(cfg.noise_seed))
+    return _merge([run_batch(policy, make_env, batch, generator=generator, obs_key=cfg.env.obs_key, vector=cfg.vector)
+                   for batch in _batches(seeds, cfg.n_envs)])
+
+
 def run_episodes(policy, make_env, seeds, cfg, output_dir, logger) -> dict:
     """All seeds in batches of ``cfg.n_envs``, one noise generator across the run."""
     generator = torch.Generator().manual_seed(int(cfg.noise_seed))
@@ -77,11 +84,7 @@ def run_paired(policy, make_env, seeds, cfg, first, second) -> dict:
     runs = {}
     for label, (name, settings) in (("a", first), ("b", second)):
         policy.set_sampler(name, **settings)
-        runs[label] = _merge([
-            run_batch(policy, make_env, batch, generator=torch.Generator().manual_seed(int(cfg.noise_seed)),
-                      obs_key=cfg.env.obs_key)
-            for batch in _batches(seeds, cfg.n_envs)
-        ])
+        runs[label] = _run_all(policy, make_env, seeds, cfg)
     deviation = _open_loop_deviation(policy, make_env, seeds, cfg, first, second)
     policy.set_sampler(first[0], **first[1])
     a, b = runs["a"], runs["b"]
@@ -126,9 +129,7 @@ class _Recorder:
 
 def _open_loop_deviation(policy, make_env, seeds, cfg, first, second) -> float:
     rec = _Recorder(policy, first, second)
-    for batch in _batches(seeds, cfg.n_envs):
-        run_batch(rec, make_env, batch, generator=torch.Generator().manual_seed(int(cfg.noise_seed)),
-                  obs_key=cfg.env.obs_key)
+    _run_all(rec, make_env, seeds, cfg)
     return rec.max_dev
 
 
