@@ -17,6 +17,7 @@ import torch
 
 from parapolicy.errors import SamplerConfigError
 from parapolicy.samplers.common import SampleResult, check_inputs, impose, timestep_rows
+from parapolicy.samplers.secant import SecantMemory, newton_states
 from parapolicy.samplers.sequential import sample_sequential
 from parapolicy.samplers.step_rules import make_step_rule
 
@@ -45,7 +46,7 @@ def warm_start_guess(scheduler, x_T, noises, eps_guess, cond_data=None, cond_mas
 
 def sample_picard(
     denoise_fn, scheduler, x_T, noises=None, *, window, tolerance, cond_data=None, cond_mask=None, callback=None,
-    init_guess=None,
+    init_guess=None, newton=False,
 ):
     """Parallel-in-time sampling; see the module docstring.
 
@@ -56,7 +57,10 @@ def sample_picard(
     trajectory (see ``warm_start_guess``); state 0 is always x_T. ``extras["eps"]`` returns
     each step's latest network output, the input of the next call's warm start. If NaN/inf shows up, the
     call falls back to the sequential loop and says so in ``stats["fallback"]``.
+    ``newton=True`` carries each round's corrections down the window with secant slopes
+    (``parapolicy.samplers.secant``) instead of summing them: same fixed point, fewer rounds.
     """
+    name = "newton_picard" if newton else "picard"
     rule = make_step_rule(scheduler)
     check_inputs(rule, x_T, noises)
     n_steps, batch, state_shape = rule.num_steps, x_T.shape[0], x_T.shape[1:]
@@ -78,6 +82,7 @@ def sample_picard(
         traj = x_T.unsqueeze(0).repeat(n_steps + 1, *([1] * x_T.dim()))
     converted = [None] * n_steps
     eps_buffer = torch.zeros((n_steps, *x_T.shape), device=device, dtype=x_T.dtype)  # latest output per step
+    memory = SecantMemory(n_steps, x_T) if newton else None
     start, rounds, nfe, max_error = 0, 0, 0, 0.0
     while start < n_steps:
         end = min(start + width, n_steps)
@@ -90,7 +95,11 @@ def sample_picard(
         past = [c for c in converted[max(0, start - rule.history_length) : start] if c is not None]
         step_noise = noises[start:end] if noises is not None else None
         nxt, conv = rule.transition(start, states, eps, step_noise, past)
-        new = traj[start] + torch.cumsum(nxt - traj[start:end], dim=0)
+        if memory is None:
+            new = traj[start] + torch.cumsum(nxt - traj[start:end], dim=0)
+        else:
+            old_next = traj[start + 1 : end + 1]
+            new = newton_states(traj[start], old_next, nxt, memory.slopes(start, states, nxt, nxt - old_next))
         ratio = (new - traj[start + 1 : end + 1]).pow(2).flatten(2).sum(-1) * inv_var[start + 1 : end + 1, None]
         unconverged = (ratio > tol2).any(dim=1)
         # one host sync per round: the convergence flags and the finiteness check together
@@ -98,7 +107,7 @@ def sample_picard(
         if flags[-1]:
             result = sample_sequential(denoise_fn, rule, x_T, noises, cond_data, cond_mask)
             result.stats.update(
-                sampler="picard",
+                sampler=name,
                 fallback=f"sequential: non-finite values in Picard round {rounds}",
                 parallel_iters=rounds + n_steps,
                 network_calls=rounds + n_steps,
@@ -122,7 +131,7 @@ def sample_picard(
         start = new_start
     sample = impose(traj[n_steps], cond_data, cond_mask)
     stats = {
-        "sampler": "picard",
+        "sampler": name,
         "nfe": nfe,
         "parallel_iters": rounds,
         "network_calls": rounds,
@@ -141,12 +150,13 @@ class Picard:
     window: int = 100
     tolerance: float = 0.1
     name = "picard"
+    _newton = False  # NewtonPicard: secant-slope corrections instead of plain sums
 
     def __post_init__(self):
         if isinstance(self.window, bool) or not isinstance(self.window, int) or self.window < 1:
-            raise SamplerConfigError(f"picard window must be an integer >= 1, got {self.window!r}")
+            raise SamplerConfigError(f"{self.name} window must be an integer >= 1, got {self.window!r}")
         if not isinstance(self.tolerance, (int, float)) or not math.isfinite(self.tolerance) or self.tolerance <= 0:
-            raise SamplerConfigError(f"picard tolerance must be a finite number > 0, got {self.tolerance!r}")
+            raise SamplerConfigError(f"{self.name} tolerance must be a finite number > 0, got {self.tolerance!r}")
 
     def sample(self, denoise_fn, scheduler, x_T, noises=None, cond_data=None, cond_mask=None, callback=None,
                init_guess=None):
@@ -161,6 +171,7 @@ class Picard:
             cond_mask=cond_mask,
             callback=callback,
             init_guess=init_guess,
+            newton=self._newton,
         )
 
     def config(self) -> dict:
