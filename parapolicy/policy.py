@@ -101,6 +101,8 @@ class Policy(nn.Module):
                 extra["init_guess"] = warm_start_guess(self._rule, draws.x_T, draws.noises,
                                                        guess.expand(-1, draws.x_T.shape[0], *guess.shape[2:]),
                                                        cond_data, cond_mask)
+            if hasattr(self.sampler, "extra_inputs"):  # e.g. randomized midpoints, drawn after x_T and noises
+                extra.update(self.sampler.extra_inputs(draws.x_T, generator))
             result = self.sampler.sample(bind, self._rule, draws.x_T, draws.noises, cond_data, cond_mask, **extra)
             naction = result.sample[..., : self.spec.action_dim]
             action_pred = self.normalizer.unnormalize("action", naction)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
+from parapolicy.samplers.continuous_time import alpha_bar_at
+
 DP_SCHEDULE = dict(
     num_train_timesteps=100,
     beta_start=1e-4,
@@ -39,7 +41,10 @@ class GaussianDenoiser:
         self.mu, self.s = mu, s
 
     def __call__(self, x, t):
-        a = self.ac[t.cpu()].to(x.device).view(-1, *([1] * (x.dim() - 1)))
+        t = t.cpu()
+        # fractional t (randomized midpoints): the continuous schedule those samplers assume
+        a = self.ac[t] if not t.is_floating_point() else alpha_bar_at(self.ac, t).float()
+        a = a.to(x.device).view(-1, *([1] * (x.dim() - 1)))
         return (1 - a).sqrt() * (x - a.sqrt() * self.mu) / (a * self.s**2 + 1 - a)
 
 
