@@ -107,7 +107,7 @@ def run_paired(policy, make_env, seeds, cfg, first, second) -> dict:
     return out
 
 
-class _Recorder:
+class DeviationRecorder:
     """Wraps a policy: records (obs, generator state) per call, replays them on another sampler."""
 
     def __init__(self, policy, first, second):
@@ -128,7 +128,7 @@ class _Recorder:
 
 
 def _open_loop_deviation(policy, make_env, seeds, cfg, first, second) -> float:
-    rec = _Recorder(policy, first, second)
+    rec = DeviationRecorder(policy, first, second)
     _run_all(rec, make_env, seeds, cfg)
     return rec.max_dev
 
