@@ -184,3 +184,15 @@ def test_submitit_local_multirun_and_slurm_config(toy_ckpt, tmp_path):
     slurm = _cli(["hydra/launcher=submitit_slurm", "--cfg", "hydra", "--package", "hydra.launcher"], tmp_path)
     assert slurm.returncode == 0, slurm.stderr[-2000:]
     assert "SlurmLauncher" in slurm.stdout and "timeout_min" in slurm.stdout
+
+
+@pytest.mark.parametrize("sampler", sorted(f[:-5] for f in os.listdir(os.path.join(CONFIG_DIR, "sampler"))))
+def test_every_sampler_config_rolls_out_with_its_settings(toy_ckpt, tmp_path, sampler):
+    from omegaconf import OmegaConf
+
+    cfg = _cfg([f"checkpoint={toy_ckpt}", "env=toy", "n_episodes=1", "logger=disabled", "progress=false",
+                f"sampler={sampler}"])
+    results = run_rollout(cfg, str(tmp_path))
+    assert results["sampler"] == OmegaConf.to_container(OmegaConf.load(os.path.join(CONFIG_DIR, "sampler",
+                                                                                    f"{sampler}.yaml")))
+    assert results["n_episodes"] == 1 and results["parallel_iters_per_chunk"] > 0
