@@ -2,7 +2,9 @@
 
 Action tokens attend (causally) to themselves and to condition tokens [step embedding,
 observation embeddings]. Parameter and buffer names follow upstream's checkpoints,
-including the persistent ``mask``/``memory_mask`` buffers and ``_dummy_variable``.
+including the persistent ``mask``/``memory_mask`` buffers and ``_dummy_variable``. The causal
+flags are passed explicitly (they are what PyTorch would detect from the masks): detecting
+them compares tensors on the device, which a CUDA-graph capture cannot contain.
 """
 
 from __future__ import annotations
@@ -103,12 +105,13 @@ class TransformerForDiffusion(nn.Module):
         if self.encoder_only:
             tokens = torch.cat([time_emb, input_emb], dim=1)
             x = self.drop(tokens + self.pos_emb[:, : tokens.shape[1], :])
-            x = self.encoder(src=x, mask=self.mask)[:, 1:, :]
+            x = self.encoder(src=x, mask=self.mask, is_causal=self.mask is not None)[:, 1:, :]
         else:
             cond_emb = time_emb
             if self.obs_as_cond:
                 cond_emb = torch.cat([cond_emb, self.cond_obs_emb(cond)], dim=1)
             memory = self.encoder(self.drop(cond_emb + self.cond_pos_emb[:, : cond_emb.shape[1], :]))
             x = self.drop(input_emb + self.pos_emb[:, : input_emb.shape[1], :])
-            x = self.decoder(tgt=x, memory=memory, tgt_mask=self.mask, memory_mask=self.memory_mask)
+            x = self.decoder(tgt=x, memory=memory, tgt_mask=self.mask, memory_mask=self.memory_mask,
+                             tgt_is_causal=self.mask is not None)
         return self.head(self.ln_f(x))
