@@ -70,3 +70,12 @@ def test_piadm_on_a_loaded_policy(tmp_path):
     ode = policy.set_sampler("piadm", block_size=5, iterations=5, mode="ode").predict_action(
         obs, generator=torch.Generator().manual_seed(0))
     assert ode["action"].shape == seq.shape and torch.isfinite(ode["action"]).all()
+
+
+def test_a_multistep_scheduler_gets_a_clear_error():
+    from parapolicy.errors import UnsupportedSchedulerError
+
+    sched = make_scheduler("dpm")
+    draws = draw_noises(sched, (2, 16, 2), torch.Generator().manual_seed(0))
+    with pytest.raises(UnsupportedSchedulerError, match="DPMSolverMultistepScheduler is a multistep solver"):
+        PIADM().sample(SmoothNetDenoiser(16, seed=0, scheduler=sched), sched, draws.x_T, draws.noises)

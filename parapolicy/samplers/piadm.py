@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from parapolicy.errors import NonFiniteSampleError, SamplerConfigError
+from parapolicy.errors import NonFiniteSampleError, SamplerConfigError, UnsupportedSchedulerError
 from parapolicy.samplers.common import SampleResult, check_inputs, impose, timestep_rows
 from parapolicy.samplers.step_rules import StepRule, make_step_rule
 
@@ -38,6 +38,11 @@ def ode_version(scheduler):
 def sample_piadm(denoise_fn, scheduler, x_T, noises=None, *, block_size, iterations, cond_data=None,
                  cond_mask=None):
     rule = make_step_rule(scheduler)
+    if rule.history_length:
+        raise UnsupportedSchedulerError(
+            f"piadm refines one-step transitions (DDPM, DDIM); {type(rule._scheduler).__name__} is a multistep "
+            "solver: use the picard or newton_picard sampler with it"
+        )
     check_inputs(rule, x_T, noises)
     n_steps, batch, state_shape = rule.num_steps, x_T.shape[0], x_T.shape[1:]
     x, calls, nfe = x_T, 0, 0
