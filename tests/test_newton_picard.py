@@ -89,3 +89,17 @@ def test_newton_picard_falls_back_to_sequential_on_nan():
     out = NewtonPicard(window=8, tolerance=0.1).sample(broken, sched, draws.x_T, draws.noises)
     assert out.stats["fallback"].startswith("sequential")
     assert torch.isfinite(out.sample).all()
+
+
+def test_the_doubling_scan_solves_the_correction_recurrence():
+    g = torch.Generator().manual_seed(3)
+    for k in (1, 2, 5, 16, 100):
+        first, old_next, outputs = torch.randn(2, 4, generator=g), torch.randn(k, 2, 4, generator=g), torch.randn(
+            k, 2, 4, generator=g)
+        slopes = 2 * torch.rand(k, 2, generator=g)
+        correction, expected = torch.zeros(2, 4), []
+        for i in range(k):  # d_i = r_i + J_i d_{i-1}, the definition, one step at a time
+            correction = outputs[i] - old_next[i] + slopes[i, :, None] * correction
+            expected.append(old_next[i] + correction)
+        torch.testing.assert_close(newton_states(first, old_next, outputs, slopes), torch.stack(expected),
+                                   rtol=1e-5, atol=1e-4)

@@ -34,26 +34,38 @@ class SecantMemory:
         self.residual = torch.full((n_steps, x_T.shape[0]), float("inf"), device=x_T.device)
         self.seen = torch.zeros(n_steps, dtype=torch.bool, device=x_T.device)
 
-    def slopes(self, start: int, states: torch.Tensor, outputs: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        """Scalar slope per (window step, sample); records this round's evaluations."""
-        end = start + states.shape[0]
-        dx = states - self.inputs[start:end]
-        dphi = outputs - self.outputs[start:end]
+    def slopes(self, start, states: torch.Tensor, outputs: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        """Scalar slope per (window step, sample); records this round's evaluations.
+
+        ``start`` is the first step of the window (int), or the steps themselves as a long
+        tensor (a CUDA-graphed round, whose window position lives on the device).
+        """
+        if isinstance(start, int):
+            start = torch.arange(start, start + states.shape[0], device=states.device)
+        dx = states - self.inputs.index_select(0, start)
+        dphi = outputs - self.outputs.index_select(0, start)
         num = (dx * dphi).flatten(2).sum(-1)
         den = dx.pow(2).flatten(2).sum(-1)
         slope = num / den
         res_norm = residual.pow(2).flatten(2).sum(-1)
         usable = (
-            self.seen[start:end, None]
+            self.seen.index_select(0, start)[:, None]
             & (den > 0)
             & torch.isfinite(slope)
             & (slope >= SLOPE_MIN)
             & (slope <= SLOPE_MAX)
-            & (res_norm <= GROWTH * self.residual[start:end])  # growing residual: step back to Picard
+            & (res_norm <= GROWTH * self.residual.index_select(0, start))  # growing residual: back to Picard
         )
-        self.inputs[start:end], self.outputs[start:end] = states, outputs
-        self.residual[start:end], self.seen[start:end] = res_norm, True
+        self.inputs.index_copy_(0, start, states)
+        self.outputs.index_copy_(0, start, outputs)
+        self.residual.index_copy_(0, start, res_norm)
+        self.seen.index_fill_(0, start, True)
         return torch.where(usable, slope, torch.ones_like(slope))
+
+    def reset(self) -> None:
+        """Forget every evaluation (a graphed sampler reuses one memory across calls)."""
+        self.seen.fill_(False)
+        self.residual.fill_(float("inf"))
 
 
 def newton_states(first: torch.Tensor, old_next: torch.Tensor, outputs: torch.Tensor, slopes: torch.Tensor):
@@ -61,14 +73,16 @@ def newton_states(first: torch.Tensor, old_next: torch.Tensor, outputs: torch.Te
 
     ``first`` is the window's fixed first state, ``old_next`` (K, B, ...) the current
     guesses of the states after each window step, ``outputs`` phi_i of the current guesses.
-    A short loop over the window: K small elementwise ops next to one network call.
+    The recurrence d_k = r_k + J_k d_{k-1} is solved by a doubling scan (log2 K rounds of
+    elementwise ops instead of K), which keeps a GPU round to a few kernel launches.
     """
-    residual = outputs - old_next
     shape = (slopes.shape[0], slopes.shape[1]) + (1,) * (first.dim() - 1)
-    slopes = slopes.view(shape)
-    correction = torch.zeros_like(first)
-    new = torch.empty_like(old_next)
-    for k in range(old_next.shape[0]):
-        correction = residual[k] + slopes[k] * correction
-        new[k] = old_next[k] + correction
-    return new
+    # after the pass with offset s: d_k sums the terms of steps k-2s+1..k, a_k = J_k ... J_{k-2s+1}
+    d = outputs - old_next
+    a = slopes.view(shape).to(d.dtype)
+    offset = 1
+    while offset < d.shape[0]:
+        d = torch.cat([d[:offset], d[offset:] + a[offset:] * d[:-offset]])
+        a = torch.cat([a[:offset], a[offset:] * a[:-offset]])
+        offset *= 2
+    return old_next + d
