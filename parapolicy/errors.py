@@ -27,3 +27,7 @@ class CheckpointError(ParapolicyError, ValueError):
 
 class UntrustedCheckpointError(CheckpointError):
     """The checkpoint references code outside the allow-list; opt in with trust_checkpoint=True."""
+
+
+class AccelerationError(ParapolicyError, ValueError):
+    """An unknown acceleration mode, or one the policy's device cannot run (graphs need CUDA)."""

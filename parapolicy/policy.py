@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from parapolicy.errors import ObservationError
+from parapolicy.acceleration import GraphedDenoiser, make_denoiser
+from parapolicy.errors import AccelerationError, ObservationError
 from parapolicy.models.normalizer import LinearNormalizer
 from parapolicy.samplers import Picard, Sequential, draw_noises, make_sampler, make_step_rule, warm_start_guess
 
@@ -57,12 +58,27 @@ class Policy(nn.Module):
         self.scheduler = scheduler
         self._rule = make_step_rule(scheduler, eta=float(spec.step_kwargs.get("eta", 0.0)))
         self.sampler = Sequential()
+        self.acceleration = "eager"
+        self._accelerated = None  # GraphedDenoiser / CompiledDenoiser; not a submodule (no state_dict keys)
         self.eval()
 
     # ------------------------------------------------------------------ configuration
     def set_sampler(self, name, **settings) -> "Policy":
         """Swap the denoising loop: ``"sequential"``, ``"picard"`` (window, tolerance), ..."""
         self.sampler = name if hasattr(name, "sample") and not settings else make_sampler(name, **settings)
+        return self
+
+    def accelerate(self, mode: str = "cuda_graph") -> "Policy":
+        """How the network runs: ``"eager"`` PyTorch, ``"cuda_graph"`` replays, or ``"compile"``.
+
+        ``"compile"`` is torch.compile (reduce-overhead). Graphs are captured per padded
+        batch shape on first use (the first chunk of a new shape is slow), so warm up before
+        timing. Values match eager up to the GPU's own rounding; the samplers and their fixed
+        points are unchanged.
+        """
+        denoiser = make_denoiser(self.model, mode, self.device)
+        self._accelerated = None if denoiser is self.model else denoiser
+        self.acceleration = mode
         return self
 
     @property
@@ -85,6 +101,9 @@ class Policy(nn.Module):
         call's noise, which changes its round count, not its answer; other samplers ignore it.
         """
         started = time.perf_counter()
+        if self.acceleration != "eager" and self.device.type != "cuda":
+            raise AccelerationError(f"acceleration {self.acceleration!r} needs CUDA but the policy is now on "
+                                    f"{self.device}; call accelerate('eager') after moving it")
         obs = self._checked_obs(obs_dict)
         with torch.no_grad():
             nobs = {k: self.normalizer.normalize(k, v) for k, v in obs.items()}
@@ -125,6 +144,13 @@ class Policy(nn.Module):
             out["action_obs_pred"] = obs_pred[:, spec.action_start : spec.action_start + spec.n_action_steps]
         return out
 
+    def bound_denoiser(self, obs_dict: dict):
+        """``(denoise_fn, x_T shape)`` for these observations: what a sampler calls, for timing it."""
+        obs = self._checked_obs(obs_dict)
+        with torch.no_grad():
+            shape, _, _, bind = self._conditioning({k: self.normalizer.normalize(k, v) for k, v in obs.items()})
+        return bind, shape
+
     # ------------------------------------------------------------------ internals
     def _checked_obs(self, obs_dict: dict) -> dict:
         """One clear error naming expected vs got for missing keys or wrong shapes."""
@@ -162,32 +188,43 @@ class Policy(nn.Module):
         spec = self.spec
         to, horizon, da = spec.n_obs_steps, spec.horizon, spec.action_dim
         batch = next(iter(nobs.values())).shape[0]
+        net = self.model if self._accelerated is None else self._accelerated
+        graphs = self._accelerated if isinstance(self._accelerated, GraphedDenoiser) else None
         features = self.encode_observations(nobs)
         steps = spec.n_action_steps if spec.pred_action_steps_only else horizon
         if spec.cond_mode == GLOBAL:
-            return (batch, steps, da), None, None, _bind(self.model, global_cond=features.reshape(batch, -1))
+            bound = BoundDenoiser(net, self.model, graphs, global_cond=features.reshape(batch, -1))
+            return (batch, steps, da), None, None, bound
         if spec.cond_mode == TOKENS:
-            return (batch, steps, da), None, None, _bind(self.model, cond=features)
+            return (batch, steps, da), None, None, BoundDenoiser(net, self.model, graphs, cond=features)
         if spec.cond_mode == LOCAL:
             local = torch.zeros(batch, horizon, features.shape[-1], device=features.device, dtype=features.dtype)
             local[:, :to] = features
-            return (batch, horizon, da), None, None, _bind(self.model, local_cond=local)
+            return (batch, horizon, da), None, None, BoundDenoiser(net, self.model, graphs, local_cond=local)
         # INPAINT: observations occupy the last feature columns of the first To steps
         dim = da + features.shape[-1]
         cond_data = torch.zeros(batch, horizon, dim, device=features.device, dtype=features.dtype)
         cond_data[:, :to, da:] = features
         cond_mask = torch.zeros_like(cond_data, dtype=torch.bool)
         cond_mask[:, :to, da:] = True
-        return (batch, horizon, dim), cond_data, cond_mask, _bind(self.model)
+        return (batch, horizon, dim), cond_data, cond_mask, BoundDenoiser(net, self.model, graphs)
 
 
-def _bind(model: nn.Module, **conditions):
-    """eps = f(x, t) with conditioning tiled to however many window slots x stacks."""
-    conditions = {k: v for k, v in conditions.items() if v is not None}
+class BoundDenoiser:
+    """eps = f(x, t) with the observation conditioning bound and tiled to the window slots.
 
-    def denoise(x, t):
-        reps = x.shape[0] // next(iter(conditions.values())).shape[0] if conditions else 1
-        tiled = {k: v.repeat(reps, *([1] * (v.dim() - 1))) if reps > 1 else v for k, v in conditions.items()}
-        return model(x, t, **tiled)
+    ``model`` and ``conditions`` stay visible so an accelerated sampler can capture a whole
+    round (network call and update) in one CUDA graph; ``graphs`` is the policy's
+    ``GraphedDenoiser`` when CUDA graphs are on, else None.
+    """
 
-    return denoise
+    def __init__(self, net, model: nn.Module, graphs=None, **conditions):
+        self.net, self.model, self.graphs = net, model, graphs
+        self.conditions = {k: v for k, v in conditions.items() if v is not None}
+
+    def tiled_conditions(self, reps: int) -> dict:
+        return {k: v.repeat(reps, *([1] * (v.dim() - 1))) if reps > 1 else v for k, v in self.conditions.items()}
+
+    def __call__(self, x, t):
+        reps = x.shape[0] // next(iter(self.conditions.values())).shape[0] if self.conditions else 1
+        return self.net(x, t, **self.tiled_conditions(reps))

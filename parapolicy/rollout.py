@@ -85,6 +85,7 @@ def run_rollout(cfg, output_dir: str) -> dict:
     ckpt = resolve_checkpoint(cfg)
     policy = parapolicy.load_policy(ckpt, device=cfg.policy.device, use_ema=cfg.policy.use_ema,
                                     trust_checkpoint=bool(cfg.policy.trust_checkpoint))
+    policy.accelerate(cfg.policy.get("acceleration", "eager"))
     name, settings = sampler_settings(cfg.sampler)
     policy.set_sampler(name, **settings)
     make_env = make_env_factory(cfg.env, policy.spec)

@@ -80,6 +80,16 @@ def test_paired_mode_reports_picard_deviation_within_tolerance_scale(toy_ckpt, t
     assert 0.0 <= paired["max_action_deviation"] < 1e-2
 
 
+def test_cuda_graphs_on_a_cpu_policy_fail_before_any_episode(toy_ckpt, tmp_path):
+    from parapolicy.errors import AccelerationError
+
+    cfg = _cfg([f"checkpoint={toy_ckpt}", "env=toy", "n_episodes=1", "logger=disabled", "progress=false",
+                "policy.acceleration=cuda_graph"])
+    with pytest.raises(AccelerationError, match="needs the policy on a CUDA device"):
+        run_rollout(cfg, str(tmp_path))
+    assert not (tmp_path / "results.json").exists()
+
+
 def test_multirun_with_joblib_launcher_writes_one_results_per_job(toy_ckpt, tmp_path):
     proc = _cli(["-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", f"checkpoint={toy_ckpt}", "env=toy",
                  "n_episodes=2", "logger=disabled", "progress=false", "sampler=sequential,picard",

@@ -17,6 +17,7 @@ import torch
 
 from parapolicy.errors import SamplerConfigError
 from parapolicy.samplers.common import SampleResult, check_inputs, impose, timestep_rows
+from parapolicy.samplers.graphed import graph_plan, sample_picard_graphed
 from parapolicy.samplers.secant import SecantMemory, newton_states
 from parapolicy.samplers.sequential import sample_sequential
 from parapolicy.samplers.step_rules import make_step_rule
@@ -63,6 +64,13 @@ def sample_picard(
     name = "newton_picard" if newton else "picard"
     rule = make_step_rule(scheduler)
     check_inputs(rule, x_T, noises)
+    if init_guess is not None and tuple(init_guess.shape) != (rule.num_steps + 1, *x_T.shape):
+        raise SamplerConfigError(
+            f"init_guess has shape {tuple(init_guess.shape)}, expected {(rule.num_steps + 1, *x_T.shape)}")
+    coefficients = graph_plan(denoise_fn, rule, x_T, callback)
+    if coefficients is not None:  # CUDA graphs on: each round is one replay
+        return sample_picard_graphed(denoise_fn, rule, coefficients, x_T, noises, window=window, tolerance=tolerance,
+                                     cond_data=cond_data, cond_mask=cond_mask, init_guess=init_guess, newton=newton)
     n_steps, batch, state_shape = rule.num_steps, x_T.shape[0], x_T.shape[1:]
     width = min(int(window), n_steps)
     device = x_T.device
@@ -74,8 +82,6 @@ def sample_picard(
     tol2 = float(tolerance) ** 2
 
     if init_guess is not None:
-        if tuple(init_guess.shape) != (n_steps + 1, *x_T.shape):
-            raise SamplerConfigError(f"init_guess has shape {tuple(init_guess.shape)}, expected {(n_steps + 1, *x_T.shape)}")
         traj = init_guess.clone()
         traj[0] = x_T
     else:
@@ -101,9 +107,8 @@ def sample_picard(
             old_next = traj[start + 1 : end + 1]
             new = newton_states(traj[start], old_next, nxt, memory.slopes(start, states, nxt, nxt - old_next))
         ratio = (new - traj[start + 1 : end + 1]).pow(2).flatten(2).sum(-1) * inv_var[start + 1 : end + 1, None]
-        unconverged = (ratio > tol2).any(dim=1)
-        # one host sync per round: the convergence flags and the finiteness check together
-        flags = torch.cat([unconverged, ~torch.isfinite(new).all().view(1)]).cpu()
+        # one host sync per round: each step's worst sample and the finiteness check together
+        flags = torch.cat([ratio.amax(dim=1), (~torch.isfinite(new).all()).to(ratio.dtype).view(1)]).cpu()
         if flags[-1]:
             result = sample_sequential(denoise_fn, rule, x_T, noises, cond_data, cond_mask)
             result.stats.update(
@@ -114,14 +119,15 @@ def sample_picard(
                 nfe=nfe + n_steps,
             )
             return result
-        bad = torch.nonzero(flags[:-1]).flatten()
+        worst = flags[:-1]
+        bad = torch.nonzero(worst > tol2).flatten()
         first_bad = int(bad[0]) if bad.numel() else count
         accepted = min(first_bad + 1, count)
         traj[start + 1 : end + 1] = new
         if conv is not None and rule.history_length:
             converted[start:end] = list(conv)
         if first_bad > 0:
-            max_error = max(max_error, float(ratio[:first_bad].max().sqrt()))
+            max_error = max(max_error, float(worst[:first_bad].max().sqrt()))
         new_start = start + accepted
         new_end = min(new_start + width, n_steps)
         if new_end > end and init_guess is None:  # slots entering the window start from the latest state

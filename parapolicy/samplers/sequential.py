@@ -18,8 +18,13 @@ def sample_sequential(denoise_fn, scheduler, x_T, noises=None, cond_data=None, c
     and returns the network's prediction with the shape of ``x``. The inpainting
     condition is re-imposed before every call and once after the loop, as upstream does.
     """
+    from parapolicy.samplers.graphed import graph_plan, sample_sequential_graphed  # it falls back on this module
+
     rule = make_step_rule(scheduler)
     check_inputs(rule, x_T, noises)
+    coefficients = graph_plan(denoise_fn, rule, x_T, callback)
+    if coefficients is not None:  # CUDA graphs on: the whole chain is one replay
+        return sample_sequential_graphed(denoise_fn, rule, coefficients, x_T, noises, cond_data, cond_mask)
     batch = x_T.shape[0]
     x, past = x_T, []
     for i in range(rule.num_steps):

@@ -59,6 +59,10 @@ class StepRule:
     def transition(self, start: int, x, eps, noise, past: Sequence[torch.Tensor] = ()):
         raise NotImplementedError
 
+    def step_coefficients(self, device):
+        """Per-step coefficients for graph capture, or None when the rule has no such form."""
+        return None
+
 
 @dataclass
 class _ParallelOneStepRule(StepRule):
@@ -70,8 +74,9 @@ class _ParallelOneStepRule(StepRule):
     def transition(self, start, x, eps, noise, past=()):
         k, b = x.shape[0], x.shape[1]
         rows = k * b
-        t = self.timesteps[start : start + k].to(x.device)
-        t_rows = t.repeat_interleave(b)
+        # timesteps stay on the CPU: diffusers then gathers its alphas with host-side indices
+        # (same values), where device indices would make its boolean-mask write wait for the GPU
+        t_rows = self.timesteps[start : start + k].repeat_interleave(b)
         mean = self._scheduler.batch_step_no_noise(
             eps.reshape(rows, *x.shape[2:]), t_rows, x.reshape(rows, *x.shape[2:]), **self.step_kwargs
         ).reshape(x.shape)
@@ -82,9 +87,83 @@ class _ParallelOneStepRule(StepRule):
         drawn = torch.tensor(self.draws_noise[start : start + k], device=x.device).view_as(std)
         return torch.where(drawn, mean + std * noise, mean), None
 
+    def step_coefficients(self, device) -> "StepCoefficients | None":
+        """Per-step coefficients of this rule's transition, on ``device`` (None if not expressible).
+
+        A CUDA graph cannot contain diffusers' step (it writes through a boolean mask, which
+        reads the GPU), so a graphed Picard round applies these instead. They are computed
+        with the same float32 operations, in the same order, as ``batch_step_no_noise``, so
+        ``StepCoefficients.transition`` gives the same bits (tested).
+        """
+        sched = self._scheduler
+        cfg = sched.config
+        if cfg.prediction_type != "epsilon" or getattr(cfg, "thresholding", False):
+            return None
+        if self.step_kwargs.get("use_clipped_model_output", False):
+            return None
+        cache = self.__dict__.setdefault("_coefficients", {})
+        key = str(device)
+        if key not in cache:
+            cache[key] = _one_step_coefficients(self, device)
+        return cache[key]
+
+
+@dataclass
+class StepCoefficients:
+    """x_{i+1} = B_i * clip((x - C_i eps) / D_i) + (A_i * x  or  E_i * eps) [+ std_i * noise_i]."""
+
+    ddim: bool  # DDIM adds E*eps (direction to x_t); DDPM adds A*x (posterior mean)
+    first: torch.Tensor  # (N,) A (DDPM) or E (DDIM)
+    x0_scale: torch.Tensor  # (N,) B
+    eps_scale: torch.Tensor  # (N,) C = sqrt(1 - alpha_bar_t)
+    x_scale: torch.Tensor  # (N,) D = sqrt(alpha_bar_t)
+    noise_std: torch.Tensor  # (N,)
+    drawn: torch.Tensor  # (N,) bool
+    clip: float | None
+
+    def transition(self, index: torch.Tensor, x, eps, noise):
+        """The states after steps ``index`` (K,) from states ``x`` and outputs ``eps`` (K, B, ...)."""
+        view = (index.shape[0],) + (1,) * (x.dim() - 1)
+        pick = lambda v: v.index_select(0, index).view(view)  # noqa: E731
+        x0 = (x - pick(self.eps_scale) * eps) / pick(self.x_scale)
+        if self.clip is not None:
+            x0 = x0.clamp(-self.clip, self.clip)
+        mean = pick(self.x0_scale) * x0 + (pick(self.first) * eps if self.ddim else pick(self.first) * x)
+        if noise is None:
+            return mean
+        return torch.where(pick(self.drawn), mean + pick(self.noise_std) * noise, mean)
+
+
+def _one_step_coefficients(rule: "_ParallelOneStepRule", device) -> StepCoefficients:
+    sched = rule._scheduler
+    cfg = sched.config
+    ddim = "DDIM" in type(sched).__name__
+    t = rule.timesteps.to(device)
+    prev_t = t - cfg.num_train_timesteps // sched.num_inference_steps
+    ac = sched.alphas_cumprod.to(device)
+    alpha_t = ac[t]
+    alpha_prev = torch.where(prev_t >= 0, ac[prev_t.clamp(min=0)], torch.ones_like(alpha_t))
+    beta_t = 1 - alpha_t
+    if ddim:
+        variance = ((1 - alpha_prev) / beta_t) * (1 - alpha_t / alpha_prev)
+        std_dev = rule.step_kwargs.get("eta", 0.0) * variance ** (0.5)
+        first, x0_scale = (1 - alpha_prev - std_dev**2) ** (0.5), alpha_prev ** (0.5)
+    else:
+        current_alpha = alpha_t / alpha_prev
+        first = current_alpha ** (0.5) * (1 - alpha_prev) / beta_t
+        x0_scale = (alpha_prev ** (0.5) * (1 - current_alpha)) / beta_t
+    clip = float(cfg.clip_sample_range) if cfg.clip_sample else None
+    return StepCoefficients(
+        ddim=ddim, first=first, x0_scale=x0_scale, eps_scale=beta_t ** (0.5), x_scale=alpha_t ** (0.5),
+        noise_std=rule.noise_std.to(device), drawn=torch.tensor(rule.draws_noise, device=device), clip=clip,
+    )
+
 
 class _DPMSolverRule(StepRule):
     """DPM-Solver(++) multistep: diffusers' own ``step`` with its history set per step."""
+
+    def step_coefficients(self, device):
+        return None  # multistep: a step needs earlier outputs, not one coefficient set
 
     def transition(self, start, x, eps, noise, past=()):
         order = self._scheduler.config.solver_order
