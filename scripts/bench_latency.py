@@ -1,19 +1,29 @@
 #!/usr/bin/env python
-"""Per-chunk latency of sequential vs Picard sampling, measured in one run on this device.
+"""Per-chunk latency of upstream-style, sequential and parallel sampling, measured in one run.
 
-    python scripts/bench_latency.py --device cpu --repeats 5 --out benchmarks/latency_cpu
-    python scripts/bench_latency.py --device cuda --repeats 20 --out benchmarks/latency_h100
+    python scripts/bench_latency.py --device cuda --repeats 20 --batches 1,28,56 --out benchmarks/latency_h100
+    python scripts/bench_latency.py --device cpu --repeats 3 --batches 1 --policies shipped_pusht --out benchmarks/latency_cpu
 
-Policies: the shipped PushT keypoint checkpoint, and a randomly initialised upstream-size
-UNet lowdim policy (down_dims 256/512/1024, 65.8M parameters, horizon 16). For each
-scheduler setting (DDPM-100, DDIM-16, DPM-Solver-16) and batch size it reports p50/p95
-latency per chunk, rounds and NFE of each sampler, the Picard/sequential speed ratio
-measured in the same run, and Picard's max action difference from sequential.
+Policies: the shipped PushT keypoint checkpoint; a randomly initialised upstream-size UNet
+lowdim policy (down_dims 256/512/1024, 65.8M parameters, horizon 16); and an upstream-size
+hybrid-image policy (ResNet-18 encoder on 2 frames of 96x96, UNet 512/1024/2048, 255M).
+For each scheduler (DDPM-100, DDIM-16, DPM-Solver-16) and batch it times whole
+``predict_action`` calls (p50/p95 over ``--repeats`` chunks after two warm-up chunks) of:
+
+- ``upstream``: upstream's loop, eager: ``scheduler.step`` per timestep, noise drawn inside;
+- ``seq_eager`` / ``seq_graph``: our sequential sampler, eager and with CUDA graphs;
+- ``picard`` / ``newton``: Picard (tolerance ``--tolerance``) and Newton-Picard (``--newton-tolerance``)
+  with CUDA graphs, window chosen by ``parapolicy.autotune`` on this device (``--window auto``)
+  or fixed; their rounds, NFE and max action difference from ``seq_graph`` under the same seeds;
+
+and the speed ratios of each against the others, all from this one run. On a CPU the graph
+rows run eagerly (labelled so).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import json
 import os
@@ -25,22 +35,59 @@ import numpy as np
 import torch
 
 import parapolicy
+from parapolicy.autotune import autotune_window
 from parapolicy.checkpoints.dp_builders import build_from_policy_cfg
 from parapolicy.metrics import write_report
 from parapolicy.models.normalizer import LinearNormalizer
 from parapolicy.policy import Policy
 from parapolicy.rollout import ASSETS_DIR, device_name
+from parapolicy.samplers.common import SampleResult, impose
 
 SCHEDULERS = {
-    "DDPM-100": ({"_target_": "diffusers.DDPMScheduler", "variance_type": "fixed_small"}, 100),
-    "DDIM-16": ({"_target_": "diffusers.DDIMScheduler", "set_alpha_to_one": True, "steps_offset": 0}, 16),
+    "DDPM-100": ({"_target_": "diffusers.DDPMScheduler", "variance_type": "fixed_small", "clip_sample": True}, 100),
+    "DDIM-16": ({"_target_": "diffusers.DDIMScheduler", "set_alpha_to_one": True, "steps_offset": 0,
+                 "clip_sample": True}, 16),
     "DPMSolver-16": ({"_target_": "diffusers.DPMSolverMultistepScheduler"}, 16),
 }
 COMMON = {"num_train_timesteps": 100, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "squaredcos_cap_v2",
           "prediction_type": "epsilon"}
+IMAGE_META = {"obs": {"image": {"shape": [3, 96, 96], "type": "rgb"}, "agent_pos": {"shape": [2], "type": "low_dim"}},
+              "action": {"shape": [2]}}
 
 
-def upstream_size_policy(device) -> Policy:
+class UpstreamStepLoop:
+    """Upstream's ``conditional_sample``: eager network call and ``scheduler.step`` per timestep."""
+
+    name = "upstream"
+
+    def __init__(self, scheduler):
+        self.scheduler = copy.deepcopy(scheduler)
+
+    def sample(self, denoise_fn, rule, x_T, noises=None, cond_data=None, cond_mask=None, callback=None):
+        sched = self.scheduler
+        sched.set_timesteps(len(sched.timesteps))  # resets multistep history, as upstream's per-call set_timesteps
+        x = x_T
+        for t in sched.timesteps:
+            x = impose(x, cond_data, cond_mask)
+            eps = denoise_fn(x, t.to(x.device).long().expand(x.shape[0]))
+            x = sched.step(eps, t, x).prev_sample
+        n = len(sched.timesteps)
+        return SampleResult(impose(x, cond_data, cond_mask), {"sampler": self.name, "nfe": n, "parallel_iters": n})
+
+    def config(self) -> dict:
+        return {"name": self.name}
+
+
+def _random_policy(cfg, obs_norm: dict, device) -> Policy:
+    torch.manual_seed(0)
+    spec, model, encoder, scheduler = build_from_policy_cfg(cfg)
+    norm = LinearNormalizer()
+    for key, (dim, scale) in obs_norm.items():
+        norm.set_field(key, torch.full((dim,), scale), torch.full((dim,), -1.0))
+    return Policy(spec, model, norm, scheduler, encoder).to(device)
+
+
+def upstream_size_unet(device) -> Policy:
     cfg = {
         "_target_": "diffusion_policy.policy.diffusion_unet_lowdim_policy.DiffusionUnetLowdimPolicy",
         "model": {"input_dim": 2, "global_cond_dim": 40, "diffusion_step_embed_dim": 256,
@@ -49,12 +96,26 @@ def upstream_size_policy(device) -> Policy:
         "horizon": 16, "obs_dim": 20, "action_dim": 2, "n_action_steps": 8, "n_obs_steps": 2,
         "num_inference_steps": 100, "obs_as_global_cond": True, "oa_step_convention": True,
     }
-    torch.manual_seed(0)
-    spec, model, _, scheduler = build_from_policy_cfg(cfg)
-    norm = LinearNormalizer()
-    norm.set_field("obs", torch.full((20,), 1 / 256), torch.full((20,), -1.0))
-    norm.set_field("action", torch.full((2,), 1 / 256), torch.full((2,), -1.0))
-    return Policy(spec, model, norm, scheduler).to(device)
+    return _random_policy(cfg, {"obs": (20, 1 / 256), "action": (2, 1 / 256)}, device)
+
+
+def hybrid_image_unet(device) -> Policy:
+    cfg = {
+        "_target_": "diffusion_policy.policy.diffusion_unet_hybrid_image_policy.DiffusionUnetHybridImagePolicy",
+        "shape_meta": IMAGE_META, "noise_scheduler": {"_target_": "diffusers.DDPMScheduler", **COMMON},
+        "horizon": 16, "n_action_steps": 8, "n_obs_steps": 2, "num_inference_steps": 100, "obs_as_global_cond": True,
+        "crop_shape": [84, 84], "diffusion_step_embed_dim": 128, "down_dims": [512, 1024, 2048], "kernel_size": 5,
+        "n_groups": 8, "cond_predict_scale": True, "obs_encoder_group_norm": True, "eval_fixed_crop": True,
+    }
+    return _random_policy(cfg, {"image": (3, 1.0), "agent_pos": (2, 1 / 256), "action": (2, 1 / 256)}, device)
+
+
+POLICIES = {
+    "shipped_pusht": lambda device: parapolicy.load_policy(os.path.join(ASSETS_DIR, "pusht_keypoints_unet.ckpt"),
+                                                           device=device),
+    "upstream_size_unet": upstream_size_unet,
+    "hybrid_image_unet": hybrid_image_unet,
+}
 
 
 def with_scheduler(policy: Policy, name: str) -> Policy:
@@ -65,19 +126,97 @@ def with_scheduler(policy: Policy, name: str) -> Policy:
     return Policy(spec, policy.model, policy.normalizer, build_scheduler({**COMMON, **extra}), policy.obs_encoder)
 
 
-def time_chunks(policy, obs, repeats, device):
+def random_obs(policy: Policy, batch: int) -> dict:
+    g = torch.Generator().manual_seed(1)
+    to = policy.spec.n_obs_steps
+    return {k: torch.rand(batch, to, *shape, generator=g) * (1.0 if len(shape) == 3 else 500.0)
+            for k, shape in policy.spec.obs_shapes.items()}
+
+
+def time_chunks(policy, obs, repeats, warmup=2):
+    """Wall time of whole predict_action calls (the policy synchronises the GPU before returning).
+
+    Seeds 0..repeats-1 are timed (the same seeds for every mode, so outputs pair up); the
+    warm-up chunks use other seeds and capture the graphs those window sizes need.
+    """
     times, outs = [], []
-    for r in range(repeats + 1):
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        out = policy.predict_action(obs, generator=torch.Generator().manual_seed(r))
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        if r > 0:  # the first call warms up
-            times.append((time.perf_counter() - t0) * 1000)
+    for r in range(-warmup, repeats):
+        started = time.perf_counter()
+        out = policy.predict_action(obs, generator=torch.Generator().manual_seed(r % 1_000_003))
+        if r >= 0:
+            times.append((time.perf_counter() - started) * 1000)
             outs.append(out)
     return times, outs
+
+
+def choose_window(policy, obs, name, tolerance, window_arg):
+    steps = len(policy.scheduler.timesteps)
+    if window_arg == "all":
+        return steps
+    if window_arg != "auto":
+        return min(int(window_arg), steps)
+    table = autotune_window(policy, obs, tolerance=tolerance, apply=False, name=name)["table"]
+    return min((row for row in table if row["name"] == name), key=lambda row: row["expected_ms"])["window"]
+
+
+def bench_config(policy, obs, args, accel):
+    """All modes on one (policy, scheduler, batch): a dict of measured numbers."""
+    row = {}
+    policy.accelerate("eager").set_sampler(UpstreamStepLoop(policy.scheduler))
+    row["upstream"], _ = time_chunks(policy, obs, args.repeats)
+    policy.set_sampler("sequential")
+    row["seq_eager"], _ = time_chunks(policy, obs, args.repeats)
+    policy.accelerate(accel)
+    row["seq_graph"], reference = time_chunks(policy, obs, args.repeats)
+    row["seq_graphed_chain"] = all(o["stats"].get("graphed_chain", False) for o in reference)
+    for label, name, tol in (("picard", "picard", args.tolerance), ("newton", "newton_picard", args.newton_tolerance)):
+        window = choose_window(policy, obs, name, tol, args.window)
+        policy.set_sampler(name, window=window, tolerance=tol)
+        row[label], outs = time_chunks(policy, obs, args.repeats)
+        row[f"{label}_window"] = window
+        row[f"{label}_rounds"] = float(np.mean([o["stats"]["parallel_iters"] for o in outs]))
+        row[f"{label}_nfe"] = float(np.mean([o["stats"]["nfe"] for o in outs]))
+        row[f"{label}_graphed_rounds"] = all(o["stats"].get("graphed_rounds", False) for o in outs)
+        row[f"{label}_max_action_diff"] = max(float((a["action"] - b["action"]).abs().max())
+                                             for a, b in zip(reference, outs))
+    policy.accelerate("eager")
+    for mode in ("upstream", "seq_eager", "seq_graph", "picard", "newton"):
+        times = row.pop(mode)
+        row[f"{mode}_p50_ms"], row[f"{mode}_p95_ms"] = float(np.percentile(times, 50)), float(np.percentile(times, 95))
+    for fast in ("picard", "newton", "seq_graph"):
+        for slow in ("seq_graph", "seq_eager", "upstream"):
+            if fast != slow:
+                row[f"{fast}_speedup_vs_{slow}"] = row[f"{slow}_p50_ms"] / row[f"{fast}_p50_ms"]
+    return row
+
+
+MD_COLUMNS = [  # (header, format)
+    ("policy", "{policy}"), ("params", "{params_M}M"), ("scheduler", "{scheduler}"), ("batch", "{batch}"),
+    ("upstream eager p50/p95", "{upstream_p50_ms:.1f} / {upstream_p95_ms:.1f}"),
+    ("seq eager p50", "{seq_eager_p50_ms:.1f}"), ("seq graph p50/p95", "{seq_graph_p50_ms:.1f} / {seq_graph_p95_ms:.1f}"),
+    ("Picard p50/p95", "{picard_p50_ms:.1f} / {picard_p95_ms:.1f}"),
+    ("Picard window / rounds / NFE", "{picard_window} / {picard_rounds:.1f} / {picard_nfe:.0f}"),
+    ("Picard vs seq graph / eager / upstream",
+     "{picard_speedup_vs_seq_graph:.2f}x / {picard_speedup_vs_seq_eager:.2f}x / {picard_speedup_vs_upstream:.2f}x"),
+    ("Newton p50/p95", "{newton_p50_ms:.1f} / {newton_p95_ms:.1f}"),
+    ("Newton window / rounds / NFE", "{newton_window} / {newton_rounds:.1f} / {newton_nfe:.0f}"),
+    ("Newton vs seq graph / upstream", "{newton_speedup_vs_seq_graph:.2f}x / {newton_speedup_vs_upstream:.2f}x"),
+    ("max action diff Picard / Newton", "{picard_max_action_diff:.1e} / {newton_max_action_diff:.1e}"),
+]
+
+
+def markdown(result, args) -> str:
+    lines = [
+        f"# Per-chunk latency ({result['device']})\n\n",
+        f"Command: `{result['command']}`  \n",
+        f"torch {result['torch']}, TF32 matmuls and convs {result['tf32']}, acceleration of the graph rows: "
+        f"`{result['acceleration']}`; Picard tolerance {args.tolerance}, Newton-Picard tolerance "
+        f"{args.newton_tolerance}, window `{args.window}`; {args.repeats} timed chunks after two warm-up chunks; "
+        "times in ms per chunk (whole `predict_action`).\n\n",
+        "| " + " | ".join(h for h, _ in MD_COLUMNS) + " |\n|" + "---|" * len(MD_COLUMNS) + "\n",
+    ]
+    lines += ["| " + " | ".join(f.format(**r) for _, f in MD_COLUMNS) + " |\n" for r in result["rows"]]
+    return "".join(lines)
 
 
 def main(argv=None) -> int:
@@ -85,57 +224,49 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--batches", default="1,28")
-    p.add_argument("--schedulers", default="DDPM-100,DDIM-16,DPMSolver-16")
+    p.add_argument("--schedulers", default=",".join(SCHEDULERS))
     p.add_argument("--tolerance", type=float, default=0.1)
-    p.add_argument("--policies", default="shipped_pusht,upstream_size_unet")
-    p.add_argument("--out", default=None)
+    p.add_argument("--newton-tolerance", type=float, default=0.01)
+    p.add_argument("--window", default="auto", help="auto (autotune on this device), all, or a number")
+    p.add_argument("--policies", default=",".join(POLICIES))
+    p.add_argument("--acceleration", default=None, help="cuda_graph (default on CUDA) or compile")
+    p.add_argument("--no-tf32", action="store_true", help="full fp32 matmuls/convs (default on CUDA: TF32)")
+    p.add_argument("--out", default=None, help="writes <out>.md and <out>.json after every row")
+    p.add_argument("--fresh", action="store_true", help="recompute rows already in <out>.json")
     args = p.parse_args(argv)
-    rows = []
-    base = {}
-    if "shipped_pusht" in args.policies:
-        base["shipped_pusht"] = parapolicy.load_policy(os.path.join(ASSETS_DIR, "pusht_keypoints_unet.ckpt"),
-                                                       device=args.device)
-    if "upstream_size_unet" in args.policies:
-        base["upstream_size_unet"] = upstream_size_policy(args.device)
-    for pname, policy0 in base.items():
-        params = sum(p.numel() for p in policy0.model.parameters())
-        for sname in args.schedulers.split(","):
-            policy = with_scheduler(policy0, sname)
-            steps = len(policy.scheduler.timesteps)
-            for batch in [int(b) for b in args.batches.split(",")]:
-                obs = {"obs": torch.rand(batch, policy.spec.n_obs_steps, 20, generator=torch.Generator().manual_seed(1)) * 500}
-                policy.set_sampler("sequential")
-                seq_t, seq_out = time_chunks(policy, obs, args.repeats, args.device)
-                policy.set_sampler("picard", window=steps, tolerance=args.tolerance)
-                par_t, par_out = time_chunks(policy, obs, args.repeats, args.device)
-                dev = max(float((a["action"] - b["action"]).abs().max()) for a, b in zip(seq_out, par_out))
-                row = {
-                    "policy": pname, "params_M": round(params / 1e6, 2), "scheduler": sname, "batch": batch,
-                    "sequential_p50_ms": float(np.percentile(seq_t, 50)), "sequential_p95_ms": float(np.percentile(seq_t, 95)),
-                    "picard_p50_ms": float(np.percentile(par_t, 50)), "picard_p95_ms": float(np.percentile(par_t, 95)),
-                    "picard_rounds": float(np.mean([o["stats"]["parallel_iters"] for o in par_out])),
-                    "picard_nfe": float(np.mean([o["stats"]["nfe"] for o in par_out])), "sequential_nfe": steps,
-                    "speedup_picard_vs_sequential": float(np.percentile(seq_t, 50) / np.percentile(par_t, 50)),
-                    "max_action_diff": dev,
-                }
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+    cuda = args.device.startswith("cuda")
+    accel = args.acceleration or ("cuda_graph" if cuda else "eager")
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cuda and not args.no_tf32
     result = {"device": device_name(args.device), "torch": torch.__version__, "python": platform.python_version(),
-              "tolerance": args.tolerance, "repeats": args.repeats, "rows": rows,
+              "tf32": bool(torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32), "acceleration": accel, "rows": [],
               "command": "python scripts/bench_latency.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    done = {}
+    if args.out and os.path.exists(args.out + ".json") and not args.fresh:
+        old = json.load(open(args.out + ".json"))
+        if old.get("device") == result["device"]:  # rows are only comparable on the same device
+            done = {(r["policy"], r["scheduler"], r["batch"]): r for r in old["rows"]}
+    batches = [int(b) for b in args.batches.split(",")]
+    for pname in args.policies.split(","):
+        todo = [(s, b) for s in args.schedulers.split(",") for b in batches if (pname, s, b) not in done]
+        if not todo:
+            continue
+        base = POLICIES[pname](args.device)
+        params = sum(q.numel() for q in base.parameters())
+        for sname, batch in todo:
+            policy = with_scheduler(base, sname)
+            row = {"policy": pname, "params_M": round(params / 1e6, 1), "scheduler": sname, "batch": batch,
+                   **bench_config(policy, random_obs(policy, batch), args, accel)}
+            done[(pname, sname, batch)] = row
+            print(json.dumps(row), flush=True)
+            if args.out:  # after every row, so a run cut short keeps what it measured
+                result["rows"] = list(done.values())
+                write_report(args.out, result, markdown(result, args))
+        del base, policy
+        if cuda:
+            torch.cuda.empty_cache()
+    result["rows"] = list(done.values())
     if args.out:
-        lines = [
-            f"# Per-chunk latency, sequential vs Picard ({result['device']})\n\n",
-            f"Command: `{result['command']}`  \ntorch {result['torch']}, Picard window = all steps, "
-            f"tolerance {args.tolerance}, {args.repeats} timed chunks after one warm-up.\n\n",
-            "| policy | params | scheduler | batch | sequential p50 / p95 ms | Picard p50 / p95 ms | "
-            "rounds | Picard NFE | speed ratio seq/Picard | max action diff |\n|---|---|---|---|---|---|---|---|---|---|\n",
-        ]
-        lines += [f"| {r['policy']} | {r['params_M']}M | {r['scheduler']} | {r['batch']} | "
-                  f"{r['sequential_p50_ms']:.1f} / {r['sequential_p95_ms']:.1f} | {r['picard_p50_ms']:.1f} / "
-                  f"{r['picard_p95_ms']:.1f} | {r['picard_rounds']:.1f} | {r['picard_nfe']:.0f} | "
-                  f"{r['speedup_picard_vs_sequential']:.2f} | {r['max_action_diff']:.1e} |\n" for r in rows]
-        write_report(args.out, result, "".join(lines))
+        write_report(args.out, result, markdown(result, args))
     return 0
 
 
