@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -41,3 +42,15 @@ def check_inputs(rule: StepRule, x_T: torch.Tensor, noises: torch.Tensor | None)
 def timestep_rows(rule: StepRule, start: int, count: int, batch: int, device) -> torch.Tensor:
     """Timesteps for ``count`` window slots of ``batch`` rows each, window-major."""
     return rule.timesteps[start : start + count].to(device).repeat_interleave(batch)
+
+
+def convergence_weights(rule: StepRule, state_shape, length: int, device) -> torch.Tensor:
+    """1 / (noise variance x state size) per trajectory state, zero-padded to ``length``.
+
+    State j is judged against the noise variance of step j-1, which produced it; the final
+    state never blocks (it is exact once its predecessors are) and state 0 is never judged.
+    """
+    n_steps = rule.num_steps
+    weights = torch.zeros(length, device=device, dtype=torch.float32)
+    weights[1:n_steps] = 1.0 / (rule.error_variance[: n_steps - 1].to(device) * max(1, math.prod(state_shape)))
+    return weights

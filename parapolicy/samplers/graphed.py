@@ -14,12 +14,11 @@ its fixed point are those of ``sample_picard``. The sequential chain is captured
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
 
 from parapolicy.errors import NonFiniteSampleError
-from parapolicy.samplers.common import SampleResult, impose
+from parapolicy.samplers.common import SampleResult, convergence_weights, impose
 from parapolicy.samplers.secant import SecantMemory, newton_states
 from parapolicy.samplers.sequential import sample_sequential
 
@@ -52,9 +51,7 @@ def sample_picard_graphed(denoise_fn, rule, coefficients, x_T, noises, *, window
 
     def build():
         rows = n_steps + 1 + width  # trajectory states, then padding read and written by dead slots
-        dim = max(1, math.prod(state_shape))
-        inv_var = torch.zeros(rows, device=device)
-        inv_var[1:n_steps] = 1.0 / (rule.error_variance[: n_steps - 1].to(device) * dim)
+        inv_var = convergence_weights(rule, state_shape, rows, device)
         buf = {
             "traj": x_T.new_zeros((rows, *x_T.shape)), "eps": x_T.new_zeros((n_steps + width, *x_T.shape)),
             "start": torch.zeros((), dtype=torch.long, device=device),

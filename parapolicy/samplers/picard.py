@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from parapolicy.errors import SamplerConfigError
-from parapolicy.samplers.common import SampleResult, check_inputs, impose, timestep_rows
+from parapolicy.samplers.common import SampleResult, check_inputs, convergence_weights, impose, timestep_rows
 from parapolicy.samplers.graphed import graph_plan, sample_picard_graphed
 from parapolicy.samplers.secant import SecantMemory, newton_states
 from parapolicy.samplers.sequential import sample_sequential
@@ -74,11 +74,7 @@ def sample_picard(
     n_steps, batch, state_shape = rule.num_steps, x_T.shape[0], x_T.shape[1:]
     width = min(int(window), n_steps)
     device = x_T.device
-    dim = max(1, math.prod(state_shape))
-    # state j is judged against the noise variance of step j-1, which produced it; the final
-    # state never blocks (it is exact once its predecessors are), index 0 is never judged
-    inv_var = torch.zeros(n_steps + 1, device=device, dtype=torch.float32)
-    inv_var[1:n_steps] = 1.0 / (rule.error_variance[: n_steps - 1].to(device) * dim)
+    inv_var = convergence_weights(rule, state_shape, n_steps + 1, device)
     tol2 = float(tolerance) ** 2
 
     if init_guess is not None:
