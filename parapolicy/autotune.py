@@ -1,8 +1,8 @@
 """Choosing Picard's window for this device from its measured batch-latency curve.
 
 A wide window wins where a batched network call costs about as much as a single one (a
-GPU below saturation, especially with CUDA graphs); on a compute-bound CPU the sequential
-loop usually wins. The cost of ONE network call at each row count is measured once per
+GPU below saturation, especially with CUDA graphs); on a compute-bound CPU small windows
+(or the sequential loop) win. The cost of ONE network call at each row count is measured once per
 (device, network, acceleration, observation shape) and cached; each candidate window's
 round count comes from one untimed run on the caller's observation. Expected latency =
 rounds x call cost at (window x batch) rows; the smallest wins.
