@@ -57,9 +57,9 @@ class _PaddedCall:
         """How many padded shapes have a graph (or compiled specialisation) so far."""
         return len(self._entries)
 
-    def _forward(self, buffers):
+    def _forward(self, buffers, net=None):
         cond = {k: v for k, v in buffers.items() if k not in ("x", "t")}
-        return self.model(buffers["x"], buffers["t"], **cond)
+        return (self.model if net is None else net)(buffers["x"], buffers["t"], **cond)
 
     def _build(self, buffers):
         raise NotImplementedError
@@ -132,10 +132,8 @@ class CompiledDenoiser(_PaddedCall):
         return {"buffers": buffers}
 
     def _run(self, entry):
-        buffers = entry["buffers"]
-        cond = {k: v for k, v in buffers.items() if k not in ("x", "t")}
         with torch.no_grad():
-            return self._compiled(buffers["x"], buffers["t"], **cond)
+            return self._forward(entry["buffers"], self._compiled)
 
 
 def make_denoiser(model: nn.Module, mode: str, device: torch.device):

@@ -17,10 +17,9 @@ import dataclasses
 
 import torch
 
-from parapolicy.errors import NonFiniteSampleError
 from parapolicy.samplers.common import SampleResult, convergence_weights, impose
 from parapolicy.samplers.secant import SecantMemory, newton_states
-from parapolicy.samplers.sequential import sample_sequential
+from parapolicy.samplers.sequential import check_finite, sequential_fallback
 
 
 def graph_plan(denoise_fn, rule, x_T, callback=None):
@@ -40,6 +39,27 @@ def _shape_key(denoise_fn, x_T, cond_mask):
             tuple((k, tuple(v.shape)) for k, v in sorted(denoise_fn.conditions.items())))
 
 
+def _input_buffers(denoise_fn, x_T, noise_rows, noises, cond_mask, cond_data, reps):
+    """Device buffers for a call's inputs: noises, conditioning tiled ``reps`` times, inpainting."""
+    return {
+        "noise": x_T.new_zeros((noise_rows, *x_T.shape)) if noises is not None else None,
+        "cond": {k: v.new_zeros((reps * v.shape[0], *v.shape[1:])) for k, v in denoise_fn.conditions.items()},
+        "cond_data": torch.zeros_like(cond_data) if cond_mask is not None else None,
+        "cond_mask": torch.zeros_like(cond_mask) if cond_mask is not None else None,
+    }
+
+
+def _fill_inputs(buf, denoise_fn, noises, cond_data, cond_mask, reps) -> None:
+    """Copy this call's inputs into the buffers ``_input_buffers`` made, before a replay."""
+    if noises is not None:
+        buf["noise"][: noises.shape[0]].copy_(noises)
+    for k, v in denoise_fn.tiled_conditions(reps).items():
+        buf["cond"][k].copy_(v)
+    if cond_mask is not None:
+        buf["cond_data"].copy_(cond_data)
+        buf["cond_mask"].copy_(cond_mask)
+
+
 def sample_picard_graphed(denoise_fn, rule, coefficients, x_T, noises, *, window, tolerance, cond_data=None,
                           cond_mask=None, init_guess=None, newton=False):
     """``sample_picard`` with every round one graph replay; same arguments, same results."""
@@ -57,10 +77,7 @@ def sample_picard_graphed(denoise_fn, rule, coefficients, x_T, noises, *, window
             "start": torch.zeros((), dtype=torch.long, device=device),
             "flags": x_T.new_zeros(width + 1), "inv_var": inv_var,
             "timesteps": _padded(rule.timesteps.to(device), width),
-            "noise": x_T.new_zeros((n_steps + width, *x_T.shape)) if noises is not None else None,
-            "cond": {k: v.new_zeros((width * v.shape[0], *v.shape[1:])) for k, v in denoise_fn.conditions.items()},
-            "cond_data": torch.zeros_like(cond_data) if cond_mask is not None else None,
-            "cond_mask": torch.zeros_like(cond_mask) if cond_mask is not None else None,
+            **_input_buffers(denoise_fn, x_T, n_steps + width, noises, cond_mask, cond_data, width),
             "memory": SecantMemory(n_steps + width, x_T) if newton else None,
         }
         coef = dataclasses.replace(coefficients, **{f.name: _padded(getattr(coefficients, f.name), width)
@@ -97,13 +114,7 @@ def sample_picard_graphed(denoise_fn, rule, coefficients, x_T, noises, *, window
     if init_guess is not None:
         traj[: n_steps + 1].copy_(init_guess)
         traj[0].copy_(x_T)
-    if noises is not None:
-        buf["noise"][:n_steps].copy_(noises)
-    for k, v in denoise_fn.tiled_conditions(width).items():
-        buf["cond"][k].copy_(v)
-    if cond_mask is not None:
-        buf["cond_data"].copy_(cond_data)
-        buf["cond_mask"].copy_(cond_mask)
+    _fill_inputs(buf, denoise_fn, noises, cond_data, cond_mask, width)
     if buf["memory"] is not None:
         buf["memory"].reset()
     tol2 = float(tolerance) ** 2
@@ -116,11 +127,8 @@ def sample_picard_graphed(denoise_fn, rule, coefficients, x_T, noises, *, window
         rounds, nfe = rounds + 1, nfe + count  # NFE counts live slots, as the eager sampler
         flags = buf["flags"].cpu()  # the one host sync of the round
         if flags[-1]:
-            result = sample_sequential(denoise_fn, rule, x_T, noises, cond_data, cond_mask)
-            result.stats.update(sampler=name, fallback=f"sequential: non-finite values in Picard round {rounds}",
-                                parallel_iters=rounds + n_steps, network_calls=rounds + n_steps,
-                                nfe=nfe + n_steps)
-            return result
+            return sequential_fallback(denoise_fn, rule, x_T, noises, cond_data, cond_mask, name=name, rounds=rounds,
+                                       nfe=nfe)
         worst = flags[:count]
         bad = torch.nonzero(worst > tol2).flatten()
         first_bad = int(bad[0]) if bad.numel() else count
@@ -147,10 +155,7 @@ def sample_sequential_graphed(denoise_fn, rule, coefficients, x_T, noises=None, 
     def build():
         buf = {
             "x_T": torch.zeros_like(x_T), "out": torch.zeros_like(x_T),
-            "noise": x_T.new_zeros((n_steps, *x_T.shape)) if noises is not None else None,
-            "cond": {k: torch.zeros_like(v) for k, v in denoise_fn.conditions.items()},
-            "cond_data": torch.zeros_like(cond_data) if cond_mask is not None else None,
-            "cond_mask": torch.zeros_like(cond_mask) if cond_mask is not None else None,
+            **_input_buffers(denoise_fn, x_T, n_steps, noises, cond_mask, cond_data, 1),
         }
         steps = [torch.tensor([i], device=device) for i in range(n_steps)]
         t_rows = [rule.timesteps[i : i + 1].to(device).repeat_interleave(batch) for i in range(n_steps)]
@@ -168,18 +173,9 @@ def sample_sequential_graphed(denoise_fn, rule, coefficients, x_T, noises=None, 
 
     buf, replay = denoise_fn.graphs.captured(key, build, device)
     buf["x_T"].copy_(x_T)
-    if noises is not None:
-        buf["noise"].copy_(noises)
-    for k, v in denoise_fn.conditions.items():
-        buf["cond"][k].copy_(v)
-    if cond_mask is not None:
-        buf["cond_data"].copy_(cond_data)
-        buf["cond_mask"].copy_(cond_mask)
+    _fill_inputs(buf, denoise_fn, noises, cond_data, cond_mask, 1)
     replay()
     x = buf["out"].clone()
-    if not bool(torch.isfinite(x).all()):
-        raise NonFiniteSampleError(
-            "sequential sampling produced NaN/inf: check the network weights and the observation values"
-        )
+    check_finite(x)
     return SampleResult(x, {"sampler": "sequential", "nfe": n_steps, "parallel_iters": n_steps,
                             "network_calls": n_steps, "graphed_chain": True})

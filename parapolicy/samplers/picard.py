@@ -19,7 +19,7 @@ from parapolicy.errors import SamplerConfigError
 from parapolicy.samplers.common import SampleResult, check_inputs, convergence_weights, impose, timestep_rows
 from parapolicy.samplers.graphed import graph_plan, sample_picard_graphed
 from parapolicy.samplers.secant import SecantMemory, newton_states
-from parapolicy.samplers.sequential import sample_sequential
+from parapolicy.samplers.sequential import sequential_fallback
 from parapolicy.samplers.step_rules import make_step_rule
 
 
@@ -106,15 +106,8 @@ def sample_picard(
         # one host sync per round: each step's worst sample and the finiteness check together
         flags = torch.cat([ratio.amax(dim=1), (~torch.isfinite(new).all()).to(ratio.dtype).view(1)]).cpu()
         if flags[-1]:
-            result = sample_sequential(denoise_fn, rule, x_T, noises, cond_data, cond_mask)
-            result.stats.update(
-                sampler=name,
-                fallback=f"sequential: non-finite values in Picard round {rounds}",
-                parallel_iters=rounds + n_steps,
-                network_calls=rounds + n_steps,
-                nfe=nfe + n_steps,
-            )
-            return result
+            return sequential_fallback(denoise_fn, rule, x_T, noises, cond_data, cond_mask, name=name, rounds=rounds,
+                                       nfe=nfe)
         worst = flags[:-1]
         bad = torch.nonzero(worst > tol2).flatten()
         first_bad = int(bad[0]) if bad.numel() else count

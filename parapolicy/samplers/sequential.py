@@ -38,12 +38,26 @@ def sample_sequential(denoise_fn, scheduler, x_T, noises=None, cond_data=None, c
         if callback is not None:
             callback({"step": i, "x": x})
     x = impose(x, cond_data, cond_mask)
-    if not bool(torch.isfinite(x).all()):
+    check_finite(x)
+    n = rule.num_steps
+    return SampleResult(x, {"sampler": "sequential", "nfe": n, "parallel_iters": n, "network_calls": n})
+
+
+def check_finite(sample: torch.Tensor) -> None:
+    """Sequential sampling is the last resort: NaN/inf here is one clear error, never an answer."""
+    if not bool(torch.isfinite(sample).all()):
         raise NonFiniteSampleError(
             "sequential sampling produced NaN/inf: check the network weights and the observation values"
         )
-    n = rule.num_steps
-    return SampleResult(x, {"sampler": "sequential", "nfe": n, "parallel_iters": n, "network_calls": n})
+
+
+def sequential_fallback(denoise_fn, rule, x_T, noises, cond_data, cond_mask, *, name, rounds, nfe):
+    """What a parallel sampler returns after NaN/inf in round ``rounds``: the sequential answer, saying so."""
+    result = sample_sequential(denoise_fn, rule, x_T, noises, cond_data, cond_mask)
+    n_steps = rule.num_steps
+    result.stats.update(sampler=name, fallback=f"sequential: non-finite values in Picard round {rounds}",
+                        parallel_iters=rounds + n_steps, network_calls=rounds + n_steps, nfe=nfe + n_steps)
+    return result
 
 
 @dataclass(frozen=True)
