@@ -1,4 +1,4 @@
-"""Cheaper network calls on a GPU: CUDA-graph replay or torch.compile of the denoiser.
+"""Executors and faster network calls on a GPU: CUDA-graph replay or torch.compile.
 
 On a GPU a DiffusionPolicy UNet call is launch-bound: eager PyTorch spends a few ms
 queueing hundreds of small kernels whether the batch holds 1 row or 100. Replaying a
@@ -7,6 +7,10 @@ window cost about one sequential step. Graphs need fixed shapes, so the row coun
 call is padded up to a power of two (a Picard window that shrinks at the end reuses the
 graph of a bigger one) and one graph is kept per padded shape. Padded rows hold stale but
 finite inputs and are dropped from the output: every row of the network is independent.
+
+``GraphExecutor`` runs the samplers' round kernels (``parapolicy.samplers.kernels``) as
+graph replays: one capture per kernel and shape, the network and its conditioning given
+to it explicitly, so samplers never know whether they run eagerly or replayed.
 """
 
 from __future__ import annotations
@@ -71,8 +75,8 @@ class _PaddedCall:
 class GraphedDenoiser(_PaddedCall):
     """One CUDA graph per padded shape, captured on first use, all in one memory pool.
 
-    ``captured`` also holds graphs of whole sampler steps (a Picard round, a sequential
-    chain), built by the samplers in ``parapolicy.samplers.graphed``.
+    ``captured`` also holds graphs of whole round kernels (a Picard round, a sequential
+    chain), for ``GraphExecutor``.
     """
 
     warmup_calls = 3
@@ -118,6 +122,42 @@ class GraphedDenoiser(_PaddedCall):
             # read by every replay, and freeing them would hand their memory to other tensors
             self._whole[key] = (buffers, graph.replay, fn)
         buffers, replay, _ = self._whole[key]
+        return buffers, replay
+
+
+class GraphExecutor:
+    """Runs a round kernel as a CUDA-graph replay, captured once per kernel key and shapes.
+
+    The kernel calls ``denoise(x, t)``; here that is the raw ``network`` with conditioning
+    read from static buffers this executor owns (tiled to the kernel's row count at
+    capture), refreshed from ``conditions`` before every call's replays.
+    """
+
+    captures = True
+
+    def __init__(self, graphs: GraphedDenoiser, network, conditions: dict, device):
+        self.graphs, self.network, self.device = graphs, network, torch.device(device)
+        self.conditions = {k: v for k, v in conditions.items() if v is not None}
+
+    def prepare(self, key, build, denoise):
+        batch = next(iter(self.conditions.values())).shape[0] if self.conditions else 1
+        shapes = tuple((k, v.dtype, tuple(v.shape)) for k, v in sorted(self.conditions.items()))
+        static = {}  # rows per condition row -> {name: buffer}, made while warming up (before capture)
+
+        def graph_denoise(x, t):
+            reps = x.shape[0] // batch
+            if reps not in static:
+                static[reps] = {k: v.repeat(reps, *([1] * (v.dim() - 1))) for k, v in self.conditions.items()}
+            return self.network(x, t, **static[reps])
+
+        def build_captured():
+            buffers, fn = build(graph_denoise)
+            return (buffers, static), fn
+
+        (buffers, owned), replay = self.graphs.captured(key + shapes, build_captured, self.device)
+        for reps, cond in owned.items():
+            for k, v in self.conditions.items():
+                cond[k].copy_(v.repeat(reps, *([1] * (v.dim() - 1))))
         return buffers, replay
 
 

@@ -73,7 +73,7 @@ def autotune_window(policy, obs: dict, windows=None, tolerance: float = 0.1, rep
     try:
         for window in windows:
             policy.set_sampler(name, window=int(window), tolerance=tolerance)
-            rounds = policy.predict_action(obs, generator=torch.Generator().manual_seed(0))["stats"]["parallel_iters"]
+            rounds = policy.predict_action(obs, generator=torch.Generator().manual_seed(0))["stats"]["rounds"]
             cost = curve[batch * int(window)]
             table.append({"name": name, "window": int(window), "tolerance": tolerance, "rounds": float(rounds),
                           "call_ms": cost, "expected_ms": rounds * cost})

@@ -112,7 +112,7 @@ class Controller:
             "deadline_misses": int(self.deadline_misses),
             "empty_queue_waits": int(self.empty_queue_waits),
             "ticks": len(self.act_latency_ms),
-            "parallel_iters_per_chunk": float(np.mean(self.rounds)) if self.rounds else 0.0,
+            "rounds_per_chunk": float(np.mean(self.rounds)) if self.rounds else 0.0,
             "period_ms": self.period_s * 1000.0,
         }
 
@@ -151,7 +151,7 @@ class Controller:
         return torch.cat([tail, tail[:, :, -1:].expand(-1, -1, shift, -1)], dim=2)
 
     def _infer(self, obs, guess):
-        return self.policy.predict_action(obs, generator=self.generator, warm_start=guess)
+        return self.policy.predict_action(obs, generator=self.generator, initial_guess=guess)
 
     def _collect(self, block: bool) -> None:
         if self._inflight is None:
@@ -165,7 +165,7 @@ class Controller:
         except Exception as exc:
             raise ControllerError(f"inference failed: {type(exc).__name__}: {exc}") from exc
         self.chunk_latency_ms.append(out["stats"]["latency_ms"])
-        self.rounds.append(out["stats"].get("parallel_iters", 0))
+        self.rounds.append(out["stats"].get("rounds", 0))
         if "denoiser_outputs" in out:
             self._last_outputs = (out["denoiser_outputs"].detach(), planned_at)
         chunk = out["action"][0, : self.n_action_steps].detach().cpu().numpy()

@@ -31,3 +31,7 @@ class UntrustedCheckpointError(CheckpointError):
 
 class AccelerationError(ParapolicyError, ValueError):
     """An unknown acceleration mode, or one the policy's device cannot run (graphs need CUDA)."""
+
+
+class InputError(ParapolicyError, ValueError):
+    """An argument other than the observation (generator, initial guess, ...) is not what the call expects."""

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from parapolicy.acceleration import GraphedDenoiser, make_denoiser
-from parapolicy.errors import AccelerationError, ObservationError
+from parapolicy.acceleration import GraphedDenoiser, GraphExecutor, make_denoiser
+from parapolicy.errors import AccelerationError, InputError, NonFiniteSampleError, ObservationError, SamplerConfigError
 from parapolicy.models.normalizer import LinearNormalizer
-from parapolicy.samplers import Picard, Sequential, draw_noises, make_sampler, make_step_rule, warm_start_guess
+from parapolicy.samplers import (EAGER, DenoisingProblem, SampleResult, Sampler, Sequential, draw_noises, make_sampler,
+                                 make_step_rule)
 
 # How observations enter the denoiser.
 GLOBAL = "global"  # UNet: flattened obs features appended to the step embedding (FiLM)
@@ -56,7 +57,7 @@ class Policy(nn.Module):
         if spec.num_inference_steps is not None:
             scheduler.set_timesteps(spec.num_inference_steps)
         self.scheduler = scheduler
-        self._rule = make_step_rule(scheduler, eta=float(spec.step_kwargs.get("eta", 0.0)))
+        self.rule = make_step_rule(scheduler, eta=float(spec.step_kwargs.get("eta", 0.0)))
         self.sampler = Sequential()
         self.acceleration = "eager"
         self._accelerated = None  # GraphedDenoiser / CompiledDenoiser; not a submodule (no state_dict keys)
@@ -64,8 +65,13 @@ class Policy(nn.Module):
 
     # ------------------------------------------------------------------ configuration
     def set_sampler(self, name, **settings) -> "Policy":
-        """Swap the denoising loop: ``"sequential"``, ``"picard"`` (window, tolerance), ..."""
-        self.sampler = name if hasattr(name, "sample") and not settings else make_sampler(name, **settings)
+        """Swap the denoising loop: ``"sequential"``, ``"picard"`` (window, tolerance), ..., or a ``Sampler``."""
+        if isinstance(name, Sampler):
+            if settings:
+                raise SamplerConfigError("pass settings with a sampler name, not with a sampler object")
+            self.sampler = name
+        else:
+            self.sampler = make_sampler(name, **settings)
         return self
 
     def accelerate(self, mode: str = "cuda_graph") -> "Policy":
@@ -90,53 +96,73 @@ class Policy(nn.Module):
         return list(self.spec.obs_shapes)
 
     # ------------------------------------------------------------------ inference
-    def predict_action(self, obs_dict: dict, generator: torch.Generator | None = None, warm_start=None) -> dict:
+    def predict_action(self, obs_dict: dict, generator: torch.Generator | None = None, initial_guess=None,
+                       callback=None) -> dict:
         """Sample an action chunk; same outputs and semantics as upstream's predict_action.
 
-        Returns ``action`` (B, n_action_steps, Da), ``action_pred`` (B, horizon, Da) and
-        ``stats`` (nfe, parallel_iters, latency_ms, sampler settings); Picard also returns
-        ``denoiser_outputs`` (steps, B, horizon, D), each step's latest network output.
-        ``warm_start`` is a guess of those outputs (e.g. the previous chunk's, shifted by the
-        executed steps): Picard starts its iteration from the trajectory they imply with this
-        call's noise, which changes its round count, not its answer; other samplers ignore it.
+        ``prepare`` -> ``sampler.sample`` -> ``decode``. Returns ``action`` (B, n_action_steps,
+        Da), ``action_pred`` (B, horizon, Da), ``stats`` (``SampleStats`` names plus
+        ``latency_ms``) and ``denoiser_outputs`` (steps, B, horizon, D), each step's latest
+        network output. ``initial_guess`` is a guess of those outputs (e.g. the previous
+        chunk's, shifted by the executed steps): a sampler that accepts one starts from the
+        trajectory they imply with this call's noise, which changes its rounds, not its answer;
+        other samplers ignore it (``stats["initial_guess"]`` says whether it was used).
         """
         started = time.perf_counter()
+        with torch.no_grad():
+            problem = self.prepare(obs_dict, generator, initial_guess=initial_guess, callback=callback)
+            out = self.decode(self.sampler.sample(problem))
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        out["stats"]["latency_ms"] = (time.perf_counter() - started) * 1000.0
+        return out
+
+    def prepare(self, obs_dict: dict, generator: torch.Generator | None = None, initial_guess=None,
+                callback=None) -> DenoisingProblem:
+        """Observations -> the ``DenoisingProblem`` the sampler solves: conditioning bound into the
+        denoiser, upstream's draws (x_T, then the per-step noises, then the sampler's extra draws)."""
         if self.acceleration != "eager" and self.device.type != "cuda":
             raise AccelerationError(f"acceleration {self.acceleration!r} needs CUDA but the policy is now on "
                                     f"{self.device}; call accelerate('eager') after moving it")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise InputError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         obs = self._checked_obs(obs_dict)
         with torch.no_grad():
             nobs = {k: self.normalizer.normalize(k, v) for k, v in obs.items()}
-            shape, cond_data, cond_mask, bind = self._conditioning(nobs)
-            draws = draw_noises(
-                self._rule, shape, generator, device=self.device, dtype=torch.float32
-            )
-            extra = {}
-            if warm_start is not None and isinstance(self.sampler, Picard):
-                guess = torch.as_tensor(warm_start, device=self.device, dtype=torch.float32)
-                if guess.shape[0] != self._rule.num_steps or tuple(guess.shape[2:]) != tuple(draws.x_T.shape[1:]):
-                    raise ValueError(f"warm_start has shape {tuple(guess.shape)}, expected "
-                                     f"({self._rule.num_steps}, B, {', '.join(map(str, draws.x_T.shape[1:]))})")
-                extra["init_guess"] = warm_start_guess(self._rule, draws.x_T, draws.noises,
-                                                       guess.expand(-1, draws.x_T.shape[0], *guess.shape[2:]),
-                                                       cond_data, cond_mask)
-            if hasattr(self.sampler, "extra_inputs"):  # e.g. randomized midpoints, drawn after x_T and noises
-                extra.update(self.sampler.extra_inputs(draws.x_T, generator))
-            result = self.sampler.sample(bind, self._rule, draws.x_T, draws.noises, cond_data, cond_mask, **extra)
-            naction = result.sample[..., : self.spec.action_dim]
-            action_pred = self.normalizer.unnormalize("action", naction)
+            shape, cond_data, cond_mask, conditions = self._conditioning(nobs)
+            draws = draw_noises(self.rule, shape, generator, device=self.device, dtype=torch.float32)
+            extra = self.sampler.extra_draws(draws.x_T, generator)
+            guess = None
+            if initial_guess is not None and self.sampler.accepts_initial_guess:
+                eps = self._checked_guess(initial_guess, draws.x_T)
+                guess = self.rule.trajectory_from_outputs(draws.x_T, draws.noises, eps, cond_data, cond_mask)
+        net = self.model if self._accelerated is None else self._accelerated
+        executor = EAGER
+        if isinstance(self._accelerated, GraphedDenoiser):
+            executor = GraphExecutor(self._accelerated, self.model, conditions, self.device)
+        return DenoisingProblem(BoundDenoiser(net, **conditions), self.rule, draws.x_T, draws.noises, cond_data,
+                                cond_mask, init_guess=guess, extra=extra, callback=callback, executor=executor)
+
+    def decode(self, result: SampleResult) -> dict:
+        """The sampler's normalized trajectory -> actions in the env's units, upstream's slice, stats.
+
+        Non-finite actions are an error here, after unnormalising, so that no normalizer
+        (a zero scale, an inf offset) can turn a finite sample into an inf action.
+        """
         spec = self.spec
+        with torch.no_grad():
+            action_pred = self.normalizer.unnormalize("action", result.sample[..., : spec.action_dim])
+        if not bool(torch.isfinite(action_pred).all()):
+            raise NonFiniteSampleError(
+                f"the unnormalised actions are not finite (expected finite values, found "
+                f"{int((~torch.isfinite(action_pred)).sum())} NaN/inf): check the checkpoint's action normalizer")
         if spec.pred_action_steps_only:
             action = action_pred
         else:
             action = action_pred[:, spec.action_start : spec.action_start + spec.n_action_steps]
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        stats = dict(result.stats)
-        stats["latency_ms"] = (time.perf_counter() - started) * 1000.0
-        out = {"action": action, "action_pred": action_pred, "stats": stats}
-        if "eps" in result.extras:
-            out["denoiser_outputs"] = result.extras["eps"]
+        out = {"action": action, "action_pred": action_pred, "stats": result.stats.as_dict()}
+        if result.eps is not None:
+            out["denoiser_outputs"] = result.eps
         if spec.cond_mode == INPAINT and "obs" in self.normalizer.fields and self.obs_encoder is None:
             with torch.no_grad():
                 obs_pred = self.normalizer.unnormalize("obs", result.sample[..., spec.action_dim :])
@@ -146,32 +172,56 @@ class Policy(nn.Module):
 
     def bound_denoiser(self, obs_dict: dict):
         """``(denoise_fn, x_T shape)`` for these observations: what a sampler calls, for timing it."""
-        obs = self._checked_obs(obs_dict)
-        with torch.no_grad():
-            shape, _, _, bind = self._conditioning({k: self.normalizer.normalize(k, v) for k, v in obs.items()})
-        return bind, shape
+        problem = self.prepare(obs_dict)
+        return problem.denoise, tuple(problem.x_T.shape)
 
     # ------------------------------------------------------------------ internals
+    def _checked_guess(self, initial_guess, x_T: torch.Tensor) -> torch.Tensor:
+        """Network outputs (steps, B or 1, *S) -> (steps, B, *S) on the policy's device, or one clear error."""
+        want = f"({self.rule.num_steps}, {x_T.shape[0]} or 1, {', '.join(map(str, x_T.shape[1:]))})"
+        try:
+            guess = torch.as_tensor(initial_guess, dtype=torch.float32, device=self.device)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise InputError(f"initial_guess must be a float tensor {want}, got {type(initial_guess).__name__}: "
+                             f"{exc}") from None
+        if (guess.dim() != x_T.dim() + 1 or guess.shape[0] != self.rule.num_steps
+                or guess.shape[1] not in (1, x_T.shape[0]) or tuple(guess.shape[2:]) != tuple(x_T.shape[1:])):
+            raise InputError(f"initial_guess has shape {tuple(guess.shape)}, expected {want}")
+        if not bool(torch.isfinite(guess).all()):
+            raise InputError("initial_guess contains NaN or inf")
+        return guess.expand(-1, x_T.shape[0], *guess.shape[2:])
+
     def _checked_obs(self, obs_dict: dict) -> dict:
-        """One clear error naming expected vs got for missing keys or wrong shapes."""
+        """One clear error naming expected vs got for missing keys, wrong shapes or types, NaN."""
         if not isinstance(obs_dict, dict):
             raise ObservationError(f"obs must be a dict with keys {self.obs_keys}, got {type(obs_dict).__name__}")
         missing = [k for k in self.obs_keys if k not in obs_dict]
         if missing:
-            raise ObservationError(f"obs is missing keys {missing}: expected {self.obs_keys}, got {sorted(obs_dict)}")
+            raise ObservationError(f"obs is missing keys {missing}: expected {self.obs_keys}, got "
+                                   f"{sorted(map(str, obs_dict))}")
         to = self.spec.n_obs_steps
         out, batch = {}, None
         for key, step_shape in self.spec.obs_shapes.items():
-            value = torch.as_tensor(obs_dict[key])
             want = f"(B, >={to}, {', '.join(str(s) for s in step_shape)})"
+            value = obs_dict[key]
+            try:
+                value = torch.as_tensor(value)
+                if not (value.dtype.is_floating_point or value.dtype in _INTEGER_DTYPES):
+                    raise TypeError(f"dtype {value.dtype}")
+                value = value.to(device=self.device, dtype=torch.float32)
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise ObservationError(f"obs[{key!r}] must be a numeric array {want}, got "
+                                       f"{type(obs_dict[key]).__name__} ({str(exc).splitlines()[0][:80]})") from None
             if value.dim() != 2 + len(step_shape) or tuple(value.shape[2:]) != tuple(step_shape) or value.shape[1] < to:
                 raise ObservationError(f"obs[{key!r}] has shape {tuple(value.shape)}, expected {want}")
+            if value.shape[0] == 0:
+                raise ObservationError(f"obs[{key!r}] has batch size 0, expected at least 1")
             if batch is not None and value.shape[0] != batch:
                 raise ObservationError(f"obs[{key!r}] has batch {value.shape[0]}, other keys have {batch}")
             batch = value.shape[0]
-            if not torch.isfinite(value.float()).all():
+            if not torch.isfinite(value).all():
                 raise ObservationError(f"obs[{key!r}] contains NaN or inf")
-            out[key] = value[:, :to].to(self.device)
+            out[key] = value[:, :to]
         return out
 
     def encode_observations(self, nobs: dict) -> torch.Tensor:
@@ -184,47 +234,41 @@ class Policy(nn.Module):
         return self.obs_encoder(flat).reshape(batch, to, -1)
 
     def _conditioning(self, nobs: dict):
-        """Build (trajectory shape, inpainting data/mask, bound denoiser) for this policy."""
+        """(trajectory shape, inpainting data/mask, network conditioning tensors) for this policy."""
         spec = self.spec
         to, horizon, da = spec.n_obs_steps, spec.horizon, spec.action_dim
         batch = next(iter(nobs.values())).shape[0]
-        net = self.model if self._accelerated is None else self._accelerated
-        graphs = self._accelerated if isinstance(self._accelerated, GraphedDenoiser) else None
         features = self.encode_observations(nobs)
         steps = spec.n_action_steps if spec.pred_action_steps_only else horizon
         if spec.cond_mode == GLOBAL:
-            bound = BoundDenoiser(net, self.model, graphs, global_cond=features.reshape(batch, -1))
-            return (batch, steps, da), None, None, bound
+            return (batch, steps, da), None, None, {"global_cond": features.reshape(batch, -1)}
         if spec.cond_mode == TOKENS:
-            return (batch, steps, da), None, None, BoundDenoiser(net, self.model, graphs, cond=features)
+            return (batch, steps, da), None, None, {"cond": features}
         if spec.cond_mode == LOCAL:
             local = torch.zeros(batch, horizon, features.shape[-1], device=features.device, dtype=features.dtype)
             local[:, :to] = features
-            return (batch, horizon, da), None, None, BoundDenoiser(net, self.model, graphs, local_cond=local)
+            return (batch, horizon, da), None, None, {"local_cond": local}
         # INPAINT: observations occupy the last feature columns of the first To steps
         dim = da + features.shape[-1]
         cond_data = torch.zeros(batch, horizon, dim, device=features.device, dtype=features.dtype)
         cond_data[:, :to, da:] = features
         cond_mask = torch.zeros_like(cond_data, dtype=torch.bool)
         cond_mask[:, :to, da:] = True
-        return (batch, horizon, dim), cond_data, cond_mask, BoundDenoiser(net, self.model, graphs)
+        return (batch, horizon, dim), cond_data, cond_mask, {}
+
+
+_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool)
 
 
 class BoundDenoiser:
-    """eps = f(x, t) with the observation conditioning bound and tiled to the window slots.
+    """eps = f(x, t) with the observation conditioning bound, tiled to the window's row count."""
 
-    ``model`` and ``conditions`` stay visible so an accelerated sampler can capture a whole
-    round (network call and update) in one CUDA graph; ``graphs`` is the policy's
-    ``GraphedDenoiser`` when CUDA graphs are on, else None.
-    """
-
-    def __init__(self, net, model: nn.Module, graphs=None, **conditions):
-        self.net, self.model, self.graphs = net, model, graphs
+    def __init__(self, net, **conditions):
+        self.net = net
         self.conditions = {k: v for k, v in conditions.items() if v is not None}
-
-    def tiled_conditions(self, reps: int) -> dict:
-        return {k: v.repeat(reps, *([1] * (v.dim() - 1))) if reps > 1 else v for k, v in self.conditions.items()}
+        self._batch = next(iter(self.conditions.values())).shape[0] if self.conditions else None
 
     def __call__(self, x, t):
-        reps = x.shape[0] // next(iter(self.conditions.values())).shape[0] if self.conditions else 1
-        return self.net(x, t, **self.tiled_conditions(reps))
+        reps = x.shape[0] // self._batch if self._batch else 1
+        tiled = {k: v.repeat(reps, *([1] * (v.dim() - 1))) if reps > 1 else v for k, v in self.conditions.items()}
+        return self.net(x, t, **tiled)

@@ -128,7 +128,7 @@ def _log_results(logger, results: dict) -> None:
             if value is not None:
                 flat[f"rollout/latency_{kind}_{q}_ms"] = value
     flat["rollout/nfe_per_chunk"] = results.get("nfe_per_chunk")
-    flat["rollout/parallel_iters_per_chunk"] = results.get("parallel_iters_per_chunk")
+    flat["rollout/rounds_per_chunk"] = results.get("rounds_per_chunk")
     flat = {k: v for k, v in flat.items() if v is not None}
     logger.log(flat)
     logger.summary(flat)

@@ -24,7 +24,7 @@ def _merge(runs: list) -> RunResult:
         merged.chunk_latency_ms += r.chunk_latency_ms
         merged.step_latency_ms += r.step_latency_ms
         merged.nfe += r.nfe
-        merged.parallel_iters += r.parallel_iters
+        merged.rounds += r.rounds
         merged.wall_s += r.wall_s
         merged.interrupted = merged.interrupted or r.interrupted
     return merged
@@ -102,7 +102,7 @@ def run_paired(policy, make_env, seeds, cfg, first, second) -> dict:
         "latency_chunk_ms_a": latency_summary(a.chunk_latency_ms),
         "latency_chunk_ms_b": latency_summary(b.chunk_latency_ms),
         "rewards_by_seed_b": {str(e.seed): e.max_reward for e in b.episodes},
-        "parallel_iters_per_chunk_b": float(np.mean(b.parallel_iters)) if b.parallel_iters else 0.0,
+        "rounds_per_chunk_b": float(np.mean(b.rounds)) if b.rounds else 0.0,
     }
     return out
 

@@ -32,7 +32,7 @@ class RunResult:
     chunk_latency_ms: list = field(default_factory=list)
     step_latency_ms: list = field(default_factory=list)
     nfe: list = field(default_factory=list)
-    parallel_iters: list = field(default_factory=list)
+    rounds: list = field(default_factory=list)
     actions: list = field(default_factory=list)  # per chunk (B, Ta, Da), when recorded
     wall_s: float = 0.0
     interrupted: bool = False
@@ -47,7 +47,7 @@ class RunResult:
             "latency_chunk_ms": latency_summary(self.chunk_latency_ms),
             "latency_step_ms": latency_summary(self.step_latency_ms),
             "nfe_per_chunk": float(np.mean(self.nfe)) if self.nfe else 0.0,
-            "parallel_iters_per_chunk": float(np.mean(self.parallel_iters)) if self.parallel_iters else 0.0,
+            "rounds_per_chunk": float(np.mean(self.rounds)) if self.rounds else 0.0,
             "wall_s": self.wall_s,
             "interrupted": self.interrupted,
         }
@@ -59,7 +59,7 @@ def _plan_chunk(policy, batch, generator, run: RunResult, record_actions: bool):
     stats = out["stats"]
     run.chunk_latency_ms.append(stats["latency_ms"])
     run.nfe.append(stats.get("nfe", 0))
-    run.parallel_iters.append(stats.get("parallel_iters", 0))
+    run.rounds.append(stats.get("rounds", 0))
     actions = out["action"].detach().cpu().numpy()
     if record_actions:
         run.actions.append(actions)

@@ -41,7 +41,8 @@ from parapolicy.metrics import write_report
 from parapolicy.models.normalizer import LinearNormalizer
 from parapolicy.policy import Policy
 from parapolicy.rollout import ASSETS_DIR, device_name
-from parapolicy.samplers.common import SampleResult, impose
+from parapolicy.samplers import SampleResult, SamplerBase, SampleStats
+from parapolicy.samplers.inpainting import impose
 
 SCHEDULERS = {
     "DDPM-100": ({"_target_": "diffusers.DDPMScheduler", "variance_type": "fixed_small", "clip_sample": True}, 100),
@@ -55,7 +56,7 @@ IMAGE_META = {"obs": {"image": {"shape": [3, 96, 96], "type": "rgb"}, "agent_pos
               "action": {"shape": [2]}}
 
 
-class UpstreamStepLoop:
+class UpstreamStepLoop(SamplerBase):
     """Upstream's ``conditional_sample``: eager network call and ``scheduler.step`` per timestep."""
 
     name = "upstream"
@@ -63,16 +64,16 @@ class UpstreamStepLoop:
     def __init__(self, scheduler):
         self.scheduler = copy.deepcopy(scheduler)
 
-    def sample(self, denoise_fn, rule, x_T, noises=None, cond_data=None, cond_mask=None, callback=None):
+    def sample(self, problem):
+        denoise_fn, x, cond_data, cond_mask = problem.denoise, problem.x_T, problem.cond_data, problem.cond_mask
         sched = self.scheduler
         sched.set_timesteps(len(sched.timesteps))  # resets multistep history, as upstream's per-call set_timesteps
-        x = x_T
         for t in sched.timesteps:
             x = impose(x, cond_data, cond_mask)
             eps = denoise_fn(x, t.to(x.device).long().expand(x.shape[0]))
             x = sched.step(eps, t, x).prev_sample
         n = len(sched.timesteps)
-        return SampleResult(impose(x, cond_data, cond_mask), {"sampler": self.name, "nfe": n, "parallel_iters": n})
+        return SampleResult(impose(x, cond_data, cond_mask), SampleStats(self.name, rounds=n, nfe=n))
 
     def config(self) -> dict:
         return {"name": self.name}
@@ -174,7 +175,7 @@ def bench_config(policy, obs, args, accel):
         policy.set_sampler(name, window=window, tolerance=tol)
         row[label], outs = time_chunks(policy, obs, args.repeats)
         row[f"{label}_window"] = window
-        row[f"{label}_rounds"] = float(np.mean([o["stats"]["parallel_iters"] for o in outs]))
+        row[f"{label}_rounds"] = float(np.mean([o["stats"]["rounds"] for o in outs]))
         row[f"{label}_nfe"] = float(np.mean([o["stats"]["nfe"] for o in outs]))
         row[f"{label}_graphed_rounds"] = all(o["stats"].get("graphed_rounds", False) for o in outs)
         row[f"{label}_max_action_diff"] = max(float((a["action"] - b["action"]).abs().max())

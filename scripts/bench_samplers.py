@@ -39,8 +39,8 @@ ROWS = [  # (label, sampler name, settings)
     ("newton_picard@0.1", "newton_picard", {"window": 100, "tolerance": 0.1}),
     ("piadm_sde", "piadm", {"block_size": 10, "iterations": 3, "mode": "sde"}),
     ("piadm_ode", "piadm", {"block_size": 10, "iterations": 3, "mode": "ode"}),
-    ("randomized_midpoint", "randomized_midpoint", {"steps": 16, "block_size": 4, "rounds": 6}),
-    ("randomized_midpoint_exact", "randomized_midpoint", {"steps": 16, "block_size": 1, "rounds": 2}),
+    ("randomized_midpoint", "randomized_midpoint", {"steps": 16, "block_size": 4, "iterations": 6}),
+    ("randomized_midpoint_exact", "randomized_midpoint", {"steps": 16, "block_size": 1, "iterations": 2}),
 ]
 
 
@@ -75,7 +75,7 @@ def open_loop_batch1(policy, observations, name, settings):
     rounds, nfe = [], []
     for i, obs in enumerate(observations):
         out = policy.predict_action({"obs": torch.as_tensor(obs)[None]}, generator=torch.Generator().manual_seed(i))
-        rounds.append(out["stats"]["parallel_iters"])
+        rounds.append(out["stats"]["rounds"])
         nfe.append(out["stats"]["nfe"])
     return {"rounds_per_chunk_b1": float(np.mean(rounds)), "rounds_max_b1": int(max(rounds)),
             "nfe_per_chunk_b1": float(np.mean(nfe))}
@@ -104,7 +104,7 @@ def markdown(result) -> str:
         cfg = ", ".join(f"{k}={v}" for k, v in settings.items()) or "DDPM-100"
         lines.append(
             f"| {label} | {cfg} | {row['rounds_per_chunk_b1']:.2f} (max {row['rounds_max_b1']}) | "
-            f"{row['nfe_per_chunk_b1']:.0f} | {row['parallel_iters_per_chunk']:.2f} | {row['max_action_deviation']:.3g} | "
+            f"{row['nfe_per_chunk_b1']:.0f} | {row['rounds_per_chunk']:.2f} | {row['max_action_deviation']:.3g} | "
             f"{row['mean_score']:.3f} | {row['success_rate']:.2f} |")
     rows = result["rows"]
     if "picard" in rows and "newton_picard" in rows:
@@ -156,7 +156,7 @@ def main(argv=None) -> int:
         row["wall_s"] = time.time() - started
         row["settings"] = {"name": name, **settings}
         result["rows"][label] = row
-        print(json.dumps({label: {k: row[k] for k in ("mean_score", "parallel_iters_per_chunk", "rounds_per_chunk_b1",
+        print(json.dumps({label: {k: row[k] for k in ("mean_score", "rounds_per_chunk", "rounds_per_chunk_b1",
                                                        "max_action_deviation", "wall_s")}}), flush=True)
         write_report(args.out, result, markdown(result))
     print(markdown(result))

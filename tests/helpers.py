@@ -80,18 +80,26 @@ class CountingDenoiser:
         return self.fn(x, t)
 
 
-def upstream_conditional_sample(model, scheduler, shape, generator, cond_data=None, cond_mask=None):
+def upstream_conditional_sample(model, scheduler, shape, generator, cond_data=None, cond_mask=None, **step_kwargs):
     """Upstream DiffusionPolicy's conditional_sample loop, written as a reference.
 
-    x_T from randn(generator), then ``scheduler.step(..., generator=generator)`` per step,
-    with the inpainting condition imposed before every call and once after.
+    x_T from randn(generator), then ``scheduler.step(..., generator=generator, **kwargs)`` per
+    step (upstream passes the policy's kwargs, e.g. DDIM's eta), with the inpainting
+    condition imposed before every call and once after.
     """
     trajectory = torch.randn(shape, generator=generator)
     for t in scheduler.timesteps:
         if cond_mask is not None:
             trajectory[cond_mask] = cond_data[cond_mask]
         eps = model(trajectory, t.expand(shape[0]))
-        trajectory = scheduler.step(eps, t, trajectory, generator=generator).prev_sample
+        trajectory = scheduler.step(eps, t, trajectory, generator=generator, **step_kwargs).prev_sample
     if cond_mask is not None:
         trajectory[cond_mask] = cond_data[cond_mask]
     return trajectory
+
+
+def solve(sampler, denoise, scheduler, x_T, noises=None, cond_data=None, cond_mask=None, **extra):
+    """``sampler.sample`` on the problem these arguments define (extra: the sampler's own draws)."""
+    from parapolicy.samplers import DenoisingProblem
+
+    return sampler.sample(DenoisingProblem(denoise, scheduler, x_T, noises, cond_data, cond_mask, extra=extra))

@@ -26,7 +26,7 @@ def test_autotune_scores_every_candidate_by_rounds_times_call_cost_and_applies_t
     assert result["table"][0]["rounds"] == 50  # sequential: one call per step
     policy.set_sampler("picard", window=4, tolerance=0.1)
     assert result["table"][1]["rounds"] == policy.predict_action(obs, generator=torch.Generator().manual_seed(0))[
-        "stats"]["parallel_iters"]
+        "stats"]["rounds"]
     best = min(result["table"], key=lambda row: row["expected_ms"])
     assert result["best"]["name"] == best["name"] and result["best"].get("window") == best.get("window")
 

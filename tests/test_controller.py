@@ -68,7 +68,7 @@ class _SlowPolicy:
     def __init__(self, policy, delay, fail=False):
         self.policy, self.delay, self.fail, self.spec = policy, delay, fail, policy.spec
 
-    def predict_action(self, obs, generator=None, warm_start=None):
+    def predict_action(self, obs, generator=None, initial_guess=None):
         time.sleep(self.delay)
         if self.fail:
             raise RuntimeError("GPU fell off the bus")

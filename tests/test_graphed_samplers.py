@@ -1,25 +1,26 @@
-"""The CUDA-graph samplers' logic, run eagerly on the CPU: same rounds and answers as the eager samplers.
+"""The captured (CUDA-graph) execution of the round kernels, run on the CPU without capture.
 
-On a GPU ``GraphedDenoiser.captured`` captures the round function once and replays it;
-here a stand-in runs the same function directly, so everything but the capture is checked
-without a GPU (the capture itself is checked by tests/test_gpu.py).
+On a GPU ``GraphExecutor`` captures a kernel once per key and replays it, with fixed-width
+windows and conditioning in buffers it owns; here ``RunWithoutCapture`` does everything but
+the capture, so the padding, buffer reuse and fixed shapes are checked without a GPU (the
+capture itself is checked by tests/test_gpu.py).
 """
 
 import pytest
 import torch
-from helpers import make_scheduler
+from diffusers import DDIMScheduler, DDPMScheduler
+from helpers import DP_SCHEDULE, make_scheduler
 
 import parapolicy
+from parapolicy.acceleration import GraphExecutor
 from parapolicy.policy import BoundDenoiser
 from parapolicy.rollout import ASSETS_DIR
-from parapolicy.samplers import draw_noises, make_step_rule
-from parapolicy.samplers.graphed import sample_picard_graphed, sample_sequential_graphed
-from parapolicy.samplers.picard import sample_picard
-from parapolicy.samplers.sequential import sample_sequential
+from parapolicy.samplers import (DenoisingProblem, NewtonPicard, Picard, PIADM, Sequential, draw_noises,
+                                 make_step_rule)
 
 
 class RunWithoutCapture:
-    """``captured`` as on a GPU, minus the graph: build once per key, replay = call."""
+    """``GraphedDenoiser.captured`` as on a GPU, minus the graph: build once per key, replay = call."""
 
     def __init__(self):
         self.built = {}
@@ -37,61 +38,76 @@ def toy():
     return policy.model, cond
 
 
-def _denoisers(model, cond):
-    eager = BoundDenoiser(model, model, None, global_cond=cond)
-    graphed = BoundDenoiser(model, model, RunWithoutCapture(), global_cond=cond)
-    return eager, graphed
+def _problems(model, cond, rule, draws, network=None):
+    """The same problem run eagerly and by a capturing executor (``network`` stands in for the model)."""
+    eager = DenoisingProblem(BoundDenoiser(model, global_cond=cond), rule, draws.x_T, draws.noises)
+    executor = GraphExecutor(RunWithoutCapture(), network or model, {"global_cond": cond}, "cpu")
+    return eager, eager.replace(executor=executor)
 
 
-@pytest.mark.parametrize("kind", ["ddpm", "ddim"])
-def test_step_coefficients_give_the_bits_of_diffusers_step(kind):
-    rule = make_step_rule(make_scheduler(kind))
+@pytest.mark.parametrize("kind,eta", [("ddpm", 0.0), ("ddim", 0.0), ("ddim", 0.7)])
+def test_step_coefficients_give_the_bits_of_diffusers_step(kind, eta):
+    sched = make_scheduler(kind)
+    rule = make_step_rule(sched, eta=eta)
     n = rule.num_steps
     g = torch.Generator().manual_seed(1)
     x, eps = 2 * torch.randn(n, 3, 16, 2, generator=g), torch.randn(n, 3, 16, 2, generator=g)
-    noise = torch.randn(n, 3, 16, 2, generator=g) if any(rule.draws_noise) else None
-    expected, _ = rule.transition(0, x, eps, noise)
-    got = rule.step_coefficients("cpu").transition(torch.arange(n), x, eps, noise)
-    assert torch.equal(got, expected)
+    noise = torch.stack([torch.randn(3, 16, 2, generator=torch.Generator().manual_seed(100 + i)) for i in range(n)])
+    expected = []
+    for i, t in enumerate(sched.timesteps):  # diffusers' own step, drawing its noise from the same seed
+        kwargs = {"eta": eta} if kind == "ddim" else {}
+        out = sched.step(eps[i], t, x[i], generator=torch.Generator().manual_seed(100 + i), **kwargs).prev_sample
+        expected.append(out)
+    used = noise if any(rule.draws_noise) else None
+    assert torch.equal(rule.transition(torch.arange(n), x, eps, used), torch.stack(expected))
 
 
 def test_multistep_rules_have_no_coefficients():
-    assert make_step_rule(make_scheduler("dpm")).step_coefficients("cpu") is None
+    assert not make_step_rule(make_scheduler("dpm")).graphable
 
 
 @pytest.mark.parametrize("kind,window,newton", [("ddpm", 30, False), ("ddpm", 7, False), ("ddpm", 30, True),
                                                 ("ddim", 5, True)])
-def test_graphed_picard_round_matches_the_eager_sampler(toy, kind, window, newton):
+def test_captured_picard_round_matches_the_eager_sampler(toy, kind, window, newton):
     model, cond = toy
     rule = make_step_rule(make_scheduler(kind, steps=30 if kind == "ddpm" else None))
     draws = draw_noises(rule, (3, 16, 2), torch.Generator().manual_seed(2))
-    eager, graphed = _denoisers(model, cond)
+    eager, captured = _problems(model, cond, rule, draws)
+    sampler = (NewtonPicard if newton else Picard)(window=window, tolerance=1e-3)
     with torch.no_grad():
-        want = sample_picard(eager, rule, draws.x_T, draws.noises, window=window, tolerance=1e-3, newton=newton)
-        coefficients = rule.step_coefficients("cpu")
-        got = sample_picard_graphed(graphed, rule, coefficients, draws.x_T, draws.noises, window=window,
-                                    tolerance=1e-3, newton=newton)
-        again = sample_picard_graphed(graphed, rule, coefficients, draws.x_T, draws.noises, window=window,
-                                      tolerance=1e-3, newton=newton)  # buffers reused: no state leaks
-    assert got.stats["parallel_iters"] == want.stats["parallel_iters"] and got.stats["nfe"] == want.stats["nfe"]
+        want = sampler.sample(eager)
+        got = sampler.sample(captured)
+        again = sampler.sample(captured)  # buffers reused: no state leaks
+    assert got.stats.rounds == want.stats.rounds and got.stats.nfe == want.stats.nfe
+    assert got.stats.captured and not want.stats.captured
     torch.testing.assert_close(got.sample, want.sample, rtol=1e-5, atol=1e-5)
-    torch.testing.assert_close(got.extras["eps"], want.extras["eps"], rtol=1e-5, atol=1e-5)
-    assert torch.equal(again.sample, got.sample) and len(graphed.graphs.built) == 1
+    torch.testing.assert_close(got.eps, want.eps, rtol=1e-5, atol=1e-5)
+    assert torch.equal(again.sample, got.sample) and len(captured.executor.graphs.built) == 1
 
 
-def test_graphed_sequential_chain_matches_the_eager_loop(toy):
+def test_captured_piadm_blocks_match_the_eager_sampler(toy):
+    model, cond = toy
+    rule = make_step_rule(make_scheduler("ddpm", steps=30))
+    draws = draw_noises(rule, (3, 16, 2), torch.Generator().manual_seed(5))
+    eager, captured = _problems(model, cond, rule, draws)
+    with torch.no_grad():
+        want, got = (PIADM(block_size=7, iterations=3).sample(p) for p in (eager, captured))
+    assert got.stats.rounds == want.stats.rounds == 4 * 3 + 2
+    torch.testing.assert_close(got.sample, want.sample, rtol=1e-5, atol=1e-5)
+
+
+def test_captured_sequential_chain_matches_the_eager_loop(toy):
     model, cond = toy
     rule = make_step_rule(make_scheduler("ddpm", steps=20))
     draws = draw_noises(rule, (3, 16, 2), torch.Generator().manual_seed(3))
-    eager, graphed = _denoisers(model, cond)
+    eager, captured = _problems(model, cond, rule, draws)
     with torch.no_grad():
-        want = sample_sequential(eager, rule, draws.x_T, draws.noises)
-        got = sample_sequential_graphed(graphed, rule, rule.step_coefficients("cpu"), draws.x_T, draws.noises)
+        want, got = Sequential().sample(eager), Sequential().sample(captured)
     torch.testing.assert_close(got.sample, want.sample, rtol=1e-6, atol=1e-6)
-    assert got.stats["nfe"] == 20
+    assert got.stats.nfe == 20 and got.stats.captured
 
 
-def test_graphed_picard_falls_back_to_sequential_on_nan(toy):
+def test_captured_picard_falls_back_to_sequential_on_nan(toy):
     model, cond = toy
 
     def nan_when_batched(x, t, **c):  # finite one step at a time, NaN in a window
@@ -100,10 +116,44 @@ def test_graphed_picard_falls_back_to_sequential_on_nan(toy):
 
     rule = make_step_rule(make_scheduler("ddpm", steps=20))
     draws = draw_noises(rule, (3, 16, 2), torch.Generator().manual_seed(4))
-    graphed = BoundDenoiser(model, nan_when_batched, RunWithoutCapture(), global_cond=cond)
+    eager, captured = _problems(model, cond, rule, draws, network=nan_when_batched)
     with torch.no_grad():
-        result = sample_picard_graphed(graphed, rule, rule.step_coefficients("cpu"), draws.x_T, draws.noises,
-                                       window=20, tolerance=1e-3)
-        want = sample_sequential(BoundDenoiser(model, model, None, global_cond=cond), rule, draws.x_T, draws.noises)
-    assert result.stats["fallback"] == "sequential: non-finite values in Picard round 1"
+        result = Picard(window=20, tolerance=1e-3).sample(captured)
+        want = Sequential().sample(eager)
+    assert result.stats.fallback == "sequential: non-finite values in Picard round 1"
     assert torch.equal(result.sample, want.sample)
+
+
+def test_ddim_with_eta_converges_to_upstreams_ddim_eta_answer():
+    """Upstream DDIM policies may pass eta > 0: x_T, then one draw per step, all exact samplers agree."""
+    from helpers import SmoothNetDenoiser, upstream_conditional_sample
+
+    sched = DDIMScheduler(**DP_SCHEDULE, set_alpha_to_one=True, steps_offset=0)
+    sched.set_timesteps(16)
+    rule = make_step_rule(sched, eta=0.5)
+    net = SmoothNetDenoiser(32)
+    expected = upstream_conditional_sample(net, sched, (3, 16, 2), torch.Generator().manual_seed(9), eta=0.5)
+    draws = draw_noises(rule, (3, 16, 2), torch.Generator().manual_seed(9))
+    problem = DenoisingProblem(net, rule, draws.x_T, draws.noises)
+    assert torch.equal(Sequential().sample(problem).sample, expected)
+    for sampler in (Picard(window=16, tolerance=1e-4), NewtonPicard(window=16, tolerance=1e-4)):
+        assert (sampler.sample(problem).sample - expected).abs().max() < 1e-4, sampler.name
+
+
+def test_noises_a_rule_will_not_use_are_rejected():
+    from parapolicy.errors import SamplerConfigError
+
+    sched = DDIMScheduler(**DP_SCHEDULE, set_alpha_to_one=True, steps_offset=0)
+    sched.set_timesteps(8)
+    with_eta = draw_noises(make_step_rule(sched, eta=1.0), (2, 16, 2), torch.Generator().manual_seed(0))
+    with pytest.raises(SamplerConfigError, match="noises were given but this step rule draws none"):
+        DenoisingProblem(lambda x, t: x, sched, with_eta.x_T, with_eta.noises)
+
+
+def test_eta_on_a_scheduler_without_it_is_refused():
+    from parapolicy.errors import UnsupportedSchedulerError
+
+    sched = DDPMScheduler(**DP_SCHEDULE)
+    sched.set_timesteps(10)
+    with pytest.raises(UnsupportedSchedulerError, match="eta=0.5 is DDIM's setting; DDPMScheduler takes none"):
+        make_step_rule(sched, eta=0.5)

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from helpers import CountingDenoiser, GaussianDenoiser, SmoothNetDenoiser, make_scheduler
+from helpers import CountingDenoiser, GaussianDenoiser, SmoothNetDenoiser, make_scheduler, solve
 
 from parapolicy.samplers import NewtonPicard, Picard, Sequential, draw_noises, make_sampler
 from parapolicy.samplers.secant import SecantMemory, newton_states
@@ -12,7 +12,7 @@ def _problem(kind, batch, den="smooth"):
     sched = make_scheduler(kind)
     net = SmoothNetDenoiser(32, seed=batch, scheduler=sched) if den == "smooth" else GaussianDenoiser(sched)
     draws = draw_noises(sched, (batch, 16, 2), torch.Generator().manual_seed(11))
-    ref = Sequential().sample(net, sched, draws.x_T, draws.noises).sample
+    ref = solve(Sequential(), net, sched, draws.x_T, draws.noises).sample
     return sched, net, draws, ref
 
 
@@ -22,8 +22,8 @@ def test_newton_picard_converges_to_sequential_as_tolerance_shrinks(kind, window
     sched, net, draws, ref = _problem(kind, 3)
     errors = []
     for tol in [1e-1, 1e-3, 1e-5]:
-        out = NewtonPicard(window=window, tolerance=tol).sample(net, sched, draws.x_T, draws.noises)
-        assert out.stats["sampler"] == "newton_picard" and out.stats["fallback"] is None
+        out = solve(NewtonPicard(window=window, tolerance=tol), net, sched, draws.x_T, draws.noises)
+        assert out.stats.sampler == "newton_picard" and out.stats.fallback is None
         errors.append(float((out.sample - ref).abs().max() / ref.abs().max()))
     assert errors[-1] < 5e-6
     assert errors[-1] <= errors[0]
@@ -34,16 +34,16 @@ def test_newton_picard_converges_to_sequential_as_tolerance_shrinks(kind, window
 def test_newton_picard_needs_fewer_rounds_than_picard_at_the_same_tolerance(kind, den):
     sched, net, draws, _ = _problem(kind, 4, den)
     for tol in [0.1, 1e-3]:
-        plain = Picard(window=100, tolerance=tol).sample(net, sched, draws.x_T, draws.noises)
-        newton = NewtonPicard(window=100, tolerance=tol).sample(net, sched, draws.x_T, draws.noises)
-        assert newton.stats["parallel_iters"] < plain.stats["parallel_iters"], (tol, newton.stats, plain.stats)
+        plain = solve(Picard(window=100, tolerance=tol), net, sched, draws.x_T, draws.noises)
+        newton = solve(NewtonPicard(window=100, tolerance=tol), net, sched, draws.x_T, draws.noises)
+        assert newton.stats.rounds < plain.stats.rounds, (tol, newton.stats, plain.stats)
 
 
 def test_newton_picard_is_one_batched_call_per_round():
     sched, net, draws, _ = _problem("ddpm", 4)
     counting = CountingDenoiser(net)
-    out = NewtonPicard(window=10, tolerance=0.05).sample(counting, sched, draws.x_T, draws.noises)
-    assert len(counting.calls) == out.stats["parallel_iters"] == out.stats["network_calls"]
+    out = solve(NewtonPicard(window=10, tolerance=0.05), counting, sched, draws.x_T, draws.noises)
+    assert len(counting.calls) == out.stats.rounds == out.stats.rounds
     assert max(counting.calls) == 10 * 4
 
 
@@ -86,8 +86,8 @@ def test_newton_picard_falls_back_to_sequential_on_nan():
         out = net(x, t)
         return out if x.shape[0] <= 2 else out * float("nan")  # only batched window calls break
 
-    out = NewtonPicard(window=8, tolerance=0.1).sample(broken, sched, draws.x_T, draws.noises)
-    assert out.stats["fallback"].startswith("sequential")
+    out = solve(NewtonPicard(window=8, tolerance=0.1), broken, sched, draws.x_T, draws.noises)
+    assert out.stats.fallback.startswith("sequential")
     assert torch.isfinite(out.sample).all()
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from helpers import CountingDenoiser, GaussianDenoiser, SmoothNetDenoiser, make_scheduler
+from helpers import CountingDenoiser, GaussianDenoiser, SmoothNetDenoiser, make_scheduler, solve
 from test_analytic import MU, S, _affine_steps
 
 from parapolicy.errors import SamplerConfigError
@@ -18,18 +18,18 @@ def _setup(kind, batch=3):
 
 def test_sde_mode_with_enough_iterations_is_the_sequential_ddpm_answer():
     sched, net, draws = _setup("ddpm")
-    ref = Sequential().sample(net, sched, draws.x_T, draws.noises).sample
+    ref = solve(Sequential(), net, sched, draws.x_T, draws.noises).sample
     counting = CountingDenoiser(net)
-    out = PIADM(block_size=10, iterations=10).sample(counting, sched, draws.x_T, draws.noises)
+    out = solve(PIADM(block_size=10, iterations=10), counting, sched, draws.x_T, draws.noises)
     assert (out.sample - ref).abs().max() / ref.abs().max() < 2e-6
-    assert out.stats["network_calls"] == len(counting.calls) == 10 * 10  # 10 blocks x 10 iterations
+    assert out.stats.rounds == len(counting.calls) == 10 * 10  # 10 blocks x 10 iterations
     assert counting.calls[0] == 10 * 3
 
 
 def test_error_shrinks_as_inner_iterations_grow():
     sched, net, draws = _setup("ddpm")
-    ref = Sequential().sample(net, sched, draws.x_T, draws.noises).sample
-    errors = [float((PIADM(block_size=20, iterations=k).sample(net, sched, draws.x_T, draws.noises).sample - ref)
+    ref = solve(Sequential(), net, sched, draws.x_T, draws.noises).sample
+    errors = [float((solve(PIADM(block_size=20, iterations=k), net, sched, draws.x_T, draws.noises).sample - ref)
                     .abs().max()) for k in (1, 3, 8, 20)]
     assert errors[-1] < 1e-5 and errors[0] > errors[1] > errors[2] > errors[-1]
 
@@ -42,7 +42,8 @@ def test_ode_mode_is_ddim_on_the_same_grid_and_matches_the_closed_form():
         x = a * x + c
     den = GaussianDenoiser(sched, MU, S)
     ddpm16 = make_scheduler("ddpm", 16)  # the same grid; ODE mode turns it into DDIM
-    out = PIADM(block_size=4, iterations=4, mode="ode").sample(den, ddpm16, draws.x_T)
+    ddpm_draws = draw_noises(ddpm16, (64, 2), torch.Generator().manual_seed(0))  # same x_T, plus SDE noises
+    out = solve(PIADM(block_size=4, iterations=4, mode="ode"), den, ddpm16, ddpm_draws.x_T, ddpm_draws.noises)
     assert (out.sample.double() - x).abs().max() < 2e-5
 
 
@@ -66,7 +67,7 @@ def test_piadm_on_a_loaded_policy(tmp_path):
     seq = policy.predict_action(obs, generator=torch.Generator().manual_seed(0))["action"]
     exact = policy.set_sampler("piadm", block_size=5, iterations=5).predict_action(
         obs, generator=torch.Generator().manual_seed(0))
-    assert (exact["action"] - seq).abs().max() < 1e-4 and exact["stats"]["network_calls"] == 20
+    assert (exact["action"] - seq).abs().max() < 1e-4 and exact["stats"]["rounds"] == 20
     ode = policy.set_sampler("piadm", block_size=5, iterations=5, mode="ode").predict_action(
         obs, generator=torch.Generator().manual_seed(0))
     assert ode["action"].shape == seq.shape and torch.isfinite(ode["action"]).all()
@@ -78,4 +79,4 @@ def test_a_multistep_scheduler_gets_a_clear_error():
     sched = make_scheduler("dpm")
     draws = draw_noises(sched, (2, 16, 2), torch.Generator().manual_seed(0))
     with pytest.raises(UnsupportedSchedulerError, match="DPMSolverMultistepScheduler is a multistep solver"):
-        PIADM().sample(SmoothNetDenoiser(16, seed=0, scheduler=sched), sched, draws.x_T, draws.noises)
+        solve(PIADM(), SmoothNetDenoiser(16, seed=0, scheduler=sched), sched, draws.x_T, draws.noises)

@@ -51,7 +51,7 @@ def test_toy_rollout_through_cli_writes_results_json(toy_ckpt, tmp_path, logger)
     for key in ("latency_chunk_ms", "latency_step_ms"):
         assert set(results[key]) >= {"p50", "p95", "p99", "max"} and results[key]["p99"] >= results[key]["p50"]
     assert results["sampler"] == {"name": "picard", "window": 10, "tolerance": 0.1}
-    assert results["nfe_per_chunk"] >= results["parallel_iters_per_chunk"] > 0
+    assert results["nfe_per_chunk"] >= results["rounds_per_chunk"] > 0
     assert results["device"].startswith("cpu") and "torch" in results["versions"]
     if logger == "offline":
         assert any(name.startswith("offline-run") for name in os.listdir(tmp_path / "wandb")), env
@@ -205,4 +205,4 @@ def test_every_sampler_config_rolls_out_with_its_settings(toy_ckpt, tmp_path, sa
     results = run_rollout(cfg, str(tmp_path))
     assert results["sampler"] == OmegaConf.to_container(OmegaConf.load(os.path.join(CONFIG_DIR, "sampler",
                                                                                     f"{sampler}.yaml")))
-    assert results["n_episodes"] == 1 and results["parallel_iters_per_chunk"] > 0
+    assert results["n_episodes"] == 1 and results["rounds_per_chunk"] > 0

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from helpers import SmoothNetDenoiser, make_scheduler, upstream_conditional_sample
+from helpers import SmoothNetDenoiser, make_scheduler, solve, upstream_conditional_sample
 
 from parapolicy.samplers import Sequential, draw_noises
 
@@ -17,7 +17,7 @@ def test_sequential_equals_upstream_loop_for_same_seed(kind):
     net = SmoothNetDenoiser(SHAPE[1] * SHAPE[2])
     expected = upstream_conditional_sample(net, copy.deepcopy(sched), SHAPE, torch.Generator().manual_seed(7))
     draws = draw_noises(sched, SHAPE, torch.Generator().manual_seed(7))
-    got = Sequential().sample(net, sched, draws.x_T, draws.noises).sample
+    got = solve(Sequential(), net, sched, draws.x_T, draws.noises).sample
     assert torch.equal(got, expected)
 
 
@@ -30,7 +30,7 @@ def test_sequential_reimposes_inpainting_condition_like_upstream():
     cond_mask[:, :2, 2:] = True
     expected = upstream_conditional_sample(net, sched, SHAPE, torch.Generator().manual_seed(1), cond_data, cond_mask)
     draws = draw_noises(sched, SHAPE, torch.Generator().manual_seed(1))
-    got = Sequential().sample(net, sched, draws.x_T, draws.noises, cond_data, cond_mask).sample
+    got = solve(Sequential(), net, sched, draws.x_T, draws.noises, cond_data, cond_mask).sample
     assert torch.equal(got, expected)
     assert torch.equal(got[cond_mask], cond_data[cond_mask])
 
@@ -60,8 +60,8 @@ def test_sampling_leaves_inputs_and_scheduler_untouched():
     draws = draw_noises(sched, SHAPE, torch.Generator().manual_seed(0))
     x_T = draws.x_T.clone()
     net = SmoothNetDenoiser(SHAPE[1] * SHAPE[2])
-    first = Sequential().sample(net, sched, draws.x_T).sample
-    second = Sequential().sample(net, sched, draws.x_T).sample
+    first = solve(Sequential(), net, sched, draws.x_T).sample
+    second = solve(Sequential(), net, sched, draws.x_T).sample
     assert torch.equal(first, second)
     assert torch.equal(draws.x_T, x_T)
     assert torch.equal(sched.timesteps, timesteps)

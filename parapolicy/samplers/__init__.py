@@ -1,22 +1,31 @@
-"""Samplers: pure functions of (denoiser, scheduler, initial noise, per-step noises).
+"""Samplers in layers: step rule -> problem -> round kernels -> one driver -> executors.
 
-``Sequential`` reproduces upstream DiffusionPolicy's loop; ``Picard`` is ParaDiGMS'
-parallel-in-time iteration that converges to the same trajectory; ``NewtonPicard`` reaches it
-in fewer rounds; ``PIADM`` (block Picard) and ``RandomizedMidpoint`` (probability-flow ODE)
-trade exactness to the sequential answer for a fixed round budget.
+``step_rule`` holds the schedule maths (and DDIM's eta); ``problem`` the contract
+(``DenoisingProblem`` in, ``SampleResult`` with ``SampleStats`` out, the ``Sampler``
+protocol); ``kernels`` the work of one round; ``driver`` the one host loop every sampler
+shares; ``executor`` who runs a kernel. Each sampler module is which kernel, which driver
+settings. ``Sequential`` reproduces upstream's loop; ``Picard`` and ``NewtonPicard``
+converge to the same trajectory in parallel rounds; ``PIADM`` and ``RandomizedMidpoint``
+trade exactness for a fixed round budget.
 """
 
-from parapolicy.samplers.common import SampleResult
+from parapolicy.samplers.base import SamplerBase
+from parapolicy.samplers.executor import EAGER, EagerExecutor, Executor
 from parapolicy.samplers.newton_picard import NewtonPicard
 from parapolicy.samplers.noise import NoiseDraws, draw_noises
-from parapolicy.samplers.piadm import PIADM, sample_piadm
-from parapolicy.samplers.picard import Picard, sample_picard, warm_start_guess
-from parapolicy.samplers.randomized_midpoint import RandomizedMidpoint, sample_randomized_midpoint
+from parapolicy.samplers.piadm import PIADM
+from parapolicy.samplers.picard import Picard
+from parapolicy.samplers.problem import DenoisingProblem, SampleResult, Sampler, SampleStats, SamplingCancelled
+from parapolicy.samplers.randomized_midpoint import RandomizedMidpoint
 from parapolicy.samplers.registry import SAMPLERS, make_sampler
-from parapolicy.samplers.sequential import Sequential, sample_sequential
-from parapolicy.samplers.step_rules import StepRule, make_step_rule
+from parapolicy.samplers.sequential import Sequential
+from parapolicy.samplers.step_rule import StepCoefficients, StepRule, make_step_rule
 
 __all__ = [
+    "DenoisingProblem",
+    "EAGER",
+    "EagerExecutor",
+    "Executor",
     "NewtonPicard",
     "NoiseDraws",
     "PIADM",
@@ -24,14 +33,14 @@ __all__ = [
     "RandomizedMidpoint",
     "SAMPLERS",
     "SampleResult",
+    "SampleStats",
+    "Sampler",
+    "SamplerBase",
+    "SamplingCancelled",
     "Sequential",
+    "StepCoefficients",
     "StepRule",
     "draw_noises",
     "make_sampler",
     "make_step_rule",
-    "sample_piadm",
-    "sample_picard",
-    "sample_randomized_midpoint",
-    "sample_sequential",
-    "warm_start_guess",
 ]

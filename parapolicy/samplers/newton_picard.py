@@ -1,17 +1,18 @@
-"""Accelerated Picard: ParaDiGMS' sliding-window iteration with quasi-Newton corrections.
+"""Picard with quasi-Newton corrections (the ParaSolver idea: Lu et al., ICLR 2025).
 
-The ParaSolver idea (Lu et al., ICLR 2025, "ParaSolver: A Hierarchical Parallel Integral
-Solver for Diffusion Models") of treating the whole trajectory as one nonlinear system and
-taking Newton-type steps on it, with the step Jacobians approximated by per-sample secant
-slopes (see ``parapolicy.samplers.secant``). Same window, same tolerance test, same fixed
-point (the sequential answer) and same non-finite fallback as ``Picard``; on the shipped
-PushT policy it needs 0.44x Picard's rounds at batch 1 (benchmarks/samplers.md).
+The whole trajectory is one nonlinear system; each round takes a Newton-type step on it
+with every step Jacobian approximated by a per-sample secant slope (``secant``). Same
+window, tolerance test, fixed point (the sequential answer) and non-finite fallback as
+``Picard``; fewer rounds (``benchmarks/samplers.md``).
+
+Kernel: ``kernels.window_round`` with ``SecantUpdate``; driver: ``solve_windowed``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from parapolicy.samplers.kernels import SecantUpdate
 from parapolicy.samplers.picard import Picard
 
 
@@ -19,12 +20,10 @@ from parapolicy.samplers.picard import Picard
 class NewtonPicard(Picard):
     """Settings: window and tolerance, as ``Picard``.
 
-    The default tolerance is tighter than Picard's because a secant round can move a state
-    further than a Picard round, so a small change says less; at 0.01 its deviation from
-    sequential on PushT is below Picard's at 0.1, still in well under half the rounds
-    (benchmarks/samplers.md).
+    The default tolerance is tighter than Picard's: a secant round can move a state
+    further than a Picard round, so a small change certifies less.
     """
 
     tolerance: float = 0.01
     name = "newton_picard"
-    _newton = True
+    update = SecantUpdate()

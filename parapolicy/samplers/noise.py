@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from parapolicy.samplers.step_rules import StepRule, make_step_rule
+from parapolicy.samplers.step_rule import StepRule, make_step_rule
 
 
 @dataclass(frozen=True)
@@ -28,9 +28,13 @@ def _randn(shape, generator, device, dtype):
     return torch.randn(shape, generator=generator, device=gen_device, dtype=dtype)
 
 
-def draw_noises(scheduler, shape, generator=None, device="cpu", dtype=torch.float32, eta: float = 0.0) -> NoiseDraws:
-    """Draw x_T and then one tensor per noise-consuming step, exactly as upstream does."""
-    rule: StepRule = make_step_rule(scheduler, eta=eta)
+def draw_noises(rule, shape, generator=None, device="cpu", dtype=torch.float32) -> NoiseDraws:
+    """Draw x_T and then one tensor per noise-consuming step, exactly as upstream does.
+
+    ``rule`` is a ``StepRule`` (or a configured scheduler, read with eta = 0): DDIM's eta
+    lives in the rule, so the draws always match what that rule consumes.
+    """
+    rule: StepRule = make_step_rule(rule)
     shape = tuple(shape)
     x_T = _randn(shape, generator, device, dtype)
     if not any(rule.draws_noise):

@@ -5,10 +5,12 @@ The denoising grid is split into consecutive blocks processed in order. Inside a
 a fixed number of Picard iterations refines every grid point of the block at once (one
 batched network call per iteration); the block's last state then starts the next block.
 ``mode="sde"`` runs the stochastic reverse process with the pre-drawn per-step noises
-(the DDPM posterior, i.e. the VP-SDE's exact transition between grid points of
-DiffusionPolicy's discrete schedule); ``mode="ode"`` runs the probability-flow ODE
-(DDIM with eta = 0 on the same grid). With ``iterations >= grid points per block`` every
-block is solved exactly, so the result is the sequential sampler's on that grid.
+(the DDPM posterior); ``mode="ode"`` runs the probability-flow ODE (DDIM with eta = 0 on
+the same grid). With ``iterations >= grid points per block`` every block is solved
+exactly, so the result is the sequential sampler's on that grid.
+
+Kernel: ``kernels.window_round`` with ``PicardUpdate``; driver: ``solve_windowed`` in
+fixed-sweeps mode (window = block, sweeps = iterations).
 """
 
 from __future__ import annotations
@@ -17,58 +19,29 @@ from dataclasses import dataclass
 
 import torch
 
-from parapolicy.errors import NonFiniteSampleError, SamplerConfigError, UnsupportedSchedulerError
-from parapolicy.samplers.common import SampleResult, check_inputs, impose, timestep_rows
-from parapolicy.samplers.step_rules import StepRule, make_step_rule
+from parapolicy.errors import SamplerConfigError, UnsupportedSchedulerError
+from parapolicy.samplers.base import SamplerBase
+from parapolicy.samplers.driver import solve_windowed
+from parapolicy.samplers.kernels import PicardUpdate
+from parapolicy.samplers.problem import DenoisingProblem, SampleResult, check_positive_int
+from parapolicy.samplers.step_rule import StepRule, make_step_rule
 
 
-def ode_version(scheduler):
-    """The probability-flow ODE on the same grid: a DDIM scheduler with the same config."""
+def ode_rule(rule: StepRule) -> StepRule:
+    """The probability-flow ODE on the same grid: a DDIM rule with the same schedule config."""
     from diffusers import DDIMScheduler
 
-    if type(scheduler).__name__ in ("DDIMScheduler", "DDIMParallelScheduler"):
-        return scheduler
-    ddim = DDIMScheduler.from_config(scheduler.config, set_alpha_to_one=True, steps_offset=0)
-    ddim.set_timesteps(len(scheduler.timesteps))
-    if not torch.equal(torch.as_tensor(ddim.timesteps), torch.as_tensor(scheduler.timesteps)):
+    if rule.coefficients is not None and rule.coefficients.ddim and rule.eta == 0:
+        return rule
+    ddim = DDIMScheduler.from_config(rule.config, set_alpha_to_one=True, steps_offset=0)
+    ddim.set_timesteps(rule.num_steps)
+    if not torch.equal(torch.as_tensor(ddim.timesteps).long(), rule.timesteps):
         raise SamplerConfigError("the ODE grid differs from the scheduler's timesteps; use DDPM or DDIM timesteps")
-    return ddim
-
-
-def sample_piadm(denoise_fn, scheduler, x_T, noises=None, *, block_size, iterations, cond_data=None,
-                 cond_mask=None):
-    rule = make_step_rule(scheduler)
-    if rule.history_length:
-        raise UnsupportedSchedulerError(
-            f"piadm refines one-step transitions (DDPM, DDIM); {type(rule._scheduler).__name__} is a multistep "
-            "solver: use the picard or newton_picard sampler with it"
-        )
-    check_inputs(rule, x_T, noises)
-    n_steps, batch, state_shape = rule.num_steps, x_T.shape[0], x_T.shape[1:]
-    x, calls, nfe = x_T, 0, 0
-    for start in range(0, n_steps, block_size):
-        end = min(start + block_size, n_steps)
-        count = end - start
-        block = x.unsqueeze(0).repeat(count + 1, *([1] * x.dim()))  # states start..end, guessed = x
-        for _ in range(min(iterations, count)):  # `count` sweeps already solve the block exactly
-            states = impose(block[:-1], cond_data, cond_mask)
-            t_rows = timestep_rows(rule, start, count, batch, x.device)
-            eps = denoise_fn(states.reshape(count * batch, *state_shape), t_rows).reshape(states.shape)
-            step_noise = noises[start:end] if noises is not None else None
-            nxt, _ = rule.transition(start, states, eps, step_noise, ())
-            block[1:] = block[0] + torch.cumsum(nxt - block[:-1], dim=0)
-            calls, nfe = calls + 1, nfe + count
-        x = block[-1]
-    x = impose(x, cond_data, cond_mask)
-    if not bool(torch.isfinite(x).all()):
-        raise NonFiniteSampleError("PIADM sampling produced NaN/inf")
-    stats = {"sampler": "piadm", "nfe": nfe, "parallel_iters": calls, "network_calls": calls,
-             "block_size": block_size, "iterations": iterations}
-    return SampleResult(x, stats)
+    return make_step_rule(ddim)
 
 
 @dataclass(frozen=True)
-class PIADM:
+class PIADM(SamplerBase):
     """Settings: grid points per block, Picard iterations per block, SDE or ODE."""
 
     block_size: int = 10
@@ -77,20 +50,18 @@ class PIADM:
     name = "piadm"
 
     def __post_init__(self):
-        for field_name in ("block_size", "iterations"):
-            value = getattr(self, field_name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise SamplerConfigError(f"piadm {field_name} must be an integer >= 1, got {value!r}")
+        check_positive_int(self.name, "block_size", self.block_size)
+        check_positive_int(self.name, "iterations", self.iterations)
         if self.mode not in ("sde", "ode"):
             raise SamplerConfigError(f"piadm mode must be 'sde' or 'ode', got {self.mode!r}")
 
-    def sample(self, denoise_fn, scheduler, x_T, noises=None, cond_data=None, cond_mask=None, callback=None):
+    def sample(self, problem: DenoisingProblem) -> SampleResult:
+        if problem.rule.history_length:
+            raise UnsupportedSchedulerError(
+                f"piadm refines one-step transitions (DDPM, DDIM); {problem.rule.scheduler_name} is a multistep "
+                "solver: use the picard or newton_picard sampler with it")
         if self.mode == "ode":
-            base = scheduler._scheduler if isinstance(scheduler, StepRule) else scheduler
-            scheduler, noises = ode_version(base), None
-        return sample_piadm(denoise_fn, scheduler, x_T, noises, block_size=self.block_size,
-                            iterations=self.iterations, cond_data=cond_data, cond_mask=cond_mask)
-
-    def config(self) -> dict:
-        return {"name": self.name, "block_size": self.block_size, "iterations": self.iterations, "mode": self.mode}
-
+            problem = problem.replace(rule=ode_rule(problem.rule), noises=None)
+        settings = {"block_size": self.block_size, "iterations": self.iterations, "mode": self.mode}
+        return solve_windowed(problem, PicardUpdate(), name=self.name, window=self.block_size,
+                              sweeps=self.iterations, settings=settings)

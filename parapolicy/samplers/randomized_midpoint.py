@@ -13,9 +13,9 @@ an Euler step from sigma_a:
 The ``steps`` intervals run from the scheduler's first timestep to sigma = 0 on a grid
 uniform in t. Intervals are taken ``block_size`` at a time; inside a block every interval
 start and every midpoint is evaluated in ONE batched network call per Picard round, and
-``rounds`` rounds refine the block (2 * block_size rounds solve it exactly, so the answer
+``iterations`` Picard rounds refine the block (2 * block_size solve it exactly, so the answer
 is then the sequential randomized-midpoint solution). The offsets u are inputs: the policy
-draws them from the caller's generator after x_T (``extra_inputs``); without them every
+draws them from the caller's generator after x_T (``extra_draws``); without them every
 u is 1/2 (the plain midpoint rule). The paper's Langevin corrector steps are not run: a
 DiffusionPolicy is judged by its actions, and the predictor alone is the ODE solver.
 Each move is written as DDIM writes its step, sqrt(alpha_bar_b) * clean + sqrt(1 - alpha_bar_b)
@@ -32,10 +32,12 @@ from dataclasses import dataclass
 
 import torch
 
-from parapolicy.errors import NonFiniteSampleError, SamplerConfigError
-from parapolicy.samplers.common import SampleResult, impose
+from parapolicy.errors import SamplerConfigError
+from parapolicy.samplers.base import SamplerBase
 from parapolicy.samplers.continuous_time import alpha_bar_at, epsilon_from_output, sigma_at, timestep_at_sigma
-from parapolicy.samplers.step_rules import make_step_rule
+from parapolicy.samplers.driver import fallback_to_chain
+from parapolicy.samplers.inpainting import impose
+from parapolicy.samplers.problem import DenoisingProblem, SampleResult, SampleStats, check_positive_int
 
 
 @dataclass(frozen=True)
@@ -61,12 +63,11 @@ def midpoint_grid(alphas_cumprod, first_t: float, steps: int, offsets: torch.Ten
     return MidpointGrid(sigma_start, sigma_end, t_start, sigma_mid, timestep_at_sigma(ac, sigma_mid))
 
 
-def sample_randomized_midpoint(
-    denoise_fn, scheduler, x_T, *, steps, block_size, rounds, offsets=None, cond_data=None, cond_mask=None
-):
+def sample_randomized_midpoint(problem: DenoisingProblem, *, steps, block_size, iterations, offsets=None):
     """See the module docstring. ``offsets`` (steps, B) in [0, 1): the random midpoints."""
-    rule = make_step_rule(scheduler)
-    config = rule._scheduler.config
+    rule, x_T, denoise_fn = problem.rule, problem.x_T, problem.denoise
+    cond_data, cond_mask = problem.cond_data, problem.cond_mask
+    config = rule.config
     batch, state_shape, device = x_T.shape[0], x_T.shape[1:], x_T.device
     if offsets is None:
         offsets = torch.full((steps, batch), 0.5)
@@ -114,46 +115,40 @@ def sample_randomized_midpoint(
         t_start = grid.t_start[idx][:, None].expand(count, batch)
         starts = x[None].repeat(count, *([1] * x.dim()))  # guess: every state where the block starts
         mids = starts.clone()
-        for _ in range(min(rounds, 2 * count)):  # 2 * count rounds solve the block exactly
+        for _ in range(min(iterations, 2 * count)):  # 2 * count rounds solve the block exactly
             states, eps = evaluate(torch.cat([starts, mids]), torch.cat([sa, sm]), torch.cat([t_start, grid.t_mid[idx]]))
             calls, nfe = calls + 1, nfe + 2 * count
+            if problem.callback is not None:
+                problem.callback({"round": calls, "start": first, "accepted": 0})
             ends = states[0] + torch.cumsum(move(states[:count], sa, sb, eps[count:]) - states[:count], dim=0)
             starts = torch.cat([states[:1], ends[:-1]])
             mids = move(starts, sa, sm, eps[:count])
         x = ends[-1]
     sample = impose(x.to(x_T.dtype), cond_data, cond_mask)
+    settings = {"steps": steps, "block_size": block_size, "iterations": iterations}
     if not bool(torch.isfinite(sample).all()):
-        raise NonFiniteSampleError("randomized-midpoint sampling produced NaN/inf")
-    stats = {"sampler": "randomized_midpoint", "nfe": nfe, "parallel_iters": calls, "network_calls": calls,
-             "steps": steps, "block_size": block_size, "rounds": rounds}
-    return SampleResult(sample, stats)
+        return fallback_to_chain(problem, "randomized_midpoint", calls, nfe, settings)
+    return SampleResult(sample, SampleStats("randomized_midpoint", rounds=calls, nfe=nfe, settings=settings))
 
 
 @dataclass(frozen=True)
-class RandomizedMidpoint:
-    """Settings: ODE intervals, intervals per parallel block, Picard rounds per block."""
+class RandomizedMidpoint(SamplerBase):
+    """Settings: ODE intervals, intervals per parallel block, Picard iterations per block."""
 
     steps: int = 16
     block_size: int = 4
-    rounds: int = 6  # of the 8 that solve a 4-interval block exactly
+    iterations: int = 6  # of the 8 that solve a 4-interval block exactly
     name = "randomized_midpoint"
 
     def __post_init__(self):
-        for field_name in ("steps", "block_size", "rounds"):
-            value = getattr(self, field_name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise SamplerConfigError(f"randomized_midpoint {field_name} must be an integer >= 1, got {value!r}")
+        for field_name in ("steps", "block_size", "iterations"):
+            check_positive_int(self.name, field_name, getattr(self, field_name))
 
-    def extra_inputs(self, x_T: torch.Tensor, generator) -> dict:
+    def extra_draws(self, x_T: torch.Tensor, generator) -> dict:
         """The random midpoint offsets, drawn after x_T (and the noises) from the same generator."""
         gen_device = generator.device if generator is not None else x_T.device
         return {"offsets": torch.rand((self.steps, x_T.shape[0]), generator=generator, device=gen_device).cpu()}
 
-    def sample(self, denoise_fn, scheduler, x_T, noises=None, cond_data=None, cond_mask=None, callback=None,
-               offsets=None):
-        return sample_randomized_midpoint(denoise_fn, scheduler, x_T, steps=self.steps, block_size=self.block_size,
-                                          rounds=self.rounds, offsets=offsets, cond_data=cond_data,
-                                          cond_mask=cond_mask)
-
-    def config(self) -> dict:
-        return {"name": self.name, "steps": self.steps, "block_size": self.block_size, "rounds": self.rounds}
+    def sample(self, problem: DenoisingProblem) -> SampleResult:
+        return sample_randomized_midpoint(problem, steps=self.steps, block_size=self.block_size,
+                                          iterations=self.iterations, offsets=problem.extra.get("offsets"))

@@ -1,0 +1,95 @@
+"""Round kernels: the work of one round (or of the whole sequential chain) on index tensors.
+
+A kernel reads and writes only its buffer dict (built by the driver) and never moves data
+to the host, so the executor may run it directly or capture it once and replay it. The
+window position lives on the device (``buf["start"]``); in a captured kernel the window
+has a fixed width and slots past the last step read and write padding rows that never
+count. Buffers: ``traj`` (N+1+pad, B, *S) states, ``eps`` (N+pad, B, *S) latest network
+outputs, ``noise`` (N+pad, B, *S) or None, ``cond_data``/``cond_mask`` or None,
+``timesteps`` (N+pad,), ``inv_var`` (N+1+pad,), ``start`` () long, ``slots`` (K,) long,
+``flags`` (K_max + 1,): each slot's worst change, then 1 if any live state is non-finite.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from parapolicy.samplers.inpainting import impose
+from parapolicy.samplers.secant import SecantMemory, newton_states
+
+
+def _rows(values: torch.Tensor, batch: int) -> torch.Tensor:
+    """Per-slot values (K,) repeated for the B samples of each slot, window-major (K*B,)."""
+    return values.view(-1, 1).expand(values.shape[0], batch).reshape(-1)
+
+
+def evaluate_window(buf: dict, index: torch.Tensor, denoise, batch: int):
+    """The window's states, their inpainted version, and the network's outputs on them: ONE call."""
+    states = buf["traj"].index_select(0, index)
+    imposed = impose(states, buf["cond_data"], buf["cond_mask"])
+    t_rows = _rows(buf["timesteps"].index_select(0, index), batch)
+    eps = denoise(imposed.reshape(-1, *imposed.shape[2:]), t_rows).reshape(imposed.shape)
+    return states, imposed, eps
+
+
+class PicardUpdate:
+    """ParaDiGMS: each state = window start + the summed one-step residuals before it."""
+
+    key = "picard"
+
+    def buffers(self, rows: int, x_T: torch.Tensor) -> dict:
+        return {}
+
+    def reset(self, buf: dict) -> None:
+        pass
+
+    def __call__(self, buf, index, states, imposed, nxt, old_next):
+        return states[0] + torch.cumsum(nxt - states, dim=0)
+
+
+class SecantUpdate:
+    """Newton-Picard: residuals carried down the window by per-sample secant slopes (``secant``)."""
+
+    key = "secant"
+
+    def buffers(self, rows: int, x_T: torch.Tensor) -> dict:
+        return {"secant": SecantMemory(rows, x_T)}
+
+    def reset(self, buf: dict) -> None:
+        buf["secant"].reset()
+
+    def __call__(self, buf, index, states, imposed, nxt, old_next):
+        slopes = buf["secant"].slopes(index, imposed, nxt, nxt - old_next)
+        return newton_states(states[0], old_next, nxt, slopes)
+
+
+def window_round(buf: dict, denoise, step, batch: int, n_steps: int, update) -> None:
+    """One parallel round: evaluate the window, step every slot, update the states, set the flags."""
+    index = buf["start"] + buf["slots"]
+    states, imposed, eps = evaluate_window(buf, index, denoise, batch)
+    noise = buf["noise"].index_select(0, index) if buf["noise"] is not None else None
+    nxt = step(index, imposed, eps, noise)
+    old_next = buf["traj"].index_select(0, index + 1)
+    new = update(buf, index, states, imposed, nxt, old_next)
+    change = (new - old_next).pow(2).flatten(2).sum(-1) * buf["inv_var"].index_select(0, index + 1)[:, None]
+    live = (index < n_steps).view(-1, *([1] * (new.dim() - 1)))
+    finite = torch.isfinite(torch.where(live, new, torch.zeros_like(new))).all()
+    buf["traj"].index_copy_(0, index + 1, new)
+    buf["eps"].index_copy_(0, index, eps)
+    count = index.shape[0]
+    buf["flags"][:count].copy_(change.amax(dim=1))
+    buf["flags"][-1:].copy_((~finite).to(buf["flags"].dtype).view(1))
+
+
+def sequential_chain(buf: dict, denoise, step, batch: int, n_steps: int, on_step=None) -> None:
+    """Every step in order, one network call each: upstream's loop. ``on_step(i)``: eager-only hook."""
+    x = buf["x_T"]
+    for i in range(n_steps):
+        x = impose(x, buf["cond_data"], buf["cond_mask"])
+        eps = denoise(x, buf["timesteps"][i : i + 1].repeat(batch))
+        noise = buf["noise"][i : i + 1] if buf["noise"] is not None else None
+        x = step(buf["index"][i : i + 1], x[None], eps[None], noise)[0]
+        buf["eps"][i].copy_(eps)
+        if on_step is not None:
+            on_step(i)
+    buf["out"].copy_(impose(x, buf["cond_data"], buf["cond_mask"]))
