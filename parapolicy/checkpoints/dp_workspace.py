@@ -14,8 +14,10 @@ import zipfile
 
 import torch
 
+from parapolicy.checkpoints.archive import check_plain_torch_zip
 from parapolicy.checkpoints.dp_builders import build_from_policy_cfg
 from parapolicy.checkpoints.dp_cfg import to_plain
+from parapolicy.checkpoints.limits import one_line
 from parapolicy.checkpoints.safe_pickle import allow_list_pickle
 from parapolicy.errors import CheckpointError, UntrustedCheckpointError
 from parapolicy.models.normalizer import LinearNormalizer
@@ -27,10 +29,15 @@ _TOP_LEVEL_KEYS = ("cfg", "state_dicts")
 
 
 def read_payload(path: str, trust_checkpoint: bool = False) -> dict:
-    """Unpickle a workspace checkpoint; one clear error for anything that is not one."""
+    """Unpickle a workspace checkpoint; one clear error for anything that is not one.
+
+    Untrusted files are vetted as plain ``torch.save`` zips first (no TorchScript, no legacy
+    format) and then unpickled through the allow-list unpickler, from one open file handle.
+    """
     if not os.path.isfile(path):
         raise CheckpointError(f"no checkpoint file at {path!r}")
-    if os.path.getsize(path) == 0:
+    size = os.path.getsize(path)
+    if size == 0:
         raise CheckpointError(f"{path!r} is empty")
     if not zipfile.is_zipfile(path):
         raise CheckpointError(
@@ -44,14 +51,19 @@ def read_payload(path: str, trust_checkpoint: bool = False) -> dict:
         kwargs = {"pickle_module": pickle_module}
     else:
         kwargs = {"pickle_module": allow_list_pickle}
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=False, **kwargs)
-    except UntrustedCheckpointError:
-        raise
-    except Exception as exc:
-        raise CheckpointError(f"cannot read {path!r} as a torch checkpoint (damaged or truncated?): {exc}") from None
+    with open(path, "rb") as file:
+        if not trust_checkpoint:
+            check_plain_torch_zip(file, size, path)
+        try:
+            payload = torch.load(file, map_location="cpu", weights_only=False, **kwargs)
+        except UntrustedCheckpointError:
+            raise
+        except Exception as exc:
+            raise CheckpointError(
+                f"cannot read {path!r} as a torch checkpoint (damaged or truncated?): {one_line(exc)}"
+            ) from None
     if not isinstance(payload, dict) or any(k not in payload for k in _TOP_LEVEL_KEYS):
-        got = sorted(payload) if isinstance(payload, dict) else type(payload).__name__
+        got = "[" + ", ".join(sorted(map(repr, payload))[:8]) + "]" if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(
             f"{path!r} is not a DiffusionPolicy workspace checkpoint: expected a dict with keys "
             f"{list(_TOP_LEVEL_KEYS)} (+ 'pickles'), got {got}"

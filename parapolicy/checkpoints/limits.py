@@ -1,0 +1,108 @@
+"""Sane bounds and strict type checks for values read from an untrusted checkpoint.
+
+Every size a checkpoint names is checked here before anything is allocated from it, so a
+tiny file cannot ask for gigabytes; every check fails with one ``CheckpointError`` naming
+the field, what was expected and what was found. Shared by the checkpoint loaders.
+"""
+
+from __future__ import annotations
+
+import math
+
+from parapolicy.errors import CheckpointError
+
+# generous for every published DiffusionPolicy / LeRobot diffusion policy, far below a DoS
+MAX_FEATURE_DIM = 65_536  # obs / action / condition feature sizes
+MAX_CHANNELS = 16_384  # UNet down_dims, step embedding, transformer n_emb
+MAX_LEVELS = 8  # len(down_dims)
+MAX_KERNEL = 63
+MAX_LAYERS = 64
+MAX_HEADS = 256
+MAX_HORIZON = 4_096
+MAX_OBS_STEPS = 1_024
+MAX_TRAIN_TIMESTEPS = 100_000
+MAX_IMAGE_SIDE = 4_096
+MAX_IMAGE_CHANNELS = 16
+MAX_OBS_KEYS = 64
+MAX_TENSOR_NUMEL = 1 << 31
+FLOAT_DTYPES_NAMES = ("float16", "bfloat16", "float32", "float64")
+
+
+def describe(value) -> str:
+    """``'abc' (str)``: a value and its type, cut short, for error messages."""
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def one_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (torch and omegaconf add multi-line context)."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_int(name: str, value, lo: int, hi: int) -> int:
+    """An integer (or integral float, as ``${eval:...}`` can produce) within [lo, hi]."""
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        value = int(value)
+    if type(value) is not int or not lo <= value <= hi:
+        raise CheckpointError(f"{name} must be an integer in [{lo}, {hi}], found {describe(value)}")
+    return value
+
+
+def check_bool(name: str, value) -> bool:
+    if type(value) is not bool:
+        raise CheckpointError(f"{name} must be true or false, found {describe(value)}")
+    return value
+
+
+def check_float(name: str, value, lo: float, hi: float) -> float:
+    if type(value) not in (int, float) or not lo <= value <= hi:
+        raise CheckpointError(f"{name} must be a number in [{lo}, {hi}], found {describe(value)}")
+    return float(value)
+
+
+def check_int_list(name: str, value, min_len: int, max_len: int, lo: int, hi: int) -> list[int]:
+    if not isinstance(value, (list, tuple)) or not min_len <= len(value) <= max_len:
+        raise CheckpointError(f"{name} must be a list of {min_len} to {max_len} integers, found {describe(value)}")
+    return [check_int(f"{name}[{i}]", v, lo, hi) for i, v in enumerate(value)]
+
+
+def check_dict(name: str, value) -> dict:
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{name} must be a mapping, found {describe(value)}")
+    return value
+
+
+def check_tensor_safe(name: str, tensor, float_only: bool = True):
+    """A real, non-overlapping tensor of bounded size (and a float dtype when ``float_only``).
+
+    Refuses expanded (stride-0) or overlapping views: they let a few bytes in the file stand
+    for a huge tensor that any copy or clone would materialise.
+    """
+    import torch
+
+    if not isinstance(tensor, torch.Tensor):
+        raise CheckpointError(f"{name} must be a tensor, found {describe(tensor)}")
+    if tensor.layout != torch.strided or tensor.is_quantized or tensor.device.type != "cpu":
+        raise CheckpointError(f"{name} must be a plain dense CPU tensor, found {tensor.layout} on {tensor.device}")
+    if float_only and tensor.dtype not in _float_dtypes():
+        raise CheckpointError(f"{name} must be a float tensor, found dtype {str(tensor.dtype).replace('torch.', '')}")
+    numel = math.prod(tensor.shape)
+    if numel > MAX_TENSOR_NUMEL:
+        raise CheckpointError(f"{name} has {numel} elements; at most {MAX_TENSOR_NUMEL} are allowed")
+    expanded = any(stride == 0 and size > 1 for size, stride in zip(tensor.shape, tensor.stride()))
+    if expanded or numel * tensor.element_size() > tensor.untyped_storage().nbytes():
+        raise CheckpointError(
+            f"{name} is an expanded/overlapping view (shape {tuple(tensor.shape)}, stride {tensor.stride()}): "
+            "expected a tensor stored in full"
+        )
+    return tensor
+
+
+def _float_dtypes():
+    import torch
+
+    return tuple(getattr(torch, n) for n in FLOAT_DTYPES_NAMES)
