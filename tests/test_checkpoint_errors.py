@@ -96,17 +96,27 @@ def test_missing_weights_are_listed(good, tmp_path):
 
 def test_shape_mismatch_is_reported(good, tmp_path):
     path, cfg, state = good
+    cfg = dict(cfg, model=dict(cfg["model"], down_dims=[16, 64]))
+    save_dp_workspace(str(tmp_path / "s.ckpt"), {"policy": cfg, "training": {"use_ema": True}}, state)
+    with pytest.raises(CheckpointError, match=r"weight shapes do not match the cfg: model\.mid_modules\.0"):
+        parapolicy.load_policy(tmp_path / "s.ckpt")
+
+
+def test_model_dims_that_disagree_with_the_policy_cfg(good, tmp_path):
+    path, cfg, state = good
     cfg = dict(cfg, model=dict(cfg["model"], global_cond_dim=14))
     save_dp_workspace(str(tmp_path / "s.ckpt"), {"policy": cfg, "training": {"use_ema": True}}, state)
-    with pytest.raises(CheckpointError, match="weight shapes do not match the cfg: model.mid_modules.0.cond_encoder"):
+    with pytest.raises(CheckpointError, match="global_cond_dim must be 12 for this policy's global conditioning, found 14"):
         parapolicy.load_policy(tmp_path / "s.ckpt")
 
 
 def test_normalizer_that_disagrees_with_cfg_dims(good, tmp_path):
     path, cfg, state = good
-    cfg = dict(cfg, obs_dim=7)
-    save_dp_workspace(str(tmp_path / "n.ckpt"), {"policy": cfg, "training": {"use_ema": True}}, state)
-    with pytest.raises(CheckpointError, match="normalizer field 'obs' has 6 entries but the cfg says obs has 7"):
+    ema = dict(state["ema_model"])
+    for name in ("scale", "offset", "input_stats.min", "input_stats.max"):
+        ema[f"normalizer.params_dict.obs.{name}"] = torch.ones(7)
+    save_dp_workspace(str(tmp_path / "n.ckpt"), {"policy": cfg, "training": {"use_ema": True}}, {"ema_model": ema})
+    with pytest.raises(CheckpointError, match="normalizer field 'obs' has 7 entries but the cfg says obs has 6"):
         parapolicy.load_policy(tmp_path / "n.ckpt")
 
 

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 import zipfile
 
 import torch
 
 from parapolicy.checkpoints.archive import check_plain_torch_zip
-from parapolicy.checkpoints.dp_builders import build_from_policy_cfg
-from parapolicy.checkpoints.dp_cfg import to_plain
-from parapolicy.checkpoints.limits import one_line
+from parapolicy.checkpoints.dp_builders import build_networks
+from parapolicy.checkpoints.dp_cfg import resolve_section
+from parapolicy.checkpoints.limits import check_bool, check_tensor_safe, describe, one_line
+from parapolicy.checkpoints.schedulers import build_scheduler
 from parapolicy.checkpoints.safe_pickle import allow_list_pickle
 from parapolicy.errors import CheckpointError, UntrustedCheckpointError
 from parapolicy.models.normalizer import LinearNormalizer
@@ -71,74 +73,110 @@ def read_payload(path: str, trust_checkpoint: bool = False) -> dict:
     return payload
 
 
-def _cfg_value(cfg, dotted: str, default=None):
-    node = cfg
-    for part in dotted.split("."):
-        try:
-            node = node[part]
-        except Exception:
-            return default
-    return node
-
-
 def load_dp_workspace(path: str, device="cpu", use_ema: bool | None = None, trust_checkpoint: bool = False) -> Policy:
     payload = read_payload(path, trust_checkpoint)
-    cfg = payload["cfg"]
-    policy_cfg = _cfg_value(cfg, "policy")
-    if policy_cfg is None:
-        raise CheckpointError(f"{path!r}: the stored cfg has no 'policy' section")
-    policy_cfg = to_plain(policy_cfg, trust=trust_checkpoint)
-    spec, model, encoder, scheduler = build_from_policy_cfg(policy_cfg)
-    weights_key, weights = _select_weights(payload["state_dicts"], cfg, use_ema, trust_checkpoint)
-    normalizer = LinearNormalizer()
-    load_policy_state(weights, model, encoder, normalizer, origin=path)
-    check_normalizer_fits(normalizer, spec, origin=path)
-    spec.source = {"format": "diffusion_policy_workspace", "path": os.path.abspath(path), "weights": weights_key}
-    policy = Policy(spec, model, normalizer, scheduler, encoder)
+    policy = policy_from_payload(payload, origin=path, use_ema=use_ema, trust_checkpoint=trust_checkpoint)
     return policy.to(device)
 
 
-def _select_weights(state_dicts, cfg, use_ema, trust) -> tuple[str, dict]:
-    if not isinstance(state_dicts, dict):
-        raise CheckpointError("payload['state_dicts'] is not a dict")
+def policy_from_payload(payload: dict, origin: str = "", use_ema: bool | None = None,
+                        trust_checkpoint: bool = False) -> Policy:
+    """Build the policy a workspace payload describes; every failure is one ``CheckpointError``.
+
+    The networks are first built on the meta device and their shapes compared with the
+    weights in the file, so a cfg cannot make us allocate more than the file holds.
+    """
+    cfg = payload["cfg"]
+    policy_cfg = resolve_section(cfg, "policy", trust_checkpoint)
+    if policy_cfg is None:
+        raise CheckpointError(f"{origin!r}: the stored cfg has no 'policy' section")
+    if not isinstance(policy_cfg, dict):
+        raise CheckpointError(f"{origin!r}: cfg.policy must be a mapping, found {describe(policy_cfg)}")
     if use_ema is None:
-        use_ema = bool(to_plain(_cfg_value(cfg, "training.use_ema", False), trust))
+        use_ema = check_bool("cfg.training.use_ema", resolve_section(cfg, "training.use_ema", trust_checkpoint, False))
+    weights_key, weights = _select_weights(payload["state_dicts"], use_ema)
+    groups = split_policy_state(weights, origin)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with torch.device("meta"):
+            _, meta_model, meta_encoder = build_networks(policy_cfg)
+    check_weights_fit(meta_model, meta_encoder, groups, origin)
+    spec, model, encoder = build_networks(policy_cfg)
+    scheduler = build_scheduler(policy_cfg.get("noise_scheduler"))
+    check_spec(spec, scheduler)
+    normalizer = LinearNormalizer()
+    load_policy_groups(groups, model, encoder, normalizer, origin)
+    check_normalizer_fits(normalizer, spec, origin=origin)
+    spec.source = {"format": "diffusion_policy_workspace", "path": os.path.abspath(origin), "weights": weights_key}
+    return Policy(spec, model, normalizer, scheduler, encoder)
+
+
+def _select_weights(state_dicts, use_ema: bool) -> tuple[str, dict]:
+    if not isinstance(state_dicts, dict):
+        raise CheckpointError(f"payload['state_dicts'] must be a dict, found {describe(state_dicts)}")
     key = "ema_model" if use_ema else "model"
     if key not in state_dicts:
         raise CheckpointError(
-            f"the checkpoint has no {key!r} weights (has {sorted(state_dicts)}); "
+            f"the checkpoint has no {key!r} weights (has {sorted(map(str, state_dicts))[:8]}); "
             + ("cfg.training.use_ema is true" if use_ema else "pass use_ema=True to use the EMA weights")
         )
     if not isinstance(state_dicts[key], dict):
-        raise CheckpointError(f"payload['state_dicts'][{key!r}] is not a state dict")
+        raise CheckpointError(f"payload['state_dicts'][{key!r}] must be a state dict, found {describe(state_dicts[key])}")
     return key, state_dicts[key]
 
 
-def load_policy_state(flat: dict, model, encoder, normalizer: LinearNormalizer, origin: str = "") -> None:
-    """Split an upstream policy state dict by prefix and load each part strictly."""
-    groups = {"model.": {}, "obs_encoder.": {}, "normalizer.": {}}
+_GROUPS = ("model.", "obs_encoder.", "normalizer.")
+
+
+def split_policy_state(flat: dict, origin: str = "") -> dict:
+    """Upstream's flat policy state dict -> {prefix: {name: tensor}}; every value a stored-in-full tensor."""
+    groups = {p: {} for p in _GROUPS}
     unexpected = []
     for key, value in flat.items():
+        if not isinstance(key, str):
+            raise CheckpointError(f"{origin}: weight names must be strings, found {describe(key)}")
+        check_tensor_safe(f"{origin}: weight {key}", value, float_only=False)
         prefix = next((p for p in groups if key.startswith(p)), None)
         if prefix is not None:
             groups[prefix][key[len(prefix):]] = value
         elif key not in IGNORABLE_KEYS:
             unexpected.append(key)
-    if encoder is None and groups["obs_encoder."]:
-        unexpected.extend("obs_encoder." + k for k in groups["obs_encoder."])
     if unexpected:
         raise CheckpointError(f"{origin}: unexpected weights {_head(unexpected)}: this does not match the cfg's policy")
-    load_strict(model, groups["model."], "model.", origin)
+    return groups
+
+
+def check_weights_fit(model, encoder, groups: dict, origin: str = "") -> None:
+    """Names, shapes and dtype kinds of the weights against the (meta-device) networks."""
+    if encoder is None and groups["obs_encoder."]:
+        raise CheckpointError(
+            f"{origin}: unexpected weights {_head(['obs_encoder.' + k for k in groups['obs_encoder.']])}: "
+            "this does not match the cfg's policy"
+        )
+    check_strict(model, groups["model."], "model.", origin)
     if encoder is not None:
-        load_strict(encoder, groups["obs_encoder."], "obs_encoder.", origin)
-    try:
-        normalizer.load_from_flat(groups["normalizer."], prefix="params_dict.")
-    except KeyError as exc:
-        raise CheckpointError(f"{origin}: {exc.args[0]}") from None
+        check_strict(encoder, groups["obs_encoder."], "obs_encoder.", origin)
+
+
+def load_policy_groups(groups: dict, model, encoder, normalizer: LinearNormalizer, origin: str = "") -> None:
+    model.load_state_dict(groups["model."], strict=True)
+    if encoder is not None:
+        encoder.load_state_dict(groups["obs_encoder."], strict=True)
+    normalizer.load_from_flat(groups["normalizer."], prefix="params_dict.", origin=origin)
+
+
+def check_spec(spec, scheduler) -> None:
+    """Horizons against each other and against the scheduler's training steps."""
+    steps = spec.num_inference_steps
+    train_steps = scheduler.config.num_train_timesteps
+    if steps is not None and not 1 <= steps <= train_steps:
+        raise CheckpointError(
+            f"cfg.policy.num_inference_steps must be in [1, num_train_timesteps={train_steps}], found {steps}"
+        )
 
 
 def check_normalizer_fits(normalizer: LinearNormalizer, spec, origin: str = "") -> None:
-    """Every obs key and the action need a normalizer field of a compatible size."""
+    """Every obs key and the action need a normalizer field of a compatible size; actions invertibly scaled."""
     wanted = {"action": spec.action_dim}
     for key, shape in spec.obs_shapes.items():
         wanted[key] = shape[0] if len(shape) == 1 else None  # images: per-channel or scalar
@@ -148,9 +186,16 @@ def check_normalizer_fits(normalizer: LinearNormalizer, spec, origin: str = "") 
         size = normalizer.params_dict[key]["scale"].numel()
         if dim is not None and size not in (1, dim):
             raise CheckpointError(f"{origin}: normalizer field {key!r} has {size} entries but the cfg says {key} has {dim}")
+    scale = normalizer.params_dict["action"]["scale"].detach()
+    if not torch.isfinite(1.0 / scale).all():
+        raise CheckpointError(
+            f"{origin}: normalizer action scale must be non-zero (actions are divided by it), found "
+            f"{scale.flatten()[:8].tolist()}"
+        )
 
 
-def load_strict(module, state: dict, prefix: str, origin: str) -> None:
+def check_strict(module, state: dict, prefix: str, origin: str) -> None:
+    """Same names, same shapes, and float weights where the module has floats (no silent casts)."""
     expected = module.state_dict()
     missing = [prefix + k for k in expected if k not in state]
     extra = [prefix + k for k in state if k not in expected]
@@ -168,6 +213,19 @@ def load_strict(module, state: dict, prefix: str, origin: str) -> None:
     ]
     if bad:
         raise CheckpointError(f"{origin}: weight shapes do not match the cfg: {_head(bad)}")
+    kinds = [
+        f"{prefix}{k}: {str(v.dtype).replace('torch.', '')} where the policy has "
+        f"{str(expected[k].dtype).replace('torch.', '')}"
+        for k, v in state.items()
+        if v.dtype.is_floating_point != expected[k].dtype.is_floating_point
+        or (not v.dtype.is_floating_point and v.dtype != expected[k].dtype)
+    ]
+    if kinds:
+        raise CheckpointError(f"{origin}: weight dtypes do not match the policy (no silent casts): {_head(kinds)}")
+
+
+def load_strict(module, state: dict, prefix: str, origin: str) -> None:
+    check_strict(module, state, prefix, origin)
     module.load_state_dict(state, strict=True)
 
 

@@ -106,3 +106,42 @@ def _float_dtypes():
     import torch
 
     return tuple(getattr(torch, n) for n in FLOAT_DTYPES_NAMES)
+
+
+_REQUIRED = object()
+
+
+class Fields:
+    """Typed, bounded reads from one cfg mapping; ``name`` prefixes every error (``cfg.policy``)."""
+
+    def __init__(self, cfg, name: str):
+        self.cfg, self.name = check_dict(name, cfg), name
+
+    def _get(self, key, default):
+        if key in self.cfg:
+            return self.cfg[key]
+        if default is _REQUIRED:
+            raise CheckpointError(f"{self.name} lacks {key!r}")
+        return default
+
+    def int(self, key, lo, hi, default=_REQUIRED) -> int:
+        return check_int(f"{self.name}.{key}", self._get(key, default), lo, hi)
+
+    def opt_int(self, key, lo, hi, default=None):
+        value = self._get(key, default)
+        return None if value is None else check_int(f"{self.name}.{key}", value, lo, hi)
+
+    def bool(self, key, default=_REQUIRED) -> bool:
+        return check_bool(f"{self.name}.{key}", self._get(key, default))
+
+    def float(self, key, lo, hi, default=_REQUIRED) -> float:
+        return check_float(f"{self.name}.{key}", self._get(key, default), lo, hi)
+
+    def int_list(self, key, min_len, max_len, lo, hi, default=_REQUIRED) -> list:
+        return check_int_list(f"{self.name}.{key}", self._get(key, default), min_len, max_len, lo, hi)
+
+    def dict(self, key, default=_REQUIRED) -> "Fields":
+        return Fields(self._get(key, default), f"{self.name}.{key}")
+
+    def raw(self, key, default=_REQUIRED):
+        return self._get(key, default)

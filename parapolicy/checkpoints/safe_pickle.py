@@ -7,6 +7,12 @@ callable the file names. This module is a ``pickle_module`` for ``torch.load`` w
 nodes, ``typing.Any``, ``collections``, dill's ``_load_type`` for builtin data types
 (answered here, so dill need not be installed), numpy scalars/arrays, and torch's tensor
 rebuild functions. Anything else is refused with the global's name.
+
+The allowed callables cannot be asked for memory the file does not hold: dill's type lookup
+never answers ``bytes``/``bytearray``/``range``, ``bytearray`` and ``_codecs.encode`` accept
+only the argument shapes pickle itself writes, and numpy arrays are rebuilt only through
+numpy's own ``_reconstruct(ndarray, (0,), ...)`` form (the array's data then comes from the
+file). Expanded tensors are refused later, by the loaders (``limits.check_tensor_safe``).
 """
 
 from __future__ import annotations
@@ -21,8 +27,8 @@ from parapolicy.errors import UntrustedCheckpointError
 
 _SAFE_BUILTIN_TYPES = {
     name: getattr(builtins, name)
-    for name in ("dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "str", "bytes", "bool",
-                 "bytearray", "slice", "range", "object")
+    for name in ("dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "str", "bool", "slice",
+                 "object")
 }
 _SAFE_BUILTIN_TYPES["NoneType"] = type(None)
 
@@ -36,6 +42,40 @@ def _load_type(name: str):
             f"checkpoint asks dill for type {name!r}, which is not a plain data type; "
             "pass trust_checkpoint=True only if you trust this file"
         ) from None
+
+
+def _refuse(what: str):
+    raise UntrustedCheckpointError(f"checkpoint asks for {what}, which a DiffusionPolicy checkpoint never does")
+
+
+def _bytearray(*args):
+    """``bytearray`` as pickle writes it: from (text, encoding) or bytes, never from a size."""
+    if args and not isinstance(args[0], (str, bytes)):
+        _refuse(f"bytearray({type(args[0]).__name__})")
+    return bytearray(*args)
+
+
+def _codecs_encode(text, encoding="utf-8", *rest):
+    """``_codecs.encode(text, 'latin1')``: how protocol 2 pickles bytes; no other codec."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1") or rest:
+        _refuse(f"_codecs.encode with {type(text).__name__} and codec {str(encoding)[:20]!r}")
+    return text.encode("latin1")
+
+
+_NDARRAY = object()  # stands for numpy.ndarray: only _reconstruct may use it
+
+
+def _numpy_reconstruct(subtype, shape, dtype):
+    """numpy's own pickle form, ``_reconstruct(ndarray, (0,), b'b')``; the data comes with __setstate__."""
+    from numpy import ndarray
+
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy < 2
+        from numpy.core.multiarray import _reconstruct
+    if subtype is not _NDARRAY or tuple(shape) != (0,):
+        _refuse(f"a numpy array built as {type(subtype).__name__} of shape {str(shape)[:40]}")
+    return _reconstruct(ndarray, (0,), dtype)
 
 
 def _omegaconf_globals() -> dict:
@@ -77,10 +117,10 @@ def _numpy_globals() -> dict:
         from numpy._core import multiarray
     except ImportError:  # numpy < 2
         from numpy.core import multiarray
-    allowed = {("numpy", "dtype"): np.dtype, ("numpy", "ndarray"): np.ndarray}
+    allowed = {("numpy", "dtype"): np.dtype, ("numpy", "ndarray"): _NDARRAY}
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
         allowed[(mod, "scalar")] = multiarray.scalar
-        allowed[(mod, "_reconstruct")] = multiarray._reconstruct
+        allowed[(mod, "_reconstruct")] = _numpy_reconstruct
     for name in ("Float64DType", "Float32DType", "Int64DType", "Int32DType", "BoolDType"):
         if hasattr(np, "dtypes") and hasattr(np.dtypes, name):
             allowed[("numpy.dtypes", name)] = getattr(np.dtypes, name)
@@ -92,13 +132,13 @@ def _allowed_globals() -> dict:
         ("typing", "Any"): typing.Any,
         ("collections", "OrderedDict"): collections.OrderedDict,
         ("collections", "defaultdict"): collections.defaultdict,
-        ("_codecs", "encode"): __import__("codecs").encode,  # bytes under pickle protocol 2
+        ("_codecs", "encode"): _codecs_encode,  # bytes under pickle protocol 2
         ("dill._dill", "_load_type"): _load_type,
         ("builtins", "set"): set,
         ("builtins", "frozenset"): frozenset,
         ("builtins", "slice"): slice,
         ("builtins", "complex"): complex,
-        ("builtins", "bytearray"): bytearray,
+        ("builtins", "bytearray"): _bytearray,
     }
     for make in (_omegaconf_globals, _torch_globals, _numpy_globals):
         allowed.update(make())

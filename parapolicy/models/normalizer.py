@@ -11,7 +11,24 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from parapolicy.checkpoints.limits import MAX_FEATURE_DIM, check_tensor_safe
+from parapolicy.errors import CheckpointError
+
 STAT_NAMES = ("min", "max", "mean", "std")
+
+
+def _check_field(where: str, scale, offset, stats: dict) -> None:
+    tensors = {"scale": scale, "offset": offset, **{f"input_stats.{k}": v for k, v in stats.items()}}
+    for part, tensor in tensors.items():
+        check_tensor_safe(f"{where}.{part}", tensor)
+    size = scale.numel()
+    if scale.dim() != 1 or not 1 <= size <= MAX_FEATURE_DIM:
+        raise CheckpointError(f"{where}.scale must be 1-D with 1 to {MAX_FEATURE_DIM} entries, found shape {tuple(scale.shape)}")
+    for part, tensor in tensors.items():
+        if tuple(tensor.shape) != (size,):
+            raise CheckpointError(f"{where}.{part} must have shape ({size},) like its scale, found {tuple(tensor.shape)}")
+        if not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{where}.{part} must be finite, found {tensor[~torch.isfinite(tensor)][:4].tolist()}")
 
 
 class LinearNormalizer(nn.Module):
@@ -40,8 +57,12 @@ class LinearNormalizer(nn.Module):
         )
         self.params_dict[name] = entry
 
-    def load_from_flat(self, flat: dict, prefix: str = "normalizer.params_dict.") -> None:
-        """Rebuild every field from flat state-dict keys (upstream's loading does the same)."""
+    def load_from_flat(self, flat: dict, prefix: str = "normalizer.params_dict.", origin: str = "") -> None:
+        """Rebuild every field from flat state-dict keys (upstream's loading does the same).
+
+        Each field is checked before anything is copied: float tensors stored in full (no
+        expanded views to clone), 1-D scale/offset/stats of one common size, all finite.
+        """
         fields: dict[str, dict] = {}
         for key, value in flat.items():
             if not key.startswith(prefix):
@@ -50,8 +71,12 @@ class LinearNormalizer(nn.Module):
             fields.setdefault(name, {})[rest] = value
         for name, entries in fields.items():
             if "scale" not in entries or "offset" not in entries:
-                raise KeyError(f"normalizer field {name!r} lacks scale/offset")
+                raise CheckpointError(f"{origin}: normalizer field {name!r} lacks scale/offset")
             stats = {k.split(".", 1)[1]: v for k, v in entries.items() if k.startswith("input_stats.")}
+            unknown = sorted(k for k in entries if k not in ("scale", "offset") and k.split(".", 1)[-1] not in STAT_NAMES)
+            if unknown:
+                raise CheckpointError(f"{origin}: normalizer field {name!r} has unknown entries {unknown[:4]}")
+            _check_field(f"{origin}: normalizer.params_dict.{name}", entries["scale"], entries["offset"], stats)
             self.set_field(name, entries["scale"], entries["offset"], stats)
 
     def _affine(self, name: str, x: torch.Tensor, forward: bool) -> torch.Tensor:

@@ -1,0 +1,147 @@
+"""The private evaluator for ``${eval:'...'}`` in an untrusted checkpoint's cfg.
+
+Upstream registers Python's ``eval`` as OmegaConf's ``eval`` resolver; here only literals,
+arithmetic, comparisons, ``and``/``or``/``not``, ``a if c else b`` and list/tuple displays
+are evaluated, with every result bounded *before* it is computed: integers of at most
+``MAX_INT_BITS`` bits, strings/lists of at most ``MAX_SEQUENCE`` items, expressions of at
+most ``MAX_EXPRESSION`` characters and ``MAX_NESTING`` levels.
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import operator
+
+from parapolicy.errors import CheckpointError
+
+MAX_INT_BITS = 4096
+MAX_SEQUENCE = 10_000
+MAX_EXPRESSION = 2_000
+MAX_NESTING = 50
+
+_UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_}
+_COMPARE = {
+    ast.Eq: operator.eq,
+    ast.NotEq: operator.ne,
+    ast.Lt: operator.lt,
+    ast.LtE: operator.le,
+    ast.Gt: operator.gt,
+    ast.GtE: operator.ge,
+}
+_NUMBER = (int, float, bool)
+
+
+def _bits(x) -> int:
+    return abs(int(x)).bit_length() if isinstance(x, (int, bool)) else 0
+
+
+def _size(x) -> int:
+    return len(x) if isinstance(x, (str, list, tuple)) else 0
+
+
+class _TooBig(Exception):
+    pass
+
+
+def _check_result_bounds(op, a, b) -> None:
+    """Refuse an operation whose exact result would exceed the bounds, before computing it."""
+    ints = isinstance(a, (int, bool)) and isinstance(b, (int, bool))
+    if op is ast.Pow:
+        if ints and b > 0 and abs(a) > 1 and b * max(_bits(a), 1) > MAX_INT_BITS:
+            raise _TooBig(f"{a!r} ** {b!r}")
+    elif op is ast.Mult:
+        if ints and _bits(a) + _bits(b) > MAX_INT_BITS:
+            raise _TooBig("product")
+        for seq, n in ((a, b), (b, a)):
+            if isinstance(seq, (str, list, tuple)) and isinstance(n, (int, bool)) and _size(seq) * max(n, 0) > MAX_SEQUENCE:
+                raise _TooBig(f"sequence of {_size(seq)} items * {n}")
+    elif op is ast.Add:
+        if _size(a) + _size(b) > MAX_SEQUENCE:
+            raise _TooBig("concatenation")
+    elif op is ast.Mod and isinstance(a, str):
+        raise _TooBig("string formatting with %")  # '%0999999999d' % 1
+
+
+_BINARY = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+}
+
+
+def safe_arithmetic(expression: str):
+    """Evaluate literals, arithmetic, comparisons and ``a if c else b``; nothing else, nothing huge."""
+    text = str(expression)
+    shown = text if len(text) <= 80 else text[:77] + "..."
+    if len(text) > MAX_EXPRESSION:
+        raise CheckpointError(f"cfg interpolation ${{eval:...}} has {len(text)} characters; at most {MAX_EXPRESSION}")
+
+    def fail(why: str):
+        raise CheckpointError(f"cfg interpolation ${{eval:{shown!r}}} {why}")
+
+    def ev(node, depth):
+        if depth > MAX_NESTING:
+            fail(f"nests deeper than {MAX_NESTING} levels")
+        if isinstance(node, ast.Expression):
+            return ev(node.body, depth + 1)
+        if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool, type(None))):
+            if _bits(node.value) > MAX_INT_BITS or _size(node.value) > MAX_SEQUENCE:
+                fail("holds a literal beyond the bounds")
+            return node.value
+        if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
+            a, b = ev(node.left, depth + 1), ev(node.right, depth + 1)
+            try:
+                _check_result_bounds(type(node.op), a, b)
+                value = _BINARY[type(node.op)](a, b)
+            except _TooBig as exc:
+                fail(f"would build a value beyond the bounds ({exc}: at most {MAX_INT_BITS}-bit integers, "
+                     f"{MAX_SEQUENCE}-item strings/lists)")
+            except (ArithmeticError, TypeError, ValueError) as exc:
+                fail(f"fails: {type(exc).__name__}: {str(exc)[:80]}")
+            if isinstance(value, complex) or (isinstance(value, float) and not math.isfinite(value)):
+                fail(f"gives {value!r}, not a finite real number")
+            return value
+        if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
+            operand = ev(node.operand, depth + 1)
+            try:
+                return _UNARY[type(node.op)](operand)
+            except TypeError as exc:
+                fail(f"fails: {str(exc)[:80]}")
+        if isinstance(node, ast.Compare) and all(type(op) in _COMPARE for op in node.ops):
+            left = ev(node.left, depth + 1)
+            for op, right_node in zip(node.ops, node.comparators):
+                right = ev(right_node, depth + 1)
+                try:
+                    if not _COMPARE[type(op)](left, right):
+                        return False
+                except TypeError as exc:
+                    fail(f"fails: {str(exc)[:80]}")
+                left = right
+            return True
+        if isinstance(node, ast.BoolOp):
+            values = [ev(v, depth + 1) for v in node.values]
+            return all(values) if isinstance(node.op, ast.And) else any(values)
+        if isinstance(node, ast.IfExp):
+            return ev(node.body, depth + 1) if ev(node.test, depth + 1) else ev(node.orelse, depth + 1)
+        if isinstance(node, (ast.List, ast.Tuple)):
+            if len(node.elts) > MAX_SEQUENCE:
+                fail(f"lists more than {MAX_SEQUENCE} items")
+            items = [ev(e, depth + 1) for e in node.elts]
+            return items if isinstance(node, ast.List) else tuple(items)
+        fail("is not plain arithmetic; pass trust_checkpoint=True to evaluate it with Python")
+
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError as exc:
+        fail(f"is not valid: {exc.msg}")
+    except (ValueError, RecursionError, MemoryError) as exc:  # null bytes, parser stack overflow
+        fail(f"cannot be parsed: {type(exc).__name__}")
+    try:
+        return ev(tree, 0)
+    except RecursionError:
+        fail(f"nests deeper than {MAX_NESTING} levels")
