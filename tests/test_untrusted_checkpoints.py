@@ -199,8 +199,9 @@ def _chain(prefix, first, fanout=10, levels=8):
         ({}, {"n_action_steps": "${eval:'[0] * 10**9'}"}, r"beyond the bounds \(sequence of 1 items"),
         ({}, {"n_action_steps": "${eval:'\"%0999999999d\" % 1'}"}, "string formatting"),
         ({}, {"n_action_steps": "${eval:'" + "(" * 300 + "1" + ")" * 300 + "'}"}, r"eval:.*(nests|cannot be parsed|not valid)"),
-        (_chain("s", "x" * 10), {"name": "${s8}"}, "characters"),
-        (_chain("l", [0] * 10), {"extra": "${l8}"}, "expands past"),
+        (_chain("s", "x" * 10), {"label": "${s8}"}, "builds more than 100000 characters"),
+        (_chain("l", [0] * 10), {"extra": "${l8}"}, "(expands past|builds more than)"),
+        (_chain("d", [0] * 10, fanout=2, levels=20), {"extra": "${d20}"}, "(expands past|builds more than)"),
         ({"a": "${b}", "b": "${a}"}, {"horizon": "${a}"}, "interpolation cycle"),
         ({}, {"horizon": 10**6}, r"horizon must be an integer in \[1, 4096\], found 1000000"),
         ({}, {"obs_dim": 10**8}, r"obs_dim must be an integer in \[1, 65536\]"),
@@ -217,7 +218,7 @@ def test_denial_of_service_cfgs_fail_fast_within_a_memory_cap(good, tmp_path, ca
 
 
 def test_network_sizes_are_bounded_before_anything_is_built(good, tmp_path, capped):
-    big = dict(good[1]["model"], down_dims=[16384] * 8, global_cond_dim=12)
+    big = dict(good[1]["model"], down_dims=[8192, 16384], global_cond_dim=12)
     path = _with_policy(good, tmp_path, model=big)
     with capped(), pytest.raises(CheckpointError, match=r"weight shapes do not match the cfg"):
         parapolicy.load_policy(path)
@@ -309,7 +310,7 @@ def test_non_float_weights_are_refused_not_cast(good, tmp_path, dtype):
         ({"model": [1, 2]}, r"cfg\.policy\.model must be a mapping, found \[1, 2\] \(list\)"),
         ({"horizon": None}, r"horizon must be an integer .*found None"),
         ({"num_inference_steps": 101}, r"num_inference_steps must be in \[1, num_train_timesteps=100\], found 101"),
-        ({"horizon": 12}, r"samples 12 steps, which must be a multiple of 2"),
+        ({"horizon": 15}, r"samples 15 steps, which must be a multiple of 2"),
         ({"noise_scheduler": {"_target_": "diffusers.DDPMScheduler", "beta_schedule": "cosine"}},
          r"beta_schedule must be one of \['linear', 'scaled_linear', 'squaredcos_cap_v2'\], found 'cosine'"),
         ({"noise_scheduler": {"_target_": "diffusers.DDPMScheduler", "no_such_setting": 1}},

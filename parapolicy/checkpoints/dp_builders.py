@@ -142,8 +142,6 @@ def _transformer_kwargs(c: Fields, defaults: dict) -> dict:
     }
     if kw["n_emb"] % kw["n_head"] or kw["n_emb"] % 2:
         raise CheckpointError(f"{c.name}.n_emb={kw['n_emb']} must be even and a multiple of n_head={kw['n_head']}")
-    if not kw["time_as_cond"]:
-        raise CheckpointError(f"{c.name}.time_as_cond=false is not supported")
     return kw
 
 
@@ -164,6 +162,8 @@ def _transformer_lowdim(c: Fields):
             raise CheckpointError(f"cfg.policy.model.{key} must be {value} for this policy, found {found}")
     if m.bool("obs_as_cond", obs_as_cond) != obs_as_cond:
         raise CheckpointError("cfg.policy.model.obs_as_cond disagrees with cfg.policy.obs_as_cond")
+    if obs_as_cond and not kw["time_as_cond"]:
+        raise CheckpointError("cfg.policy.model.time_as_cond must be true when observations are condition tokens")
     model = TransformerForDiffusion(**wanted, obs_as_cond=obs_as_cond, **kw)
     mode = TOKENS if obs_as_cond else INPAINT
     spec = _spec(c, "transformer_lowdim", {"obs": (obs_dim,)}, action_dim, mode, to - 1, pred_only)
@@ -268,6 +268,8 @@ def _transformer_hybrid_image(c: Fields):
     input_dim = action_dim if obs_as_cond else action_dim + feature_dim
     kw = _transformer_kwargs(c, {"n_layer": 8, "n_head": 4, "n_emb": 256, "p_drop_emb": 0.0, "p_drop_attn": 0.3,
                                  "causal_attn": True})
+    if obs_as_cond and not kw["time_as_cond"]:
+        raise CheckpointError("cfg.policy.time_as_cond must be true when observations are condition tokens")
     model = TransformerForDiffusion(
         input_dim=input_dim, output_dim=input_dim, horizon=c.int("n_action_steps", 1, MAX_HORIZON) if pred_only else horizon,
         n_obs_steps=to, cond_dim=feature_dim if obs_as_cond else 0, obs_as_cond=obs_as_cond, **kw,
