@@ -21,7 +21,7 @@ from parapolicy.checkpoints.dp_cfg import resolve_section
 from parapolicy.checkpoints.limits import check_bool, check_tensor_safe, describe, one_line
 from parapolicy.checkpoints.schedulers import build_scheduler
 from parapolicy.checkpoints.safe_pickle import allow_list_pickle
-from parapolicy.errors import CheckpointError, UntrustedCheckpointError
+from parapolicy.errors import CheckpointError, ParapolicyError, UntrustedCheckpointError
 from parapolicy.models.normalizer import LinearNormalizer
 from parapolicy.policy import Policy
 
@@ -75,7 +75,14 @@ def read_payload(path: str, trust_checkpoint: bool = False) -> dict:
 
 def load_dp_workspace(path: str, device="cpu", use_ema: bool | None = None, trust_checkpoint: bool = False) -> Policy:
     payload = read_payload(path, trust_checkpoint)
-    policy = policy_from_payload(payload, origin=path, use_ema=use_ema, trust_checkpoint=trust_checkpoint)
+    try:
+        policy = policy_from_payload(payload, origin=path, use_ema=use_ema, trust_checkpoint=trust_checkpoint)
+    except ParapolicyError:
+        raise
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError, RuntimeError, OverflowError,
+            RecursionError, AssertionError) as exc:  # a check we missed still gives one clear error
+        raise CheckpointError(f"{path!r}: cannot build a policy from this checkpoint: {type(exc).__name__}: "
+                              f"{one_line(exc)}") from None
     return policy.to(device)
 
 
