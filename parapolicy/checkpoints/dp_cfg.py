@@ -23,7 +23,9 @@ MAX_NODES = 200_000  # values copied out of the stored cfg, shared nodes counted
 MAX_NESTING = 32  # containers inside containers
 MAX_REFERENCE_DEPTH = 24  # interpolations resolving through interpolations
 MAX_STRING = 100_000  # characters of any resolved string
-MAX_WORK = 2_000_000  # size units (characters, values) handed out by all references together
+MAX_WORK = 1_000_000  # size units (characters, values) handed out by all references together
+MAX_INTERPOLATION = 1_000  # characters of one interpolation string (upstream's are under 200)
+MAX_PARSED = 20_000  # characters of interpolation text parsed in all (the grammar parser is slow)
 _TRUST_HINT = "pass trust_checkpoint=True only if you trust this file"
 
 __all__ = ["safe_arithmetic", "to_plain", "resolve_section"]
@@ -173,6 +175,7 @@ class _Resolver:
         self.cache: dict = {}
         self.active: list = []
         self.work = 0
+        self.parsed = 0
 
     def _charge(self, units: int, where) -> None:
         self.work += units
@@ -221,8 +224,12 @@ class _Resolver:
 
         where = _dotted(path)
         shown = text if len(text) <= 80 else text[:77] + "..."
-        if len(text) > MAX_STRING:
-            raise CheckpointError(f"{where} holds an interpolation of {len(text)} characters; at most {MAX_STRING}")
+        self.parsed += len(text)
+        if len(text) > MAX_INTERPOLATION or self.parsed > MAX_PARSED:
+            raise CheckpointError(
+                f"{where} holds an interpolation of {len(text)} characters ({self.parsed} in all); at most "
+                f"{MAX_INTERPOLATION} each and {MAX_PARSED} in all"
+            )
         pieces = [0]
 
         def on_reference(key: str, memo):

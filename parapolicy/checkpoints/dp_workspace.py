@@ -173,9 +173,11 @@ def load_policy_groups(groups: dict, model, encoder, normalizer: LinearNormalize
 
 
 def check_spec(spec, scheduler) -> None:
-    """Horizons against each other and against the scheduler's training steps."""
-    steps = spec.num_inference_steps
+    """Inference steps against the scheduler's training steps; None means all of them, as upstream."""
     train_steps = scheduler.config.num_train_timesteps
+    if spec.num_inference_steps is None:
+        spec.num_inference_steps = train_steps
+    steps = spec.num_inference_steps
     if steps is not None and not 1 <= steps <= train_steps:
         raise CheckpointError(
             f"cfg.policy.num_inference_steps must be in [1, num_train_timesteps={train_steps}], found {steps}"
