@@ -204,7 +204,7 @@ def _chain(prefix, first, fanout=10, levels=8):
         (_chain("d", [0] * 10, fanout=2, levels=20), {"extra": "${d20}"}, "(expands past|builds more than)"),
         ({"a": "${b}", "b": "${a}"}, {"horizon": "${a}"}, "interpolation cycle"),
         ({}, {"extra": ["${eval:'1+1'}"] * 5000}, r"at most 1000 each and 20000 in all"),
-        ({}, {"n_action_steps": "${eval:'" + "1+" * 2000 + "1'}"}, r"interpolation of 4012 characters"),
+        ({}, {"n_action_steps": "${eval:'" + "1+" * 2000 + "1'}"}, r"interpolation of 4011 characters"),
         ({}, {"horizon": 10**6}, r"horizon must be an integer in \[1, 4096\], found 1000000"),
         ({}, {"obs_dim": 10**8}, r"obs_dim must be an integer in \[1, 65536\]"),
         ({}, {"noise_scheduler": {"_target_": "diffusers.DDPMScheduler", "num_train_timesteps": 10**9}},
