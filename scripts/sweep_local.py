@@ -19,7 +19,7 @@ def main(argv=None) -> int:
     p.add_argument("overrides", nargs="*", help="KEY=VALUE added to every run")
     p.add_argument("--max-runs", type=int, default=None)
     p.add_argument("--dir", default=os.path.join("multirun", "sweep", time.strftime("%Y-%m-%d_%H-%M-%S")))
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)
     config = load_sweep(args.sweep_file)
     runs = run_sweep(config, cli_runner(args.dir), max_runs=args.max_runs, extra=args.overrides)
     metric = (config.get("metric") or {}).get("name")

@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 import parapolicy
 from parapolicy.eval.build import make_env_factory
 from parapolicy.eval.episodes import RunResult, run_batch, run_episodes
-from parapolicy.eval.isolation import ERROR_KEY, IsolatedEnv
+from parapolicy.eval.isolation import DONE_KEY, ERROR_KEY, IsolatedEnv
 
 TOY = OmegaConf.create({"id": "parapolicy/ToyReach-v0", "kwargs": {}, "max_episode_steps": 60, "obs_key": "obs"})
 SEEDS = [100000, 100001, 100002]
@@ -86,7 +86,8 @@ def test_a_crashed_sub_env_is_rebuilt_for_the_next_seed():
     env = IsolatedEnv(lambda: made.append(1) or Crashy())
     obs, _ = env.reset(seed=1)
     out = env.step(np.zeros(1))
-    assert out[2] is True and out[4] == {ERROR_KEY: "step: ValueError: boom"} and np.array_equal(out[0], obs)
+    assert out[4] == {ERROR_KEY: "step: ValueError: boom", DONE_KEY: True} and np.array_equal(out[0], obs)
+    assert out[2] is False  # the end is reported in info: vector envs refuse to step a terminated env
     assert env.step(np.zeros(1))[4] == {}  # reported once; the broken env is not stepped again
     env.reset(seed=2)
     assert len(made) == 2 and not env.broken
