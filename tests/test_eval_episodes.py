@@ -119,3 +119,18 @@ def test_merge_keeps_every_episode_and_chunk():
     assert (m.chunk_latency_ms, m.rounds, m.fallbacks, m.wall_s, m.interrupted) == ([1.0, 2.0], [3, 5], ["nan"], 3.0,
                                                                                     True)
     assert m.to_json()["n_fallbacks"] == 1 and m.to_json()["rounds_per_chunk"] == 4.0
+
+
+def test_fallbacks_are_counted_with_their_reasons(policy):
+    class FallingBack:
+        def predict_action(self, obs, generator=None):
+            out = policy.predict_action(obs, generator=generator)
+            out["stats"] = dict(out["stats"], fallback="non-finite state in round 2")
+            return out
+
+    run = run_batch(FallingBack(), make_env_factory(TOY, policy.spec), [100000],
+                    generator=torch.Generator().manual_seed(0))
+    summary = run.to_json()
+    assert summary["n_fallbacks"] == summary["n_chunks"] == len(run.chunk_latency_ms) > 0
+    assert summary["fallback_reasons"] == ["non-finite state in round 2"]
+    assert run_batch(policy, make_env_factory(TOY, policy.spec), [100000], max_chunks=1).to_json()["n_fallbacks"] == 0

@@ -61,16 +61,21 @@ def test_toy_rollout_writes_results_eval_info_log_and_prints_the_summary(toy_ckp
     assert any(name.startswith("offline-run") for name in os.listdir(run / "wandb"))
 
 
-@pytest.mark.parametrize("full_error", [False, True])
-def test_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, full_error):
-    proc = cli(["env=toy", "n_episodes=0", "logger=disabled", f"hydra.run.dir={tmp_path}/out/run"], tmp_path,
-               extra_env={"HYDRA_FULL_ERROR": "1"} if full_error else None)
-    if full_error:
-        assert proc.returncode != 0 and "Traceback" in proc.stderr and "RolloutConfigError" in proc.stderr
-        return
+@pytest.mark.parametrize("override, message", [
+    ("n_episodes=0", "n_episodes must be an integer >= 1, got 0"),
+    ("policy.device=tpu", "invalid device 'tpu'"),  # refused while loading, after the run dir exists
+])
+def test_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, override, message):
+    proc = cli(["env=toy", override, "logger=disabled", f"hydra.run.dir={tmp_path}/out/run"], tmp_path)
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr == "parapolicy-rollout: error: n_episodes must be an integer >= 1, got 0\n"
+    assert proc.stderr.startswith(f"parapolicy-rollout: error: {message}") and proc.stderr.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_hydra_full_error_shows_the_traceback(tmp_path):
+    proc = cli(["env=toy", "n_episodes=0", "logger=disabled", f"hydra.run.dir={tmp_path}/run"], tmp_path,
+               extra_env={"HYDRA_FULL_ERROR": "1"})
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "RolloutConfigError" in proc.stderr
 
 
 FAULTY_ENV = textwrap.dedent('''

@@ -48,26 +48,32 @@ def test_run_overrides_follow_the_command_and_extras_replace_the_same_key():
     assert got == ["sampler=picard", "sampler.window=4", "n_episodes=20", "logger=offline", "env=toy"]
 
 
-def test_the_sampler_sweep_runs_and_ranks_by_latency_at_equal_score(toy_ckpt, tmp_path):
+def test_a_proposed_sampler_run_executes_and_reports_latency_at_equal_score(toy_ckpt, tmp_path):
     config = load_sweep(os.path.join(SWEEP_DIR, "picard_window.yaml"))
     done = []
 
     def in_process(overrides):
         with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
             cfg = compose("rollout", overrides=overrides)
-        results = run_rollout(cfg, str(tmp_path / str(len(done))))
-        done.append(results)
-        return results["metrics"], 0
+        done.append(run_rollout(cfg, str(tmp_path)))
+        return done[-1]["metrics"], 0
 
-    runs = run_sweep(config, in_process, max_runs=2,
-                     extra=[f"checkpoint={toy_ckpt}", "env=toy", "n_episodes=1", "logger=disabled"])
-    assert [r.config["sampler.window"]["value"] for r in runs] == [4, 16]
-    for run, results in zip(runs, done):
-        assert run.summary_metrics["rollout/latency_at_equal_score_ms"] == latency_at_equal_score(results)
-        assert results["sampler"]["window"] == run.config["sampler.window"]["value"]
-    best = best_run(config, runs)
-    assert best.summary_metrics["rollout/latency_at_equal_score_ms"] == min(
-        r.summary_metrics["rollout/latency_at_equal_score_ms"] for r in runs)
+    (run,) = run_sweep(config, in_process, max_runs=1,
+                       extra=[f"checkpoint={toy_ckpt}", "env=toy", "n_episodes=1", "logger=disabled"])
+    results = done[0]
+    assert results["sampler"] == {"name": "picard", "window": 4, "tolerance": 0.05}
+    assert results["paired"]["sampler_b"] == {"name": "sequential"}
+    assert run.summary_metrics["rollout/latency_at_equal_score_ms"] == latency_at_equal_score(results)
+    assert run.state == "finished"
+
+
+def test_best_run_follows_the_metric_goal():
+    from sweeps import SweepRun
+
+    runs = [SweepRun(name=n, summary_metrics={"m": v}) for n, v in (("a", 3.0), ("b", 1.0), ("c", 2.0))]
+    assert best_run({"metric": {"name": "m", "goal": "minimize"}}, runs).name == "b"
+    assert best_run({"metric": {"name": "m", "goal": "maximize"}}, runs).name == "a"
+    assert best_run({"metric": {"name": "other", "goal": "maximize"}}, runs) is None
 
 
 def test_latency_at_equal_score_penalises_only_a_significant_score_drop():

@@ -152,10 +152,11 @@ class _VectorEnvs:
         import gymnasium as gym
         from gymnasium.vector import AutoresetMode
 
-        fns = [lambda: IsolatedEnv(make_env) for _ in range(n)]
         if mode == "async":
+            fns = [lambda: _ignoring_ctrl_c(IsolatedEnv, make_env) for _ in range(n)]
             self.vec = gym.vector.AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.DISABLED, shared_memory=False)
         else:
+            fns = [lambda: IsolatedEnv(make_env) for _ in range(n)]
             self.vec = gym.vector.SyncVectorEnv(fns, autoreset_mode=AutoresetMode.DISABLED)
         self.n = n
 
@@ -169,6 +170,15 @@ class _VectorEnvs:
 
     def close(self):
         self.vec.close()
+
+
+def _ignoring_ctrl_c(build, *args):
+    """Runs in an async worker: Ctrl-C is the main process's to handle (it ends the batch and
+    closes the workers); a worker killed by it first would break the pipe mid-step."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return build(*args)
 
 
 def _env_info(info: dict, i: int) -> dict:
@@ -273,12 +283,15 @@ def _report(on_chunk, steps, finished):
 
 
 def run_episodes(policy, make_env, seeds, *, noise_seed: int = 0, batch_size: int | None = None,
-                 vector: str = "list", obs_adapter=None, on_chunk=None, obs_key: str = "obs") -> RunResult:
+                 vector: str = "list", obs_adapter=None, on_chunk=None, obs_key: str = "obs",
+                 make_driver=ChunkDriver) -> RunResult:
     """All seeds in batches of ``batch_size`` (None: one batch), one noise generator across the run.
 
+    ``make_driver(policy, generator)`` builds the per-chunk policy driver (default: ChunkDriver).
     After Ctrl-C the remaining seeds are listed as ``not_finished``, so counts stay true.
     """
     generator = torch.Generator().manual_seed(int(noise_seed))
+    driver = make_driver(policy, generator)
     size = len(seeds) if not batch_size else int(batch_size)
     runs = []
     for start in range(0, len(seeds), size):
@@ -286,6 +299,6 @@ def run_episodes(policy, make_env, seeds, *, noise_seed: int = 0, batch_size: in
         if runs and runs[-1].interrupted:
             runs.append(RunResult(episodes=[EpisodeResult(seed=int(s)) for s in batch], interrupted=True))
             continue
-        runs.append(run_batch(policy, make_env, batch, generator=generator, obs_adapter=obs_adapter,
-                              on_chunk=on_chunk, vector=vector, obs_key=obs_key))
+        runs.append(run_batch(policy, make_env, batch, obs_adapter=obs_adapter, on_chunk=on_chunk, vector=vector,
+                              driver=driver, obs_key=obs_key))
     return RunResult.merge(runs)

@@ -11,12 +11,14 @@ class StepProgress:
     episode that ends early fills its remaining steps, so the bar ends at its total."""
 
     def __init__(self, n_episodes: int, max_episode_steps: int, desc: str = "control steps", disable=False):
-        self.max_steps = int(max_episode_steps)
-        self.bar = tqdm(total=n_episodes * self.max_steps, desc=desc, unit="step", disable=disable,
-                        dynamic_ncols=True)
+        self.total, self.max_steps = n_episodes * int(max_episode_steps), int(max_episode_steps)
+        self.desc, self.disable = desc, disable
+        self.bar = None  # created by the first chunk, so an error before it prints only itself
         self.scores, self.failed = [], 0
 
     def __call__(self, steps: int, finished) -> None:
+        if self.bar is None:
+            self.bar = tqdm(total=self.total, desc=self.desc, unit="step", disable=self.disable, dynamic_ncols=True)
         self.bar.update(steps)
         for res in finished:
             self.bar.update(max(0, self.max_steps - res.steps))
@@ -29,4 +31,5 @@ class StepProgress:
             self.bar.set_postfix(episodes=len(self.scores) + self.failed, score=score, failed=self.failed)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
