@@ -29,7 +29,8 @@ def flat_metrics(results: dict) -> dict:
         diff = paired["score_difference_b_minus_a"]
         flat["rollout/score_difference_b_minus_a"] = diff["mean"]
         flat["rollout/max_action_deviation"] = paired["max_action_deviation"]
-        flat["rollout/latency_at_equal_score_ms"] = latency_at_equal_score(results)
+        if not paired.get("interrupted"):
+            flat["rollout/latency_at_equal_score_ms"] = latency_at_equal_score(results)
     return {k: v for k, v in flat.items() if v is not None}
 
 
@@ -107,7 +108,7 @@ def summary_table(results: dict) -> str:
         lo, hi = diff["ci95"]
         lines.append(f"score difference ({_label(paired['sampler_b'])}) - ({_label(paired['sampler_a'])}): "
                      f"{diff['mean']:+.3f} (95% CI {lo:+.3f} .. {hi:+.3f}, {diff['n']} paired episodes); "
-                     f"max action deviation {paired['max_action_deviation']:.3g}")
+                     f"max action deviation {_fmt(paired['max_action_deviation'], '.3g')}")
     for seed, error in list((results.get("errors") or {}).items())[:5]:
         lines.append(f"episode seed {seed} failed: {error}")
     return "\n".join(lines)

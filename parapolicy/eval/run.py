@@ -122,8 +122,8 @@ def run_rollout(cfg, output_dir: str, on_chunk=None, obs_adapter=None) -> dict:
             from parapolicy.eval.compare import run_paired
 
             other = sampler_settings(cfg.compare_sampler)
-            run, run_b, paired = run_paired(policy, make_env, seeds, (name, settings), other, **episode_kwargs)
-            run.interrupted = run.interrupted or run_b.interrupted
+            run, paired = run_paired(policy, make_env, seeds, (name, settings), other, **episode_kwargs)
+            run.interrupted = paired["interrupted"]
         else:
             run = run_episodes(policy, make_env, seeds, **episode_kwargs)
         if int(cfg.video_episodes) > 0 and not run.interrupted:
