@@ -70,7 +70,7 @@ def test_a_proposed_sampler_run_executes_and_reports_latency_at_equal_score(toy_
 def test_best_run_follows_the_metric_goal():
     from sweeps import SweepRun
 
-    runs = [SweepRun(name=n, summary_metrics={"m": v}) for n, v in (("a", 3.0), ("b", 1.0), ("c", 2.0))]
+    runs = [SweepRun(name=n, summaryMetrics={"m": v}) for n, v in (("a", 3.0), ("b", 1.0), ("c", 2.0))]
     assert best_run({"metric": {"name": "m", "goal": "minimize"}}, runs).name == "b"
     assert best_run({"metric": {"name": "m", "goal": "maximize"}}, runs).name == "a"
     assert best_run({"metric": {"name": "other", "goal": "maximize"}}, runs) is None
