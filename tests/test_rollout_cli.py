@@ -157,7 +157,7 @@ def test_paired_mode_reports_picard_deviation_within_tolerance_scale(toy_ckpt, t
                            "+compare_sampler.name=picard", "+compare_sampler.window=10",
                            "+compare_sampler.tolerance=0.001"])
     paired = run_rollout(cfg, str(tmp_path))["paired"]
-    assert 0.0 < paired["max_action_deviation"] < 1e-2
+    assert 0.0 <= paired["max_action_deviation"] < 1e-2
 
 
 def test_cuda_graphs_on_a_cpu_policy_fail_before_anything_is_written(toy_ckpt, tmp_path):
