@@ -35,3 +35,7 @@ class AccelerationError(ParapolicyError, ValueError):
 
 class InputError(ParapolicyError, ValueError):
     """An argument other than the observation (generator, initial guess, ...) is not what the call expects."""
+
+
+class RolloutConfigError(ParapolicyError, ValueError):
+    """A rollout setting out of range (n_episodes, vector mode, sweep file) or an env without a checkpoint."""

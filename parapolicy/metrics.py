@@ -35,26 +35,44 @@ def paired_difference(a, b, z=1.96) -> dict:
 
 
 def _jsonable(value):
+    """Plain JSON types; NaN and inf (Python or numpy) become None, numpy arrays lists."""
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
     if isinstance(value, (np.floating, np.integer, np.bool_)):
-        return value.item()
+        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
     return value
 
 
 def write_json_atomic(path: str, payload: dict) -> str:
-    """Write to a temp file in the same folder and rename: readers never see half a file."""
+    """Write ``payload`` so readers never see half a file: encode first (a payload that does not
+    encode leaves nothing behind), write a temp file in the same folder, fsync, rename, fsync the
+    folder. The file is created 0644 and non-finite numbers are written as null."""
+    text = json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n"
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".results.", suffix=".json", dir=folder)
-    with os.fdopen(fd, "w") as f:
-        json.dump(_jsonable(payload), f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
     return path
 
 

@@ -37,10 +37,10 @@ import torch
 import parapolicy
 from parapolicy.autotune import autotune_window
 from parapolicy.checkpoints.dp_builders import build_from_policy_cfg
+from parapolicy.eval.build import ASSETS_DIR, device_name
 from parapolicy.metrics import write_report
 from parapolicy.models.normalizer import LinearNormalizer
 from parapolicy.policy import Policy
-from parapolicy.rollout import ASSETS_DIR, device_name
 from parapolicy.samplers import SampleResult, SamplerBase, SampleStats
 from parapolicy.samplers.inpainting import impose
 

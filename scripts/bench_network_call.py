@@ -21,7 +21,7 @@ import torch
 
 from bench_latency import random_obs, upstream_size_unet
 from parapolicy.metrics import write_report
-from parapolicy.rollout import device_name
+from parapolicy.eval.build import device_name
 
 
 def time_calls(denoise, x, t, repeats):

@@ -26,10 +26,10 @@ import torch
 from omegaconf import OmegaConf
 
 import parapolicy
+from parapolicy.eval.build import ASSETS_DIR, CONFIG_DIR, device_name, make_env_factory
+from parapolicy.eval.compare import DeviationRecorder
+from parapolicy.eval.episodes import run_batch
 from parapolicy.metrics import write_report
-from parapolicy.rollout import ASSETS_DIR, CONFIG_DIR, device_name, make_env_factory
-from parapolicy.rollout_modes import DeviationRecorder
-from parapolicy.runner import run_batch
 
 SEQUENTIAL = ("sequential", {})
 ROWS = [  # (label, sampler name, settings)
@@ -64,7 +64,7 @@ def closed_loop(policy, make_env, seeds, name, settings, tap=None):
     if tap is not None:
         tap.policy = recorder
     run = run_batch(driver, make_env, seeds, generator=torch.Generator().manual_seed(0), obs_key="obs")
-    out = run.summary()
+    out = run.to_json()
     out["max_action_deviation"] = recorder.max_dev
     return out
 

@@ -23,7 +23,7 @@ import torch
 
 import parapolicy
 from parapolicy.metrics import write_report
-from parapolicy.rollout import ASSETS_DIR, _ensure_envs_importable, device_name
+from parapolicy.eval.build import ASSETS_DIR, device_name, ensure_envs_importable
 
 
 def _drive(policy, env_id, seed, steps, warm, observations=None):
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=100000)
     p.add_argument("--out", default=None, help="write <out>.md and <out>.json")
     args = p.parse_args(argv)
-    _ensure_envs_importable()
+    ensure_envs_importable()
     policy = parapolicy.load_policy(args.checkpoint).set_sampler("picard", window=args.window, tolerance=args.tolerance)
     cold_rounds, warm_rounds, max_diff = [], [], 0.0
     started = time.time()

@@ -20,7 +20,7 @@ import gymnasium as gym
 import torch
 
 import parapolicy
-from parapolicy.rollout import ASSETS_DIR, _ensure_envs_importable
+from parapolicy.eval.build import ASSETS_DIR, ensure_envs_importable
 
 DEFAULT_CKPT = {"parapolicy/ToyReach-v0": "toy_reach_unet.ckpt", "parapolicy/PushT-keypoints-v0": "pusht_keypoints_unet.ckpt"}
 
@@ -38,7 +38,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=100)
     p.add_argument("--seed", type=int, default=100000)
     args = p.parse_args(argv)
-    _ensure_envs_importable()
+    ensure_envs_importable()
     ckpt = args.checkpoint or os.path.join(ASSETS_DIR, DEFAULT_CKPT.get(args.env, ""))
     policy = parapolicy.load_policy(ckpt)
     if args.sampler == "picard":

@@ -1,8 +1,33 @@
 import os
 import sys
 
+import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(__file__))
 os.environ.setdefault("WANDB_MODE", "disabled")
 torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def toy_ckpt(tmp_path_factory):
+    """A ToyReach UNet checkpoint trained for two steps, with 10 DDPM inference steps (fast rollouts)."""
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from parapolicy.checkpoints.dp_cfg import safe_arithmetic
+    from parapolicy.train.dataset import save_buffer
+    from parapolicy.train.trainer import train
+
+    root = tmp_path_factory.mktemp("toyckpt")
+    rng = np.random.default_rng(0)
+    save_buffer(str(root / "d.npz"), [{"obs": rng.normal(size=(30, 4)), "action": rng.uniform(-1, 1, size=(30, 2))}
+                                      for _ in range(3)])
+    if not OmegaConf.has_resolver("eval"):
+        OmegaConf.register_new_resolver("eval", safe_arithmetic)
+    cfg = OmegaConf.load(os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "train", "toy.yaml"))
+    cfg.data.path, cfg.training.num_steps, cfg.training.batch_size = str(root / "d.npz"), 2, 8
+    cfg.policy.num_inference_steps = 10
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain.pop("hydra")
+    return train(plain, str(root / "run"), progress=False)

@@ -1,0 +1,78 @@
+"""From a rollout cfg to the objects a rollout needs: checkpoint path, env factory, sampler.
+
+Library code shared by the CLI, the scripts and the tests (none of them import the CLI).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+
+import torch
+
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG_DIR = os.path.join(PACKAGE_DIR, "configs")  # the rollout CLI's Hydra configs (package data)
+ASSETS_DIR = os.path.join(PACKAGE_DIR, "assets", "checkpoints")
+
+
+def ensure_envs_importable() -> None:
+    """Import ``parapolicy_envs`` (registers the envs); from a source checkout, via ``envs/``."""
+    try:
+        import parapolicy_envs  # noqa: F401
+    except ImportError:
+        sys.path.insert(0, os.path.join(os.path.dirname(PACKAGE_DIR), "envs"))
+        import parapolicy_envs  # noqa: F401
+
+
+def resolve_checkpoint(cfg) -> str:
+    """``cfg.checkpoint``, or the checkpoint shipped for ``cfg.env``."""
+    from parapolicy.errors import RolloutConfigError
+
+    if cfg.checkpoint:
+        return os.path.expanduser(str(cfg.checkpoint))
+    name = cfg.env.get("default_checkpoint")
+    if not name:
+        raise RolloutConfigError(f"env {cfg.env.id} ships no checkpoint: expected checkpoint=PATH, found none")
+    return os.path.join(ASSETS_DIR, name)
+
+
+def make_env_factory(env_cfg, spec, wrappers=()):
+    """Environments wrapped for the policy's observation history and action chunk.
+
+    ``wrappers`` wrap the single-step env first (e.g. video frames per control step).
+    """
+    import gymnasium as gym
+
+    ensure_envs_importable()
+    from parapolicy_envs import MultiStepWrapper
+
+    kwargs = dict(env_cfg.get("kwargs") or {})
+
+    def make():
+        env = gym.make(env_cfg.id, **kwargs)
+        for wrap in wrappers:
+            env = wrap(env)
+        return MultiStepWrapper(env, spec.n_obs_steps, spec.n_action_steps, env_cfg.max_episode_steps)
+
+    return make
+
+
+def sampler_settings(sampler_cfg) -> tuple[str, dict]:
+    settings = {k: v for k, v in dict(sampler_cfg).items() if k != "name"}
+    return str(sampler_cfg["name"]), settings
+
+
+def versions() -> dict:
+    import diffusers
+
+    import parapolicy
+
+    return {"parapolicy": parapolicy.__version__, "torch": torch.__version__, "diffusers": diffusers.__version__,
+            "python": platform.python_version()}
+
+
+def device_name(device: str) -> str:
+    if str(device).startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"

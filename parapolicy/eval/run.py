@@ -1,0 +1,161 @@
+"""One rollout from a composed cfg: check, load, run, then write results.json and eval_info.json.
+
+Everything that can be refused (settings, checkpoint, sampler, env id) is checked before
+anything is written, so a bad input leaves no output behind. results.json is built here and
+nowhere else: the run header, ``RunResult.to_json()``, and the paired block.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from parapolicy.eval.build import (
+    device_name,
+    ensure_envs_importable,
+    make_env_factory,
+    resolve_checkpoint,
+    sampler_settings,
+    versions,
+)
+from parapolicy.eval.episodes import VECTOR_MODES, RunResult, keyed_obs, run_episodes
+from parapolicy.eval.report import eval_info, flat_metrics
+from parapolicy.metrics import write_json_atomic
+
+log = logging.getLogger("parapolicy.rollout")
+
+
+def check_settings(cfg) -> None:
+    """Refuse out-of-range rollout settings with one RolloutConfigError."""
+    from parapolicy.errors import RolloutConfigError
+
+    def integer(name, value, low, allow_none=False):
+        if value is None and allow_none:
+            return
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise RolloutConfigError(f"{name} must be an integer >= {low}, got {value!r}")
+
+    integer("n_episodes", cfg.n_episodes, 1)
+    integer("n_envs", cfg.n_envs, 1, allow_none=True)
+    integer("video_episodes", cfg.video_episodes, 0)
+    integer("seed", cfg.seed, 0)
+    integer("noise_seed", cfg.noise_seed, 0)
+    if cfg.vector not in VECTOR_MODES:
+        raise RolloutConfigError(f"vector must be one of {', '.join(VECTOR_MODES)}, got {cfg.vector!r}")
+
+
+def _check_env(env_cfg) -> None:
+    """The env id must be registered (``module:EnvId`` imports ``module`` first, as gym.make does)."""
+    import importlib
+
+    import gymnasium as gym
+
+    from parapolicy.errors import RolloutConfigError
+
+    ensure_envs_importable()
+    env_id = str(env_cfg.id)
+    if ":" in env_id:
+        module, env_id = env_id.split(":", 1)
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise RolloutConfigError(f"env module {module!r} of env id {env_cfg.id!r} does not import: {exc}") from None
+    if env_id not in gym.registry:
+        raise RolloutConfigError(f"env id {env_cfg.id!r} is not a registered gymnasium env "
+                                 f"(expected e.g. parapolicy/PushT-keypoints-v0)")
+
+
+def prepare(cfg):
+    """Load and configure the policy and env factory; raises before anything is written."""
+    import parapolicy
+
+    check_settings(cfg)
+    _check_env(cfg.env)
+    ckpt = resolve_checkpoint(cfg)
+    policy = parapolicy.load_policy(ckpt, device=cfg.policy.device, use_ema=cfg.policy.use_ema,
+                                    trust_checkpoint=bool(cfg.policy.trust_checkpoint))
+    policy.accelerate(cfg.policy.get("acceleration", "eager"))
+    name, settings = sampler_settings(cfg.sampler)
+    if cfg.compare_sampler:
+        other_name, other_settings = sampler_settings(cfg.compare_sampler)
+        policy.set_sampler(other_name, **other_settings)  # a bad compare_sampler is refused now
+    policy.set_sampler(name, **settings)
+    log.info("loaded %s (%s, horizon %d, %d obs steps, %d action steps); sampler %s %s", ckpt,
+             policy.spec.family, policy.spec.horizon, policy.spec.n_obs_steps, policy.spec.n_action_steps, name,
+             settings)
+    return ckpt, policy, (name, settings)
+
+
+def run_rollout(cfg, output_dir: str, on_chunk=None, obs_adapter=None) -> dict:
+    """Everything the CLI does, callable from Python with a composed cfg; returns results.json's dict."""
+    from omegaconf import OmegaConf
+
+    from parapolicy.logging import RunLogger
+
+    started = time.time()
+    ckpt, policy, (name, settings) = prepare(cfg)
+    make_env = make_env_factory(cfg.env, policy.spec)
+    seeds = [int(cfg.seed) + i for i in range(int(cfg.n_episodes))]
+    adapter = obs_adapter or keyed_obs(cfg.env.obs_key)
+    episode_kwargs = dict(noise_seed=int(cfg.noise_seed), batch_size=cfg.n_envs, vector=cfg.vector,
+                          obs_adapter=adapter, on_chunk=on_chunk)
+    log.info("%d episodes (seeds %d..%d) on %s, batches of %s, vector=%s", len(seeds), seeds[0], seeds[-1], cfg.env.id,
+             cfg.n_envs or len(seeds), cfg.vector)
+    logger = RunLogger(mode=cfg.logger.mode, project=cfg.logger.project, directory=output_dir,
+                       config=OmegaConf.to_container(cfg, resolve=True), tags=[name, cfg.env.id])
+    results = {
+        "checkpoint": os.path.abspath(ckpt),
+        "env": cfg.env.id,
+        "sampler": {"name": name, **settings},
+        "device": device_name(cfg.policy.device),
+        "versions": versions(),
+        "seeds": seeds,
+        "noise_seed": int(cfg.noise_seed),
+        "policy": {"family": policy.spec.family, "horizon": policy.spec.horizon,
+                   "n_obs_steps": policy.spec.n_obs_steps, "n_action_steps": policy.spec.n_action_steps,
+                   "num_inference_steps": len(policy.scheduler.timesteps)},
+    }
+    run, paired, videos = RunResult(episodes=[]), None, []
+    try:
+        if cfg.compare_sampler:
+            from parapolicy.eval.compare import run_paired
+
+            other = sampler_settings(cfg.compare_sampler)
+            run, paired = run_paired(policy, make_env, seeds, (name, settings), other, **episode_kwargs)
+            run.interrupted = paired["interrupted"]
+        else:
+            run = run_episodes(policy, make_env, seeds, **episode_kwargs)
+        if int(cfg.video_episodes) > 0 and not run.interrupted:
+            from parapolicy.eval.video import record_videos
+
+            videos = record_videos(policy, cfg.env, seeds[: int(cfg.video_episodes)], output_dir,
+                                   noise_seed=int(cfg.noise_seed), obs_adapter=adapter)
+            for path in videos:
+                logger.video(f"rollout/video_{os.path.basename(path)[:-4]}", path)
+    except KeyboardInterrupt:  # keep what finished; the run says it was interrupted
+        run.interrupted = True
+    except BaseException:
+        logger.finish()
+        raise
+    results.update(run.to_json())
+    if paired is not None:
+        results["paired"] = paired
+    results["wall_s"] = time.time() - started
+    results["metrics"] = flat_metrics(results)  # the names logged to wandb, read back by local sweeps
+    write_json_atomic(os.path.join(output_dir, "results.json"), results)
+    write_json_atomic(os.path.join(output_dir, "eval_info.json"), eval_info(results, run.episodes, videos))
+    _log_to_wandb(logger, results, run)
+    logger.finish()
+    return results
+
+
+def _log_to_wandb(logger, results: dict, run: RunResult) -> None:
+    flat = results["metrics"]
+    logger.log(flat)
+    logger.summary(flat)
+    if run.chunk_latency_ms:
+        logger.histogram("rollout/latency_chunk_ms", run.chunk_latency_ms)
+    rewards = results.get("rewards_by_seed", {})
+    if rewards:
+        logger.table("rollout/per_seed", ["seed", "max_reward"], [[int(k), v] for k, v in rewards.items()])
