@@ -12,6 +12,7 @@ trade exactness for a fixed round budget.
 from parapolicy.samplers.base import SamplerBase
 from parapolicy.samplers.executor import EAGER, EagerExecutor, Executor
 from parapolicy.samplers.newton_picard import NewtonPicard
+from parapolicy.samplers.newton_prior import NewtonPrior, prior_trajectory
 from parapolicy.samplers.noise import NoiseDraws, draw_noises
 from parapolicy.samplers.piadm import PIADM
 from parapolicy.samplers.picard import Picard
@@ -27,6 +28,7 @@ __all__ = [
     "EagerExecutor",
     "Executor",
     "NewtonPicard",
+    "NewtonPrior",
     "NoiseDraws",
     "PIADM",
     "Picard",
@@ -43,4 +45,5 @@ __all__ = [
     "draw_noises",
     "make_sampler",
     "make_step_rule",
+    "prior_trajectory",
 ]

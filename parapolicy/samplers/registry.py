@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from parapolicy.errors import SamplerConfigError
 from parapolicy.samplers.newton_picard import NewtonPicard
+from parapolicy.samplers.newton_prior import NewtonPrior
 from parapolicy.samplers.piadm import PIADM
 from parapolicy.samplers.picard import Picard
 from parapolicy.samplers.randomized_midpoint import RandomizedMidpoint
 from parapolicy.samplers.sequential import Sequential
 
 SAMPLERS = {"sequential": Sequential, "picard": Picard, "newton_picard": NewtonPicard, "piadm": PIADM,
-            "randomized_midpoint": RandomizedMidpoint}
+            "randomized_midpoint": RandomizedMidpoint, "newton_prior": NewtonPrior}
 
 
 def make_sampler(name: str, **settings):

@@ -1,0 +1,220 @@
+#!/usr/bin/env python
+"""Rounds per chunk of the exact parallel samplers against the targets of issue 15.
+
+    python scripts/bench_rounds.py --extra-checkpoint PATH --closed-loop-episodes 50
+
+Every case uses the same observations (the first ``--open-loop`` single observations that
+``scripts/bench_samplers.py`` recorded from the sequential PushT rollout, in
+``benchmarks/samplers.json``) with the noise generator seeded by the observation index, and
+compares each sampler's actions with the sequential sampler's on the same draws (PushT
+actions are pixels). Cases: cold start at batch 1 with DDPM-100 on the shipped policy and on
+``--extra-checkpoint`` (an upstream-format checkpoint of another network size), DDIM-16 at
+batch 1, and one batch of ``--batch`` rows (the observations repeated, each row with its own
+noise). The closed loop drives PushT seeds from ``--seed`` with a ``Controller`` (one robot,
+warm start on and off) and pairs each episode's score with the sequential sampler's.
+Tables go to ``benchmarks/samplers.md`` between the rounds markers; raw numbers to ``--out``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import parapolicy
+from parapolicy.metrics import paired_difference, write_json_atomic
+from parapolicy.rollout import ASSETS_DIR, _ensure_envs_importable, device_name
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_latency import with_scheduler  # noqa: E402
+
+SAMPLERS = [  # (sampler name, settings): the defaults a user gets, plus picard for reference
+    ("picard", {"window": 100, "tolerance": 0.1}),
+    ("newton_picard", {}),
+    ("newton_prior", {}),
+]
+TARGETS = {"cold_b1": 7.0, "ddim16": 4.0, "batched": 9.0, "closed_loop": 5.0}
+BEGIN, END = "<!-- rounds:begin -->", "<!-- rounds:end -->"
+
+
+def rounds_of(stats: dict) -> int:
+    """The sequential network-call depth of one chunk (one place to follow the stats rename)."""
+    return int(stats["rounds"] if "rounds" in stats else stats["parallel_iters"])
+
+
+def open_loop(policy, observations, name, settings, batch=1):
+    """Rounds, NFE and max |action - sequential action| over the observations, ``batch`` rows per call."""
+    rows = [observations[i % len(observations)] for i in range(max(batch, len(observations)))]
+    groups = [rows[i : i + batch] for i in range(0, len(rows), batch)] if batch > 1 else [[r] for r in observations]
+    rounds, nfe, dev = [], [], 0.0
+    for g, group in enumerate(groups):
+        obs = {"obs": torch.as_tensor(np.stack(group))}
+        actions = {}
+        for label, (sname, sset) in (("ref", ("sequential", {})), ("got", (name, settings))):
+            policy.set_sampler(sname, **sset)
+            out = policy.predict_action(obs, generator=torch.Generator().manual_seed(g))
+            actions[label] = out["action"]
+        rounds.append(rounds_of(out["stats"]))
+        nfe.append(out["stats"]["nfe"])
+        dev = max(dev, float((actions["got"] - actions["ref"]).abs().max()))
+    return {"rounds": float(np.mean(rounds)), "rounds_max": int(max(rounds)), "nfe": float(np.mean(nfe)),
+            "max_dev_px": dev, "chunks": len(groups), "rows_per_call": batch}
+
+
+def closed_loop(policy, env_id, seeds, max_steps, name, settings, warm):
+    """Per seed: score (max reward) and rounds per chunk of a one-robot Controller."""
+    policy.set_sampler(name, **settings)
+    scores, rounds = [], []
+    for seed in seeds:
+        env = gym.make(env_id)
+        obs, _ = env.reset(seed=seed)
+        best = 0.0
+        with parapolicy.Controller(policy, mode="sync", warm_start=warm,
+                                   generator=torch.Generator().manual_seed(seed)) as ctl:
+            for _ in range(max_steps):
+                obs, reward, terminated, truncated, _ = env.step(ctl.act(obs))
+                best = max(best, float(reward))
+                if terminated or truncated:
+                    break
+            rounds.extend(ctl.rounds)
+        scores.append(best)
+    return {"scores": scores, "rounds": float(np.mean(rounds)), "chunks": len(rounds)}
+
+
+def verdict(value, target, dev=None):
+    ok = value <= target and (dev is None or dev <= 1.0)
+    if ok:
+        return "met"
+    parts = []
+    if value > target:
+        parts.append(f"missed by {value - target:.2f} rounds")
+    if dev is not None and dev > 1.0:
+        parts.append(f"deviation {dev:.2f} px > 1 px")
+    return "; ".join(parts)
+
+
+def table(title, rows, target, command, device):
+    lines = [f"**{title}** (target: <= {target:g} rounds/chunk at <= 1 px)  ",
+             f"Command: `{command}`; device: {device}.\n",
+             "| sampler | rounds/chunk (max) | NFE/chunk | max deviation vs sequential (px) | chunks | target |",
+             "|---|---|---|---|---|---|"]
+    for label, r in rows.items():
+        lines.append(f"| {label} | {r['rounds']:.2f} ({r['rounds_max']}) | {r['nfe']:.0f} | {r['max_dev_px']:.3g} | "
+                     f"{r['chunks']} | {verdict(r['rounds'], target, r['max_dev_px'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def closed_table(result, command, device):
+    lines = [f"**Closed loop, one robot, PushT seeds {result['seeds'][0]}..{result['seeds'][-1]} "
+             f"({len(result['seeds'])} episodes, at most {result['max_steps']} env steps)** "
+             f"(target: <= {TARGETS['closed_loop']:g} rounds/chunk warm, score within sequential's 95% CI)  ",
+             f"Command: `{command}`; device: {device}.\n",
+             "| sampler | start | rounds/chunk | chunks | mean score | score - sequential (95% CI) | target |",
+             "|---|---|---|---|---|---|---|"]
+    seq = result["rows"]["sequential"]["scores"]
+    for label, r in result["rows"].items():
+        if label == "sequential":
+            lines.append(f"| sequential | - | 100 | {r['chunks']} | {np.mean(r['scores']):.3f} | 0 | - |")
+            continue
+        diff = paired_difference(seq, r["scores"])
+        inside = diff["ci95"][0] <= 0.0 <= diff["ci95"][1]
+        target = verdict(r["rounds"], TARGETS["closed_loop"]) if r["warm"] else "-"
+        lines.append(f"| {r['sampler']} | {'warm' if r['warm'] else 'cold'} | {r['rounds']:.2f} | {r['chunks']} | "
+                     f"{np.mean(r['scores']):.3f} | {diff['mean']:+.3f} [{diff['ci95'][0]:+.3f}, {diff['ci95'][1]:+.3f}]"
+                     f"{'' if inside else ' (0 outside)'} | {target} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_block(path, text):
+    """Replace what lies between the rounds markers (append them if absent); the rest is not ours."""
+    old = open(path).read() if os.path.exists(path) else ""
+    block = f"{BEGIN}\n{text}{END}"
+    if BEGIN in old and END in old:
+        new = old[: old.index(BEGIN)] + block + old[old.index(END) + len(END):]
+    else:
+        new = old.rstrip("\n") + "\n\n" + block + "\n"
+    with open(path, "w") as f:
+        f.write(new)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default=os.path.join(ASSETS_DIR, "pusht_keypoints_unet.ckpt"))
+    p.add_argument("--extra-checkpoint", default=None, help="upstream-format DDPM-100 checkpoint, another size")
+    p.add_argument("--observations", default="benchmarks/samplers.json")
+    p.add_argument("--open-loop", type=int, default=40)
+    p.add_argument("--batch", type=int, default=50)
+    p.add_argument("--closed-loop-episodes", type=int, default=50)
+    p.add_argument("--max-steps", type=int, default=300)
+    p.add_argument("--seed", type=int, default=100000)
+    p.add_argument("--env", default="parapolicy/PushT-keypoints-v0")
+    p.add_argument("--only", default="cold,extra,ddim16,batched,closed", help="comma-separated cases")
+    p.add_argument("--out", default="benchmarks/rounds.json")
+    p.add_argument("--md", default="benchmarks/samplers.md")
+    args = p.parse_args(argv)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    command = "python scripts/bench_rounds.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    device = f"{device_name('cpu')}, torch {torch.__version__}"
+    with open(args.observations) as f:
+        observations = np.asarray(json.load(f)["observations"], dtype=np.float32)[: args.open_loop]
+    result = json.load(open(args.out)) if os.path.exists(args.out) else {}
+    result.update(command=command, device=device)
+    wanted = set(args.only.split(","))
+    policy = parapolicy.load_policy(args.checkpoint)
+    cases = [("cold", policy, 1), ("ddim16", with_scheduler(policy, "DDIM-16"), 1), ("batched", policy, args.batch)]
+    if args.extra_checkpoint:
+        cases.insert(1, ("extra", parapolicy.load_policy(args.extra_checkpoint), 1))
+    for case, pol, batch in cases:
+        if case not in wanted:
+            continue
+        rows = {}
+        for name, settings in SAMPLERS:
+            started = time.time()
+            rows[name] = open_loop(pol, observations, name, settings, batch)
+            print(json.dumps({case: {name: rows[name], "wall_s": round(time.time() - started, 1)}}), flush=True)
+        result[case] = {"rows": rows, "checkpoint": pol.spec.source.get("path"), "command": command}
+        write_json_atomic(args.out, result)
+    if "closed" in wanted:
+        _ensure_envs_importable()
+        seeds = list(range(args.seed, args.seed + args.closed_loop_episodes))
+        rows = {"sequential": closed_loop(policy, args.env, seeds, args.max_steps, "sequential", {}, False)}
+        for name, settings in SAMPLERS[1:]:
+            for warm in (False, True):
+                r = closed_loop(policy, args.env, seeds, args.max_steps, name, settings, warm)
+                rows[f"{name}/{'warm' if warm else 'cold'}"] = {**r, "sampler": name, "warm": warm}
+                print(json.dumps({"closed": {name: r["rounds"], "warm": warm}}), flush=True)
+        result["closed"] = {"rows": rows, "seeds": seeds, "max_steps": args.max_steps, "command": command}
+        write_json_atomic(args.out, result)
+    write_block(args.md, markdown(result))
+    print(markdown(result))
+    return 0
+
+
+def markdown(result) -> str:
+    parts = ["## Rounds per chunk (issue 15)\n",
+             "Rounds = sequential network-call depth per chunk; NFE = network evaluations per chunk and sample. "
+             "Deviation = max |action - sequential action| on the same observations and noise draws (pixels). "
+             "newton_prior = newton_picard's secant-Newton rounds started from the trajectory of a Gaussian "
+             "stand-in denoiser instead of x_T everywhere (same fixed point).\n"]
+    titles = {"cold": ("Cold start, batch 1, DDPM-100, shipped policy", "cold_b1"),
+              "extra": ("Cold start, batch 1, DDPM-100, upstream-format checkpoint of another size", "cold_b1"),
+              "ddim16": ("Cold start, batch 1, DDIM-16, shipped policy", "ddim16"),
+              "batched": ("One batch of rows (observations repeated, own noise per row), DDPM-100", "batched")}
+    for case, (title, target) in titles.items():
+        if case in result:
+            r = result[case]
+            parts.append(table(f"{title} ({os.path.basename(r['checkpoint'] or '')})", r["rows"], TARGETS[target],
+                               r["command"], result["device"]))
+    if "closed" in result:
+        parts.append(closed_table(result["closed"], result["closed"]["command"], result["device"]))
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
