@@ -223,7 +223,21 @@ def markdown(result) -> str:
                                r["command"], result["device"]))
     if "closed" in result:
         parts.append(closed_table(result["closed"], result["closed"]["command"], result["device"]))
+    missing = [label for case, label in (("extra", "cold start on an upstream-format checkpoint of another size "
+                                          "(pass --extra-checkpoint)"),
+                                         ("closed", "closed loop with warm start and paired scores (case closed)"))
+               if case not in result]
+    if missing:
+        parts.append("Not measured in this run: " + "; ".join(missing) + ".\n")
+    parts.append(WHY)
     return "\n".join(parts)
+
+
+WHY = ("Why rounds stay above the targets: a round accepts a step only after its state stopped moving, so the "
+       "last accepted states cost one confirming round; the first steps of the PushT schedule (alpha_bar near 0, "
+       "clipped x0) are so nonlinear that early rounds accept about one step each whatever the Jacobian model; and "
+       "the low-noise tail is judged against small noise variances. The prior start removes the rounds spent moving "
+       "states from x_T towards the data; the rest needs a better model of the step Jacobians (see the issue).\n")
 
 
 if __name__ == "__main__":
