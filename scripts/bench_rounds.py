@@ -219,6 +219,8 @@ def markdown(result) -> str:
     for case, (title, target) in titles.items():
         if case in result:
             r = result[case]
+            rows_per_call = next(iter(r["rows"].values()))["rows_per_call"]
+            title = title.replace("One batch of rows", f"One batch of {rows_per_call} rows")
             parts.append(table(f"{title} ({os.path.basename(r['checkpoint'] or '')})", r["rows"], TARGETS[target],
                                r["command"], result["device"]))
     if "closed" in result:
