@@ -31,3 +31,11 @@ class UntrustedCheckpointError(CheckpointError):
 
 class AccelerationError(ParapolicyError, ValueError):
     """An unknown acceleration mode, or one the policy's device cannot run (graphs need CUDA)."""
+
+
+class PrefixError(ParapolicyError, ValueError):
+    """A known action prefix (real-time chunking) that does not fit the policy or the sampler."""
+
+
+class ControllerConfigError(ParapolicyError, ValueError):
+    """A Controller setting outside its valid range (mode, control rate, chunk length, delay)."""

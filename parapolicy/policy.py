@@ -15,15 +15,17 @@ import torch
 from torch import nn
 
 from parapolicy.acceleration import GraphedDenoiser, make_denoiser
-from parapolicy.errors import AccelerationError, ObservationError
+from parapolicy.errors import AccelerationError, ObservationError, PrefixError
 from parapolicy.models.normalizer import LinearNormalizer
 from parapolicy.samplers import Picard, Sequential, draw_noises, make_sampler, make_step_rule, warm_start_guess
+from parapolicy.samplers.prefix import ActionPrefix, constrained_denoiser
 
 # How observations enter the denoiser.
 GLOBAL = "global"  # UNet: flattened obs features appended to the step embedding (FiLM)
 LOCAL = "local"  # UNet: per-timestep obs features (lowdim only)
 INPAINT = "inpaint"  # obs written into the trajectory and re-imposed every step
 TOKENS = "tokens"  # transformer: one condition token per observation step
+PREFIX_SAMPLERS = ("sequential", "picard", "newton_picard")  # exact samplers that call denoise(x, int t)
 
 
 @dataclass
@@ -90,7 +92,8 @@ class Policy(nn.Module):
         return list(self.spec.obs_shapes)
 
     # ------------------------------------------------------------------ inference
-    def predict_action(self, obs_dict: dict, generator: torch.Generator | None = None, warm_start=None) -> dict:
+    def predict_action(self, obs_dict: dict, generator: torch.Generator | None = None, warm_start=None,
+                       prefix=None, callback=None) -> dict:
         """Sample an action chunk; same outputs and semantics as upstream's predict_action.
 
         Returns ``action`` (B, n_action_steps, Da), ``action_pred`` (B, horizon, Da) and
@@ -99,6 +102,9 @@ class Policy(nn.Module):
         ``warm_start`` is a guess of those outputs (e.g. the previous chunk's, shifted by the
         executed steps): Picard starts its iteration from the trajectory they imply with this
         call's noise, which changes its round count, not its answer; other samplers ignore it.
+        ``prefix`` (an ``ActionPrefix``) fixes the chunk's first executed actions (real-time
+        chunking, ``parapolicy.samplers.prefix``); ``callback(event)`` is passed to the sampler,
+        which calls it between rounds (raising there cancels the call).
         """
         started = time.perf_counter()
         if self.acceleration != "eager" and self.device.type != "cuda":
@@ -122,9 +128,16 @@ class Policy(nn.Module):
                                                        cond_data, cond_mask)
             if hasattr(self.sampler, "extra_inputs"):  # e.g. randomized midpoints, drawn after x_T and noises
                 extra.update(self.sampler.extra_inputs(draws.x_T, generator))
+            if prefix is not None:
+                bind = self._prefixed(bind, draws, prefix)
+            if callback is not None:
+                extra["callback"] = callback
             result = self.sampler.sample(bind, self._rule, draws.x_T, draws.noises, cond_data, cond_mask, **extra)
             naction = result.sample[..., : self.spec.action_dim]
             action_pred = self.normalizer.unnormalize("action", naction)
+            if prefix is not None and prefix.constrains:  # the frozen actions, bit for bit
+                rows = slice(self._action_rows().start, self._action_rows().start + prefix.frozen)
+                action_pred[:, rows] = prefix.actions[:, : prefix.frozen].to(action_pred)
         spec = self.spec
         if spec.pred_action_steps_only:
             action = action_pred
@@ -152,6 +165,21 @@ class Policy(nn.Module):
         return bind, shape
 
     # ------------------------------------------------------------------ internals
+    def _action_rows(self) -> slice:
+        """Where the executed actions sit in ``action_pred``."""
+        start = 0 if self.spec.pred_action_steps_only else self.spec.action_start
+        return slice(start, start + self.spec.n_action_steps)
+
+    def _prefixed(self, bind, draws, prefix: ActionPrefix):
+        if not isinstance(prefix, ActionPrefix):
+            raise PrefixError(f"prefix must be a parapolicy.samplers.prefix.ActionPrefix, got {type(prefix).__name__}")
+        if prefix.constrains and getattr(self.sampler, "name", None) not in PREFIX_SAMPLERS:
+            raise PrefixError(f"prefix sampling needs an exact discrete-time sampler {PREFIX_SAMPLERS}, "
+                              f"got {getattr(self.sampler, 'name', type(self.sampler).__name__)!r}")
+        known = self.normalizer.normalize("action", prefix.actions.to(self.device, torch.float32))
+        return constrained_denoiser(bind, self._rule, draws.x_T, draws.noises, prefix, known, self._action_rows(),
+                                    self.spec.action_dim)
+
     def _checked_obs(self, obs_dict: dict) -> dict:
         """One clear error naming expected vs got for missing keys or wrong shapes."""
         if not isinstance(obs_dict, dict):
