@@ -107,7 +107,11 @@ def run_rollout(cfg, output_dir: str) -> dict:
     }
     path = os.path.join(output_dir, "results.json")
     try:
-        if cfg.compare_sampler:
+        if cfg.get("controller") and cfg.controller.mode:  # simulated-clock real-time control
+            from parapolicy.eval.realtime import run_realtime_episodes
+
+            results.update(run_realtime_episodes(policy, cfg, seeds))
+        elif cfg.compare_sampler:
             other_name, other_settings = sampler_settings(cfg.compare_sampler)
             results.update(run_paired(policy, make_env, seeds, cfg, (name, settings), (other_name, other_settings)))
         else:

@@ -99,27 +99,34 @@ def _gaussian_denoiser(alphas):
 def _replacement_moments(rule, alphas):
     """Mean and covariance of the unknown entries after the hard form, by propagating Gaussians.
 
-    Each step maps the unknowns linearly: x_b' = M x_b + K x_a + c + std * n, where x_a is
-    the forward-noised known part (mean sqrt(abar) y, variance 1 - abar, fresh each step).
+    State v = (x_b, z): the unknowns and the noise z behind the known part's forward-noised
+    value x_a = sqrt(abar) y + sqrt(1 - abar) z. Each step maps v linearly,
+    x_b' = M x_b + K x_a + c + std * n, and z' is the step's fresh draw (DDPM) or stays (DDIM).
     """
-    coef = rule.step_coefficients("cpu")
-    mean, cov = torch.zeros(H - 2, dtype=torch.float64), torch.eye(H - 2, dtype=torch.float64)
+    coef, eye = rule.step_coefficients("cpu"), torch.eye(H, dtype=torch.float64)
+    mean, cov = torch.zeros(H, dtype=torch.float64), eye.clone()  # x_T: unknowns and z = x_T's known entries
     for i, t in enumerate(rule.timesteps.tolist()):
         a = alphas[t]
-        precision = torch.linalg.inv(a * SIGMA + (1 - a) * torch.eye(H, dtype=torch.float64))
+        precision = torch.linalg.inv(a * SIGMA + (1 - a) * eye)
         p_ba, p_bb = precision[2:, :2], precision[2:, 2:]
         first, x0s, es, xs = (float(v[i]) for v in (coef.first, coef.x0_scale, coef.eps_scale, coef.x_scale))
-        # x' = x0s * (x - es * eps) / xs + (first * eps if ddim else first * x); eps_b = sqrt(1-a) (P_ba xa' + P_bb xb')
+        # x' = x0s * (x - es * eps) / xs + (first * eps if ddim else first * x); eps_b = sqrt(1-a) (P_ba xa + P_bb xb)
         on_x, on_eps = x0s / xs + (0.0 if coef.ddim else first), -x0s * es / xs + (first if coef.ddim else 0.0)
         scale = (1 - a).sqrt()
-        m = on_x * torch.eye(H - 2, dtype=torch.float64) + on_eps * scale * p_bb
         k = on_eps * scale * p_ba
-        c = -on_eps * scale * a.sqrt() * (p_ba @ MU[:2] + p_bb @ MU[2:])
-        xa_mean, xa_var = a.sqrt() * Y, (1 - a)
+        step = torch.zeros(H, H, dtype=torch.float64)
+        step[:2, :2] = on_x * eye[:2, :2] + on_eps * scale * p_bb
+        step[:2, 2:] = k * (1 - a).sqrt()
+        step[2:, 2:] = eye[:2, :2]
+        shift = torch.zeros(H, dtype=torch.float64)
+        shift[:2] = k @ (a.sqrt() * Y) - on_eps * scale * a.sqrt() * (p_ba @ MU[:2] + p_bb @ MU[2:])
+        mean, cov = step @ mean + shift, step @ cov @ step.T
         std = float(coef.noise_std[i]) if bool(coef.drawn[i]) else 0.0
-        mean = m @ mean + k @ xa_mean + c
-        cov = m @ cov @ m.T + xa_var * (k @ k.T) + std**2 * torch.eye(H - 2, dtype=torch.float64)
-    return mean, cov
+        cov[:2, :2] += std**2 * eye[:2, :2]
+        if rule.draws_noise[i]:  # the next state's known part is noised with this step's fresh draw
+            mean[2:], cov[2:, :], cov[:, 2:] = 0.0, 0.0, 0.0
+            cov[2:, 2:] = eye[:2, :2]
+    return mean[:2], cov[:2, :2]
 
 
 @pytest.mark.parametrize("scheduler", [DDPMScheduler, DDIMScheduler])
@@ -195,3 +202,19 @@ def test_realtime_settings_errors():
         RealtimeSettings("rtc", -1)
     with pytest.raises(ControllerConfigError, match="delay_ticks=9 needs chunks of >= 18 actions, the policy plans 15"):
         RealtimeSettings("rtc", 9).horizon(8, 15)
+
+
+def test_rollout_cli_runs_rtc_on_the_simulated_clock(toy_ckpt, tmp_path):  # noqa: F811
+    import json
+
+    from hydra import compose, initialize_config_dir
+
+    from parapolicy.rollout import CONFIG_DIR, run_rollout
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose("rollout", overrides=[f"checkpoint={toy_ckpt}", "env=toy", "n_episodes=2", "logger=disabled",
+                                            "progress=false", "controller.mode=rtc", "controller.delay_ticks=2"])
+    run_rollout(cfg, str(tmp_path))
+    realtime = json.load(open(tmp_path / "results.json"))["realtime"]
+    assert (realtime["mode"], realtime["delay_ticks"], realtime["guidance"]) == ("rtc", 2, "hard")
+    assert realtime["n_episodes"] == 2 and realtime["mean_jump"] > 0 and realtime["execution_horizon"] == 6

@@ -201,3 +201,29 @@ def run_realtime(policy, make_env, seeds, settings: RealtimeSettings, generator=
     result.steps = [len(env.rewards) for env in envs]
     result.chunks = [(c[0], c[2]) for c in clock.chunks]
     return result
+
+
+def run_realtime_episodes(policy, cfg, seeds) -> dict:
+    """The rollout CLI's ``controller.mode=...`` path: results.json fields for one realtime run.
+
+    ``cfg.controller`` holds mode, delay_ticks and guidance; seeds run in batches of
+    ``cfg.n_envs`` with one noise generator across the run, as plain rollouts do.
+    """
+    import gymnasium as gym
+
+    ctl = cfg.controller
+    settings = RealtimeSettings(str(ctl.mode), int(ctl.get("delay_ticks") or 0), str(ctl.get("guidance", "hard")))
+    kwargs = dict(cfg.env.get("kwargs") or {})
+    generator = torch.Generator().manual_seed(int(cfg.noise_seed))
+    size = int(cfg.n_envs) if cfg.get("n_envs") else len(seeds)
+    runs = [run_realtime(policy, lambda: gym.make(cfg.env.id, **kwargs), seeds[i : i + size], settings,
+                         generator=generator, obs_key=cfg.env.obs_key, max_steps=int(cfg.env.max_episode_steps))
+            for i in range(0, len(seeds), size)]
+    merged = runs[0]
+    for other in runs[1:]:
+        for name in ("scores", "successes", "steps", "jumps", "step_sizes", "rounds", "nfe"):
+            getattr(merged, name).extend(getattr(other, name))
+        merged.fallbacks += other.fallbacks
+    summary = merged.summary()
+    return {"mean_score": summary["mean_score"], "success_rate": summary["success_rate"],
+            "realtime": summary, "rewards_by_seed": {str(s): r for s, r in zip(seeds, merged.scores)}}
