@@ -8,95 +8,214 @@ repeating the first, as upstream's MultiStepWrapper) and a queue of planned acti
 * ``mode="async"``: inference for the next chunk runs in a background thread, started
   early enough -- from the measured latency -- that the queue does not run dry. A chunk
   planned from the observation at tick k covers ticks k, k+1, ...; when it arrives at
-  tick k+d it replaces the not-yet-executed tail from index d on.
+  tick k+d it replaces the not-yet-executed tail from index d on (naive async: the switch
+  jumps between two independent samples).
+* ``mode="rtc"``: real-time chunking. Like async, but the new chunk is sampled with its
+  first d actions fixed to the ones the robot executes meanwhile (``guidance`` "hard" or
+  "soft", see ``parapolicy.samplers.prefix``), so it continues the old plan instead of
+  jumping. d is ``delay_ticks`` when given, else the measured latency in ticks plus one.
 
 ``warm_start=True`` (Picard only) starts each chunk's iteration from the trajectory implied
 by the previous chunk's per-step network outputs, shifted along the horizon by the ticks
 since it was planned, pushed through this chunk's fresh x_T and noises; the answer is
 unchanged and only the number of rounds drops.
+
+Inference runs in a daemon thread; ``close(timeout)`` cancels it between sampler rounds
+(through the sampler's callback), so it returns within the timeout, and raises a failure
+that no ``act`` has reported yet. One controller drives one robot: ``act`` from two
+threads at once is refused with one clear error.
 """
 
 from __future__ import annotations
 
+import math
+import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
-from parapolicy.errors import ParapolicyError
+from parapolicy.errors import ControllerConfigError, ParapolicyError
+from parapolicy.samplers import SamplingCancelled
 from parapolicy.metrics import latency_summary
+from parapolicy.samplers.prefix import GUIDANCE_FORMS, ActionPrefix
+
+MODES = ("sync", "async", "rtc")
 
 
 class ControllerError(ParapolicyError, RuntimeError):
-    """Inference in the background thread failed; raised on the next ``act``."""
+    """Inference in the background thread failed, or the controller is closed or used concurrently."""
+
+
+class InferenceCancelled(SamplingCancelled):
+    """``close`` stopped an inference between two sampler rounds."""
+
+
+def sampler_counts(stats: dict) -> tuple[int, int, str | None]:
+    """(rounds, nfe, fallback) of one chunk: the one place that reads sampler stats names."""
+    return int(stats.get("rounds", 0)), int(stats.get("nfe", 0)), stats.get("fallback")
+
+
+def shifted_outputs(outputs: torch.Tensor, shift: int):
+    """Per-step network outputs (N, B, horizon, D) moved ``shift`` ticks along the horizon.
+
+    The warm-start guess for a chunk planned ``shift`` ticks after the one that produced
+    ``outputs``; the tail is padded with the last step. None when nothing overlaps.
+    """
+    if shift >= outputs.shape[2]:
+        return None
+    tail = outputs[:, :, shift:]
+    return torch.cat([tail, tail[:, :, -1:].expand(-1, -1, shift, -1)], dim=2)
+
+
+def _check_number(name: str, value, minimum_exclusive=0.0):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or value <= minimum_exclusive:
+        raise ControllerConfigError(f"{name} must be a finite number > {minimum_exclusive:g}, got {value!r}")
+
+
+class _Inference:
+    """One predict_action call in a daemon thread, cancellable between sampler rounds."""
+
+    def __init__(self, fn, planned_at: int, frozen: int):
+        self.planned_at, self.frozen = planned_at, frozen
+        self.cancel, self.done = threading.Event(), threading.Event()
+        self.result, self.error, self.reported = None, None, False
+        self.thread = threading.Thread(target=self._run, args=(fn,), daemon=True, name="parapolicy-inference")
+        self.thread.start()
+
+    def _run(self, fn):
+        try:
+            self.result = fn(self._between_rounds)
+        except BaseException as exc:  # noqa: BLE001 - handed to the thread that calls act/close
+            self.error = exc
+        finally:
+            self.done.set()
+
+    def _between_rounds(self, event) -> None:
+        if self.cancel.is_set():
+            raise InferenceCancelled("the controller was closed during inference")
+
+    @property
+    def unreported_failure(self):
+        failed = self.done.is_set() and self.error is not None and not isinstance(self.error, InferenceCancelled)
+        return self.error if failed and not self.reported else None
 
 
 class Controller:
     def __init__(self, policy, control_hz: float = 10.0, n_action_steps: int | None = None, mode: str = "sync",
                  latency_budget_ms: float | None = None, generator: torch.Generator | None = None,
-                 warm_start: bool = False, obs_key: str = "obs"):
-        if mode not in ("sync", "async"):
-            raise ValueError(f"mode must be 'sync' or 'async', got {mode!r}")
-        if control_hz <= 0:
-            raise ValueError(f"control_hz must be > 0, got {control_hz}")
+                 warm_start: bool = False, obs_key: str = "obs", delay_ticks: int | None = None,
+                 guidance: str = "hard"):
+        if not isinstance(mode, str) or mode not in MODES:
+            raise ControllerConfigError(f"mode must be one of {MODES}, got {mode!r}")
+        _check_number("control_hz", control_hz)
+        if latency_budget_ms is not None:
+            _check_number("latency_budget_ms", latency_budget_ms)
+        spec = policy.spec
+        available = spec.n_action_steps if spec.pred_action_steps_only else spec.horizon - spec.action_start
+        steps = spec.n_action_steps if n_action_steps is None else n_action_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= available:
+            raise ControllerConfigError(f"n_action_steps must be an integer in [1, {available}], got {n_action_steps!r}")
+        if delay_ticks is not None:
+            if mode != "rtc":
+                raise ControllerConfigError(f"delay_ticks applies to mode='rtc', got mode={mode!r}")
+            if isinstance(delay_ticks, bool) or not isinstance(delay_ticks, int) or not 0 <= delay_ticks < steps:
+                raise ControllerConfigError(f"delay_ticks must be an integer in [0, {steps - 1}] "
+                                            f"(n_action_steps={steps}), got {delay_ticks!r}")
+        if guidance not in GUIDANCE_FORMS:
+            raise ControllerConfigError(f"guidance must be one of {GUIDANCE_FORMS}, got {guidance!r}")
         self.policy, self.mode, self.obs_key = policy, mode, obs_key
         self.period_s = 1.0 / float(control_hz)
-        self.n_action_steps = int(n_action_steps or policy.spec.n_action_steps)
-        if not 1 <= self.n_action_steps <= policy.spec.horizon - policy.spec.action_start:
-            raise ValueError(f"n_action_steps must be in [1, {policy.spec.horizon - policy.spec.action_start}]")
+        self.n_action_steps, self.delay_ticks, self.guidance = steps, delay_ticks, guidance
         self.latency_budget_ms = latency_budget_ms
         self.generator = generator
         self.warm_start = warm_start
-        # one worker: inferences never overlap, in sync and async mode alike
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parapolicy-inference")
         self._closed = False
+        self._act_lock = threading.Lock()
         self.chunk_latency_ms, self.act_latency_ms, self.rounds = [], [], []
-        self.deadline_misses, self.empty_queue_waits = 0, 0
+        self.measured_delay_ticks, self.jumps = [], []
+        self.deadline_misses, self.empty_queue_waits, self.late_chunks, self.fallbacks = 0, 0, 0, 0
         self._inflight = None
         self.reset()
 
     # ------------------------------------------------------------------ lifecycle
     def reset(self) -> None:
-        """Forget the episode: history, planned actions, in-flight result (stats are kept)."""
-        self._wait_inflight()
+        """Forget the episode: history, planned actions, in-flight inference (stats are kept)."""
+        if self._inflight is not None:
+            self._inflight.cancel.set()
+            self._inflight.done.wait()
         self._history = deque(maxlen=self.policy.spec.n_obs_steps)
         self._plan: list[np.ndarray] = []  # actions for ticks self._tick, self._tick + 1, ...
         self._tick = 0
-        self._inflight = None  # (future, tick it was planned at)
+        self._inflight = None
         self._last_outputs = None  # (per-step denoiser outputs, tick they were planned at)
+        self._chunk = None  # (tick planned at, every action the chunk planned from there on)
+        self._last_action, self._switch_tick = None, None
 
-    def close(self) -> None:
-        """Stop the inference thread; waits for a running inference (never hangs on a queue)."""
+    def close(self, timeout: float = 5.0) -> bool:
+        """Cancel a running inference between sampler rounds and wait at most ``timeout`` s.
+
+        Returns whether the inference thread has stopped (True when none was running).
+        Raises ``ControllerError`` for an inference failure that no ``act`` has reported.
+        """
+        _check_number("timeout", timeout, minimum_exclusive=-1e-9)
         if self._closed:
-            return
+            return True
         self._closed = True
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        inflight = self._inflight
+        if inflight is None:
+            return True
+        inflight.cancel.set()
+        stopped = inflight.done.wait(timeout)
+        failure = inflight.unreported_failure
+        if failure is not None:
+            inflight.reported = True
+            raise ControllerError(f"inference failed before close: {type(failure).__name__}: {failure}") from failure
+        return stopped
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+            return False
+        try:
+            self.close()
+        except ControllerError as failure:  # the exception already in flight is the one to see
+            exc.add_note(str(failure))
         return False
 
     # ------------------------------------------------------------------ control
     def act(self, obs) -> np.ndarray:
         """The action for this tick (shape (Da,)), given this tick's observation."""
+        if not self._act_lock.acquire(blocking=False):
+            raise ControllerError("act() called from two threads at once; one controller drives one robot: "
+                                  "call act() from one control loop")
+        try:
+            return self._act(obs)
+        finally:
+            self._act_lock.release()
+
+    def _act(self, obs) -> np.ndarray:
         if self._closed:
             raise ControllerError("controller is closed")
         started = time.perf_counter()
         self._history.append(obs)
         self._collect(block=False)
-        if self.mode == "async":
+        if self.mode != "sync":
             self._maybe_start()
         if not self._plan:
-            self.empty_queue_waits += self._tick > 0 and self.mode == "async"
+            self.empty_queue_waits += self._tick > 0 and self.mode != "sync"
             if self._inflight is None:
                 self._start()
             self._collect(block=True)
         action = self._plan.pop(0)
+        if self._tick == self._switch_tick and self._last_action is not None:
+            self.jumps.append(float(np.linalg.norm(action - self._last_action)))
+        self._last_action = action
         self._tick += 1
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         self.act_latency_ms.append(elapsed_ms)
@@ -106,13 +225,23 @@ class Controller:
 
     @property
     def stats(self) -> dict:
+        """Latencies, deadline misses, delays, jumps at chunk switches, rounds and fallbacks."""
+        jumps = np.asarray(self.jumps, dtype=float)
+        delays = np.asarray(self.measured_delay_ticks, dtype=float)
         return {
+            "mode": self.mode,
             "chunk_latency_ms": latency_summary(self.chunk_latency_ms),
             "act_latency_ms": latency_summary(self.act_latency_ms),
             "deadline_misses": int(self.deadline_misses),
             "empty_queue_waits": int(self.empty_queue_waits),
+            "late_chunks": int(self.late_chunks),
             "ticks": len(self.act_latency_ms),
+            "delay_ticks": {"mean": float(delays.mean()) if delays.size else 0.0,
+                            "max": int(delays.max()) if delays.size else 0},
+            "jump_at_switch": {"count": int(jumps.size), "mean": float(jumps.mean()) if jumps.size else 0.0,
+                               "max": float(jumps.max()) if jumps.size else 0.0},
             "rounds_per_chunk": float(np.mean(self.rounds)) if self.rounds else 0.0,
+            "fallbacks": int(self.fallbacks),
             "period_ms": self.period_s * 1000.0,
         }
 
@@ -128,57 +257,77 @@ class Controller:
         recent = self.chunk_latency_ms[-5:]
         return (max(recent) / 1000.0) if recent else self.period_s * self.n_action_steps
 
+    def _delay_ticks(self) -> int:
+        """Ticks that may pass before the next chunk lands: fixed, or measured (+1 tick margin)."""
+        if self.delay_ticks is not None:
+            return self.delay_ticks
+        return int(np.ceil(self._expected_latency_s() / self.period_s)) + 1
+
     def _maybe_start(self) -> None:
         if self._inflight is not None or not self._plan:
             return
-        ticks_needed = int(np.ceil(self._expected_latency_s() / self.period_s)) + 1
-        if len(self._plan) <= ticks_needed:
+        if len(self._plan) <= self._delay_ticks():
             self._start()
 
     def _start(self) -> None:
         obs = self._obs_batch()
         guess = self._warm_guess() if self.warm_start else None
-        self._inflight = (self._executor.submit(self._infer, obs, guess), self._tick)
+        prefix = self._prefix()
+        frozen = prefix.frozen if prefix is not None else 0
+        self._inflight = _Inference(lambda check: self._infer(obs, guess, prefix, check), self._tick, frozen)
+
+    def _prefix(self) -> ActionPrefix | None:
+        """RTC: the actions that execute while this chunk is computed, and the rest of the old plan."""
+        if self.mode != "rtc" or not self._plan or self._chunk is None:
+            return None
+        planned_at, actions = self._chunk
+        known = actions[self._tick - planned_at :]
+        frozen = min(self._delay_ticks(), len(self._plan))
+        return ActionPrefix(torch.as_tensor(known)[None], frozen=frozen, guidance=self.guidance)
 
     def _warm_guess(self):
         if self._last_outputs is None:
             return None
         outputs, planned_at = self._last_outputs  # (steps, B, horizon, D)
-        shift = self._tick - planned_at
-        if shift >= outputs.shape[2]:
-            return None
-        tail = outputs[:, :, shift:]
-        return torch.cat([tail, tail[:, :, -1:].expand(-1, -1, shift, -1)], dim=2)
+        return shifted_outputs(outputs, self._tick - planned_at)
 
-    def _infer(self, obs, guess):
-        return self.policy.predict_action(obs, generator=self.generator, initial_guess=guess)
+    def _infer(self, obs, guess, prefix, check):
+        kwargs = {"generator": self.generator, "initial_guess": guess}
+        kwargs["callback"] = check
+        if prefix is not None:
+            kwargs["prefix"] = prefix
+        return self.policy.predict_action(obs, **kwargs)
 
     def _collect(self, block: bool) -> None:
-        if self._inflight is None:
+        inflight = self._inflight
+        if inflight is None:
             return
-        future, planned_at = self._inflight
-        if not block and not future.done():
+        if not block and not inflight.done.is_set():
             return
+        inflight.done.wait()
         self._inflight = None
-        try:
-            out = future.result()
-        except Exception as exc:
+        if inflight.error is not None:
+            inflight.reported = True
+            exc = inflight.error
             raise ControllerError(f"inference failed: {type(exc).__name__}: {exc}") from exc
+        out = inflight.result
         self.chunk_latency_ms.append(out["stats"]["latency_ms"])
-        self.rounds.append(out["stats"].get("rounds", 0))
+        rounds, _, fallback = sampler_counts(out["stats"])
+        self.rounds.append(rounds)
+        self.fallbacks += fallback is not None
         if "denoiser_outputs" in out:
-            self._last_outputs = (out["denoiser_outputs"].detach(), planned_at)
-        chunk = out["action"][0, : self.n_action_steps].detach().cpu().numpy()
-        late = self._tick - planned_at
+            self._last_outputs = (out["denoiser_outputs"].detach(), inflight.planned_at)
+        spec = self.policy.spec
+        start = 0 if spec.pred_action_steps_only else spec.action_start
+        planned = out["action_pred"][0, start:].detach().cpu().numpy()
+        self._chunk = (inflight.planned_at, planned)
+        chunk = planned[: self.n_action_steps]
+        late = self._tick - inflight.planned_at
+        if inflight.planned_at > 0:
+            self.measured_delay_ticks.append(late)
+            self.late_chunks += self.mode == "rtc" and late > inflight.frozen
+        self._switch_tick = inflight.planned_at + max(late, inflight.frozen)
         if late < len(chunk):
             self._plan = list(chunk[late:])
         elif not self._plan:
             self._plan = [chunk[-1]]  # inference took longer than the whole chunk: hold the last action
-
-    def _wait_inflight(self) -> None:
-        inflight = self._inflight
-        if inflight is not None:
-            try:
-                inflight[0].result()
-            except Exception:  # noqa: BLE001 - the episode is being discarded
-                pass

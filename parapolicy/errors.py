@@ -39,3 +39,11 @@ class InputError(ParapolicyError, ValueError):
 
 class RolloutConfigError(ParapolicyError, ValueError):
     """A rollout setting out of range (n_episodes, vector mode, sweep file) or an env without a checkpoint."""
+
+
+class PrefixError(ParapolicyError, ValueError):
+    """A known action prefix (real-time chunking) that does not fit the policy or the sampler."""
+
+
+class ControllerConfigError(ParapolicyError, ValueError):
+    """A Controller setting outside its valid range (mode, control rate, chunk length, delay)."""

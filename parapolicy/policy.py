@@ -15,16 +15,19 @@ import torch
 from torch import nn
 
 from parapolicy.acceleration import GraphedDenoiser, GraphExecutor, make_denoiser
-from parapolicy.errors import AccelerationError, InputError, NonFiniteSampleError, ObservationError, SamplerConfigError
+from parapolicy.errors import (AccelerationError, InputError, NonFiniteSampleError, ObservationError, PrefixError,
+                               SamplerConfigError)
 from parapolicy.models.normalizer import LinearNormalizer
 from parapolicy.samplers import (EAGER, DenoisingProblem, SampleResult, Sampler, Sequential, draw_noises, make_sampler,
                                  make_step_rule)
+from parapolicy.samplers.prefix import ActionPrefix, constrained_denoiser
 
 # How observations enter the denoiser.
 GLOBAL = "global"  # UNet: flattened obs features appended to the step embedding (FiLM)
 LOCAL = "local"  # UNet: per-timestep obs features (lowdim only)
 INPAINT = "inpaint"  # obs written into the trajectory and re-imposed every step
 TOKENS = "tokens"  # transformer: one condition token per observation step
+PREFIX_SAMPLERS = ("sequential", "picard", "newton_picard", "newton_prior")  # exact, denoise(x, int t)
 
 
 @dataclass
@@ -97,7 +100,7 @@ class Policy(nn.Module):
 
     # ------------------------------------------------------------------ inference
     def predict_action(self, obs_dict: dict, generator: torch.Generator | None = None, initial_guess=None,
-                       callback=None) -> dict:
+                       callback=None, prefix: ActionPrefix | None = None) -> dict:
         """Sample an action chunk; same outputs and semantics as upstream's predict_action.
 
         ``prepare`` -> ``sampler.sample`` -> ``decode``. Returns ``action`` (B, n_action_steps,
@@ -107,18 +110,21 @@ class Policy(nn.Module):
         chunk's, shifted by the executed steps): a sampler that accepts one starts from the
         trajectory they imply with this call's noise, which changes its rounds, not its answer;
         other samplers ignore it (``stats["initial_guess"]`` says whether it was used).
+        ``prefix`` (an ``ActionPrefix``) fixes the chunk's first executed actions (real-time
+        chunking, ``parapolicy.samplers.prefix``); ``callback(event)`` is called by the sampler
+        between rounds (raising ``SamplingCancelled`` there cancels the call).
         """
         started = time.perf_counter()
         with torch.no_grad():
-            problem = self.prepare(obs_dict, generator, initial_guess=initial_guess, callback=callback)
-            out = self.decode(self.sampler.sample(problem))
+            problem = self.prepare(obs_dict, generator, initial_guess=initial_guess, callback=callback, prefix=prefix)
+            out = self.decode(self.sampler.sample(problem), prefix)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         out["stats"]["latency_ms"] = (time.perf_counter() - started) * 1000.0
         return out
 
     def prepare(self, obs_dict: dict, generator: torch.Generator | None = None, initial_guess=None,
-                callback=None) -> DenoisingProblem:
+                callback=None, prefix: ActionPrefix | None = None) -> DenoisingProblem:
         """Observations -> the ``DenoisingProblem`` the sampler solves: conditioning bound into the
         denoiser, upstream's draws (x_T, then the per-step noises, then the sampler's extra draws)."""
         if self.acceleration != "eager" and self.device.type != "cuda":
@@ -137,13 +143,19 @@ class Policy(nn.Module):
                 eps = self._checked_guess(initial_guess, draws.x_T)
                 guess = self.rule.trajectory_from_outputs(draws.x_T, draws.noises, eps, cond_data, cond_mask)
         net = self.model if self._accelerated is None else self._accelerated
+        denoise = BoundDenoiser(net, **conditions)
         executor = EAGER
-        if isinstance(self._accelerated, GraphedDenoiser):
+        if prefix is not None and self._checked_prefix(prefix).constrains:
+            # the constraint wraps the denoiser, so whole-round graphs (which call the raw network) stay off
+            known = self.normalizer.normalize("action", prefix.actions.to(self.device, torch.float32))
+            denoise = constrained_denoiser(denoise, self.rule, draws.x_T, draws.noises, prefix, known,
+                                           self._action_rows(), self.spec.action_dim)
+        elif isinstance(self._accelerated, GraphedDenoiser):
             executor = GraphExecutor(self._accelerated, self.model, conditions, self.device)
-        return DenoisingProblem(BoundDenoiser(net, **conditions), self.rule, draws.x_T, draws.noises, cond_data,
-                                cond_mask, init_guess=guess, extra=extra, callback=callback, executor=executor)
+        return DenoisingProblem(denoise, self.rule, draws.x_T, draws.noises, cond_data, cond_mask, init_guess=guess,
+                                extra=extra, callback=callback, executor=executor)
 
-    def decode(self, result: SampleResult) -> dict:
+    def decode(self, result: SampleResult, prefix: ActionPrefix | None = None) -> dict:
         """The sampler's normalized trajectory -> actions in the env's units, upstream's slice, stats.
 
         Non-finite actions are an error here, after unnormalising, so that no normalizer
@@ -152,6 +164,10 @@ class Policy(nn.Module):
         spec = self.spec
         with torch.no_grad():
             action_pred = self.normalizer.unnormalize("action", result.sample[..., : spec.action_dim])
+            if prefix is not None and prefix.constrains:  # the frozen actions, bit for bit
+                rows = self._action_rows()
+                action_pred[:, rows.start : rows.start + prefix.frozen] = prefix.actions[:, : prefix.frozen].to(
+                    action_pred)
         if not bool(torch.isfinite(action_pred).all()):
             raise NonFiniteSampleError(
                 f"the unnormalised actions are not finite (expected finite values, found "
@@ -176,6 +192,19 @@ class Policy(nn.Module):
         return problem.denoise, tuple(problem.x_T.shape)
 
     # ------------------------------------------------------------------ internals
+    def _action_rows(self) -> slice:
+        """Where the executed actions sit in ``action_pred``."""
+        start = 0 if self.spec.pred_action_steps_only else self.spec.action_start
+        return slice(start, start + self.spec.n_action_steps)
+
+    def _checked_prefix(self, prefix) -> ActionPrefix:
+        if not isinstance(prefix, ActionPrefix):
+            raise PrefixError(f"prefix must be a parapolicy.samplers.prefix.ActionPrefix, got {type(prefix).__name__}")
+        if prefix.constrains and getattr(self.sampler, "name", None) not in PREFIX_SAMPLERS:
+            raise PrefixError(f"prefix sampling needs an exact discrete-time sampler {PREFIX_SAMPLERS}, "
+                              f"got {getattr(self.sampler, 'name', type(self.sampler).__name__)!r}")
+        return prefix
+
     def _checked_guess(self, initial_guess, x_T: torch.Tensor) -> torch.Tensor:
         """Network outputs (steps, B or 1, *S) -> (steps, B, *S) on the policy's device, or one clear error."""
         want = f"({self.rule.num_steps}, {x_T.shape[0]} or 1, {', '.join(map(str, x_T.shape[1:]))})"

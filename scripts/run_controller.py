@@ -2,6 +2,7 @@
 """Drive a Gymnasium env at a fixed control rate with parapolicy.Controller.
 
     python scripts/run_controller.py --env parapolicy/ToyReach-v0 --hz 10 --mode async --sampler picard
+    python scripts/run_controller.py --env parapolicy/ToyReach-v0 --hz 10 --mode rtc --delay-ticks 2
     python scripts/run_controller.py --env parapolicy/PushT-keypoints-v0 --hz 10   # shipped PushT policy
 
 Each tick: read the observation, ask the controller for this tick's action, step the env,
@@ -30,7 +31,9 @@ def main(argv=None) -> int:
     p.add_argument("--env", default="parapolicy/ToyReach-v0")
     p.add_argument("--checkpoint", default=None)
     p.add_argument("--hz", type=float, default=10.0)
-    p.add_argument("--mode", choices=["sync", "async"], default="async")
+    p.add_argument("--mode", choices=["sync", "async", "rtc"], default="async")
+    p.add_argument("--delay-ticks", type=int, default=None, help="rtc: fixed delay (default: measured)")
+    p.add_argument("--guidance", choices=["hard", "soft"], default="hard")
     p.add_argument("--sampler", choices=["sequential", "picard"], default="picard")
     p.add_argument("--window", type=int, default=100)
     p.add_argument("--tolerance", type=float, default=0.1)
@@ -47,6 +50,7 @@ def main(argv=None) -> int:
     obs, _ = env.reset(seed=args.seed)
     best = 0.0
     with parapolicy.Controller(policy, control_hz=args.hz, mode=args.mode, warm_start=args.warm_start,
+                               delay_ticks=args.delay_ticks, guidance=args.guidance,
                                generator=torch.Generator().manual_seed(0)) as controller:
         next_tick = time.perf_counter()
         for _ in range(args.steps):

@@ -6,11 +6,11 @@ import time
 import numpy as np
 import pytest
 import torch
-from test_rollout_cli import toy_ckpt  # noqa: F401  (shared fixture)
 
 import parapolicy
 from parapolicy.controller import ControllerError
-from parapolicy.runner import run_batch
+from parapolicy.errors import ControllerConfigError
+from parapolicy.eval.episodes import run_batch
 from parapolicy_envs import MultiStepWrapper
 from parapolicy_envs.toy import ToyReachEnv
 
@@ -68,7 +68,7 @@ class _SlowPolicy:
     def __init__(self, policy, delay, fail=False):
         self.policy, self.delay, self.fail, self.spec = policy, delay, fail, policy.spec
 
-    def predict_action(self, obs, generator=None, initial_guess=None):
+    def predict_action(self, obs, generator=None, initial_guess=None, callback=None):
         time.sleep(self.delay)
         if self.fail:
             raise RuntimeError("GPU fell off the bus")
@@ -94,3 +94,135 @@ def test_background_error_surfaces_on_act(toy_ckpt):  # noqa: F811
     with parapolicy.Controller(broken, mode="async") as c:
         with pytest.raises(ControllerError, match="inference failed: RuntimeError: GPU fell off the bus"):
             c.act(np.zeros(4, dtype=np.float32))
+
+
+# ---------------------------------------------------------------- lifecycle (issue 13 item 8)
+class _RoundsPolicy:
+    """Stands in for a policy: ``rounds`` sampler rounds of ``round_s`` seconds each, calling the
+    sampler callback between rounds as every sampler does; can fail, hang, or report a fallback."""
+
+    def __init__(self, spec, rounds=50, round_s=0.05, fail=False, hang=False, fallback=None):
+        self.spec, self.rounds, self.round_s = spec, rounds, round_s
+        self.fail, self.hang, self.fallback = fail, hang, fallback
+        self.calls, self.prefixes = 0, []
+        self.release = threading.Event()
+
+    def predict_action(self, obs, generator=None, initial_guess=None, callback=None, prefix=None):
+        self.calls += 1
+        self.prefixes.append(prefix)
+        if self.hang:
+            self.release.wait(30)
+        for r in range(self.rounds):
+            time.sleep(self.round_s)
+            if callback is not None:
+                callback({"round": r + 1})
+        if self.fail:
+            raise RuntimeError("GPU fell off the bus")
+        horizon, da = self.spec.horizon, self.spec.action_dim
+        pred = torch.arange(horizon, dtype=torch.float32)[None, :, None].repeat(1, 1, da) + 100.0 * self.calls
+        stats = {"latency_ms": self.rounds * self.round_s * 1000.0, "rounds": self.rounds,
+                 "nfe": self.rounds, "fallback": self.fallback}
+        return {"action": pred[:, 1:9], "action_pred": pred, "stats": stats}
+
+
+@pytest.fixture()
+def spec(toy_ckpt):  # noqa: F811
+    return parapolicy.load_policy(toy_ckpt).spec
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n_action_steps": 0}, r"n_action_steps must be an integer in \[1, 15\], got 0"),
+    ({"n_action_steps": 16}, r"n_action_steps must be an integer in \[1, 15\], got 16"),
+    ({"control_hz": float("nan")}, "control_hz must be a finite number > 0, got nan"),
+    ({"control_hz": float("inf")}, "control_hz must be a finite number > 0, got inf"),
+    ({"control_hz": 0}, "control_hz must be a finite number > 0, got 0"),
+    ({"control_hz": -5.0}, "control_hz must be a finite number > 0, got -5.0"),
+    ({"mode": "turbo"}, r"mode must be one of \('sync', 'async', 'rtc'\), got 'turbo'"),
+    ({"mode": "async", "delay_ticks": 2}, "delay_ticks applies to mode='rtc', got mode='async'"),
+    ({"mode": "rtc", "delay_ticks": 8}, r"delay_ticks must be an integer in \[0, 7\] \(n_action_steps=8\), got 8"),
+    ({"mode": "rtc", "guidance": "firm"}, r"guidance must be one of \('hard', 'soft'\), got 'firm'"),
+])
+def test_constructor_refuses_bad_settings_with_one_clear_error(spec, kwargs, message):
+    with pytest.raises(ControllerConfigError, match=message):
+        parapolicy.Controller(_RoundsPolicy(spec), **kwargs)
+
+
+def test_close_cancels_inference_between_rounds_within_the_timeout(spec):
+    fake = _RoundsPolicy(spec, rounds=400, round_s=0.05)  # 20 s uncancelled
+    c = parapolicy.Controller(fake, mode="async")
+    threading.Thread(target=lambda: pytest.raises(ControllerError, c.act, np.zeros(4)), daemon=True).start()
+    time.sleep(0.3)  # the first chunk is being computed
+    started = time.perf_counter()
+    assert c.close(timeout=2.0) is True
+    assert time.perf_counter() - started < 1.0
+
+
+def test_close_returns_within_the_timeout_when_inference_hangs(spec):
+    fake = _RoundsPolicy(spec, rounds=1, round_s=0.0, hang=True)
+    c = parapolicy.Controller(fake, mode="async")
+    threading.Thread(target=lambda: pytest.raises(ControllerError, c.act, np.zeros(4)), daemon=True).start()
+    time.sleep(0.2)
+    started = time.perf_counter()
+    assert c.close(timeout=0.3) is False
+    assert time.perf_counter() - started < 1.0
+    fake.release.set()
+
+
+def test_failure_just_before_close_is_reported_by_close(spec):
+    c = parapolicy.Controller(_RoundsPolicy(spec, rounds=1, round_s=0.0), mode="async", control_hz=10)
+    for _ in range(5):
+        c.act(np.zeros(4))
+    c.policy.fail = True
+    for _ in range(3):  # the refill starts in the background and fails there
+        c.act(np.zeros(4))
+    c._inflight.done.wait(5)
+    with pytest.raises(ControllerError, match="inference failed before close: RuntimeError: GPU fell off the bus"):
+        c.close()
+    assert c.close() is True  # reported once
+
+
+def test_act_from_two_threads_is_one_clear_error_and_no_doubled_inference(spec):
+    fake = _RoundsPolicy(spec, rounds=10, round_s=0.05)
+    c = parapolicy.Controller(fake, mode="sync")
+    first = threading.Thread(target=c.act, args=(np.zeros(4),))
+    first.start()
+    time.sleep(0.1)
+    with pytest.raises(ControllerError, match="act\\(\\) called from two threads at once"):
+        c.act(np.zeros(4))
+    first.join(5)
+    assert fake.calls == 1
+    c.close()
+
+
+def test_fallbacks_are_counted_in_stats(spec):
+    fake = _RoundsPolicy(spec, rounds=1, round_s=0.0, fallback="sequential: non-finite values in Picard round 3")
+    with parapolicy.Controller(fake, mode="sync") as c:
+        for _ in range(17):
+            c.act(np.zeros(4))
+        assert c.stats["fallbacks"] == 3 and c.stats["rounds_per_chunk"] == 1.0
+    fake.fallback = None
+    with parapolicy.Controller(fake, mode="sync") as c:
+        c.act(np.zeros(4))
+        assert c.stats["fallbacks"] == 0
+
+
+def test_rtc_controller_freezes_what_executes_during_inference(toy_ckpt):  # noqa: F811
+    policy = parapolicy.load_policy(toy_ckpt)
+    seen = []
+
+    class Recording:
+        spec = policy.spec
+
+        def predict_action(self, obs, **kwargs):
+            seen.append(kwargs.get("prefix"))
+            return policy.predict_action(obs, **kwargs)
+
+    c = parapolicy.Controller(Recording(), mode="rtc", delay_ticks=2, generator=torch.Generator().manual_seed(0))
+    executed = [c.act(np.array([0.1, -0.5, 0.2, 0.3], dtype=np.float32)) for _ in range(30)]
+    c.close()
+    prefixed = [p for p in seen if p is not None]
+    assert len(prefixed) >= 3 and all(p.frozen == 2 for p in prefixed)
+    for p in prefixed:  # the frozen actions are the next two the robot executed
+        assert any(np.array_equal(np.stack(executed[k : k + 2]), p.actions[0, :2].numpy()) for k in range(29))
+    stats = c.stats
+    assert stats["mode"] == "rtc" and stats["jump_at_switch"]["count"] >= 3

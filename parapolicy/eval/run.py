@@ -116,9 +116,13 @@ def run_rollout(cfg, output_dir: str, on_chunk=None, obs_adapter=None) -> dict:
                    "n_obs_steps": policy.spec.n_obs_steps, "n_action_steps": policy.spec.n_action_steps,
                    "num_inference_steps": len(policy.scheduler.timesteps)},
     }
-    run, paired, videos = RunResult(episodes=[]), None, []
+    run, paired, videos, realtime = RunResult(episodes=[]), None, [], None
     try:
-        if cfg.compare_sampler:
+        if cfg.get("controller") and cfg.controller.mode:  # simulated-clock real-time control
+            from parapolicy.eval.realtime import run_realtime_episodes
+
+            realtime = run_realtime_episodes(policy, cfg, seeds)
+        elif cfg.compare_sampler:
             from parapolicy.eval.compare import run_paired
 
             other = sampler_settings(cfg.compare_sampler)
@@ -139,6 +143,8 @@ def run_rollout(cfg, output_dir: str, on_chunk=None, obs_adapter=None) -> dict:
         logger.finish()
         raise
     results.update(run.to_json())
+    if realtime is not None:
+        results.update(realtime)
     if paired is not None:
         results["paired"] = paired
     results["wall_s"] = time.time() - started

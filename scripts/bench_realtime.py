@@ -1,0 +1,183 @@
+#!/usr/bin/env python
+"""Real-time chunking on PushT keypoints, on a simulated clock (inference takes d ticks).
+
+    python scripts/bench_realtime.py --out benchmarks/realtime_pusht
+
+For each delay d (ticks at the env's 10 Hz) and mode -- sync (the env waits), naive async
+(switch at index d), ACT temporal ensembling, RTC hard and soft -- runs the seeds closed
+loop with ``parapolicy.eval.realtime.run_realtime`` (sequential sampler, noise seed 0) and
+records mean score (95% CI, normal approximation), success rate, mean/max action jump at
+chunk switches and the mean step between consecutive actions. Then the exact parallel
+sampler (Picard) runs RTC with and without warm start on ``--rounds-episodes`` seeds for
+its rounds per chunk. Rows are cached in ``<out>.json``: an interrupted run resumes, and
+the table is rewritten after every row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import parapolicy
+from parapolicy.eval.realtime import RealtimeSettings, run_realtime
+from parapolicy.metrics import write_report
+from parapolicy.rollout import ASSETS_DIR, _ensure_envs_importable, device_name
+
+ENV_ID = "parapolicy/PushT-keypoints-v0"
+
+
+def score_ci(scores) -> float:
+    return 1.96 * float(np.std(scores, ddof=1)) / math.sqrt(len(scores)) if len(scores) > 1 else 0.0
+
+
+def run_row(policy, seeds, settings, sampler, args) -> dict:
+    name, kwargs = sampler
+    policy.set_sampler(name, **kwargs)
+    started = time.perf_counter()
+    res = run_realtime(policy, lambda: gym.make(ENV_ID).unwrapped, seeds, settings,
+                       generator=torch.Generator().manual_seed(args.noise_seed), max_steps=args.max_steps,
+                       drop_finished=True)
+    row = res.summary()
+    row.update(sampler=name, seeds=[int(seeds[0]), int(seeds[-1])], score_ci95=score_ci(res.scores),
+               wall_s=time.perf_counter() - started)
+    return row
+
+
+def row_key(kind, settings: RealtimeSettings) -> str:
+    return f"{kind}/{settings.mode}/{settings.guidance}/d{settings.delay_ticks}/warm{int(settings.warm_start)}"
+
+
+def plan(args):
+    """(key, kind, settings) in priority order: the d = 4 comparison first."""
+    rows = [("score", RealtimeSettings("sync", 0))]
+    delays = sorted(args.delays, key=lambda d: (d != 4, d))
+    for d in delays:
+        for mode, guidance in (("async", "hard"), ("rtc", "hard"), ("rtc", "soft"), ("ensemble", "hard")):
+            if d == 0 and mode in ("async", "rtc"):
+                continue  # identical to sync at d = 0 (tested)
+            rows.append(("score", RealtimeSettings(mode, d, guidance)))
+    for d in delays:
+        for warm in (False, True):
+            rows.append(("rounds", RealtimeSettings("rtc", d, args.rounds_guidance, warm_start=warm)))
+    return [(row_key(kind, s), kind, s) for kind, s in rows]
+
+
+def markdown(result: dict, args) -> str:
+    rows = result["rows"]
+    lines = [
+        "# Real-time chunking on PushT keypoints (simulated clock)",
+        "",
+        f"Command: `{result['command']}`",
+        "",
+        f"Device: {result['device']}. Policy: shipped `pusht_keypoints_unet.ckpt` (DDPM-100, horizon 16, "
+        "8 executed actions). Simulated clock: the env advances one tick per action (10 Hz) and a chunk "
+        "planned at tick k is usable at tick k + d; execution horizon s = max(8 - d, d). Sequential "
+        "sampler, noise seed 0. Score: mean of each episode's max coverage reward, with the 95% CI of "
+        "the mean (normal approximation). Jump: L2 distance (action units, pixels) between the first "
+        "action of a new chunk and the previous tick's action; step: the same over all consecutive ticks.",
+        "",
+        "| d (ticks) | mode | episodes | mean score (95% CI) | success | mean jump | max jump | mean step |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key, row in rows.items():
+        if not key.startswith("score/"):
+            continue
+        mode = row["mode"] + (f" {row['guidance']}" if row["mode"] == "rtc" else "")
+        d = "any (env waits)" if row["mode"] == "sync" else row["delay_ticks"]
+        lines.append(f"| {d} | {mode} | {row['n_episodes']} | {row['mean_score']:.3f} ± {row['score_ci95']:.3f} | "
+                     f"{row['success_rate']:.2f} | {row['mean_jump']:.2f} | {row['max_jump']:.2f} | "
+                     f"{row['mean_step']:.2f} |")
+    rounds = {k: v for k, v in rows.items() if k.startswith("rounds/")}
+    if rounds:
+        lines += ["", f"Rounds per chunk of the exact parallel sampler (Picard, {args.window_desc}), RTC "
+                  f"{args.rounds_guidance}, first {args.rounds_episodes} seeds:", "",
+                  "| d (ticks) | cold start | warm start | nfe cold | nfe warm | score cold | score warm |",
+                  "|---|---|---|---|---|---|---|"]
+        for d in sorted({r["delay_ticks"] for r in rounds.values()}):
+            cold = rounds.get(f"rounds/rtc/{args.rounds_guidance}/d{d}/warm0")
+            warm = rounds.get(f"rounds/rtc/{args.rounds_guidance}/d{d}/warm1")
+
+            def cell(r, field, fmt="{:.1f}"):
+                return fmt.format(r[field]) if r else "not run"
+            lines.append(f"| {d} | {cell(cold, 'rounds_per_chunk')} | {cell(warm, 'rounds_per_chunk')} | "
+                         f"{cell(cold, 'nfe_per_chunk')} | {cell(warm, 'nfe_per_chunk')} | "
+                         f"{cell(cold, 'mean_score', '{:.3f}')} | {cell(warm, 'mean_score', '{:.3f}')} |")
+    lines += ["", "## Targets at d = 4", ""] + targets(rows)
+    missing = [key for key, _, _ in plan(args) if key not in rows]
+    if missing:
+        lines += ["", f"Not run (time budget): {', '.join(missing)}."]
+    return "\n".join(lines) + "\n"
+
+
+def targets(rows: dict) -> list[str]:
+    sync = rows.get("score/sync/hard/d0/warm0")
+    naive = rows.get("score/async/hard/d4/warm0")
+    out = []
+    for guidance in ("hard", "soft"):
+        rtc = rows.get(f"score/rtc/{guidance}/d4/warm0")
+        if not (sync and rtc and naive):
+            out.append(f"- RTC {guidance}: not measured.")
+            continue
+        low = sync["mean_score"] - sync["score_ci95"]
+        gap = rtc["mean_score"] - low
+        score_ok = rtc["mean_score"] >= low
+        ratio = rtc["mean_jump"] / naive["mean_jump"] if naive["mean_jump"] else float("nan")
+        out.append(f"- RTC {guidance}: score {rtc['mean_score']:.3f} vs sync d=0 CI lower bound {low:.3f} -> "
+                   f"{'met' if score_ok else f'missed by {-gap:.3f}'}; mean jump {rtc['mean_jump']:.2f} = "
+                   f"{ratio:.2f} x naive async's {naive['mean_jump']:.2f} (target <= 0.5) -> "
+                   f"{'met' if ratio <= 0.5 else f'missed by {ratio - 0.5:.2f}'}.")
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default=os.path.join(ASSETS_DIR, "pusht_keypoints_unet.ckpt"))
+    p.add_argument("--episodes", type=int, default=50)
+    p.add_argument("--seed", type=int, default=100000)
+    p.add_argument("--delays", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2, 4, 6])
+    p.add_argument("--rounds-episodes", type=int, default=10)
+    p.add_argument("--rounds-guidance", default="hard")
+    p.add_argument("--window", type=int, default=100)
+    p.add_argument("--tolerance", type=float, default=0.1)
+    p.add_argument("--max-steps", type=int, default=300)
+    p.add_argument("--noise-seed", type=int, default=0)
+    p.add_argument("--only", default=None, help="comma-separated row keys to run (default: all, in order)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids oversubscribing shared cores)")
+    p.add_argument("--out", default="benchmarks/realtime_pusht")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    args.window_desc = f"window {args.window}, tolerance {args.tolerance}"
+    _ensure_envs_importable()
+    policy = parapolicy.load_policy(args.checkpoint)
+    seeds = [args.seed + i for i in range(args.episodes)]
+    result = {"command": "python scripts/bench_realtime.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "device": device_name("cpu"), "rows": {}}
+    if os.path.exists(args.out + ".json"):
+        with open(args.out + ".json") as f:
+            result["rows"] = json.load(f).get("rows", {})
+    only = set(args.only.split(",")) if args.only else None
+    for key, kind, settings in plan(args):
+        if key in result["rows"] or (only is not None and key not in only):
+            continue
+        if kind == "score":
+            row = run_row(policy, seeds, settings, ("sequential", {}), args)
+        else:
+            row = run_row(policy, seeds[: args.rounds_episodes], settings,
+                          ("picard", {"window": args.window, "tolerance": args.tolerance}), args)
+        result["rows"][key] = row
+        print(json.dumps({key: row}), flush=True)
+        write_report(args.out, result, markdown(result, args))
+    write_report(args.out, result, markdown(result, args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
