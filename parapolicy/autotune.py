@@ -6,10 +6,17 @@ GPU below saturation, especially with CUDA graphs); on a compute-bound CPU small
 (device, network, acceleration, observation shape) and cached; each candidate window's
 round count comes from one untimed run on the caller's observation. Expected latency =
 rounds x call cost at (window x batch) rows; the smallest wins.
+
+With several ``rounds_per_sync`` candidates k the window and k are chosen together: a
+measured call includes one host sync, so a chunk of R rounds costs
+ceil(R/k) syncs + ceil(R/k) x k rounds of device time (call minus sync), the rounds
+after convergence being masked but paid (``expected_ms``). Large k saves syncs, small k
+wastes fewer rounds.
 """
 
 from __future__ import annotations
 
+import math
 import time
 import weakref
 
@@ -53,34 +60,66 @@ def call_latency_curve(policy, obs: dict, rows, repeats: int = 5) -> dict:
     return {int(r): curve[int(r)] for r in rows}
 
 
-def autotune_window(policy, obs: dict, windows=None, tolerance: float = 0.1, repeats: int = 5,
-                    apply: bool = True, name: str = "picard") -> dict:
-    """Expected per-chunk latency of sequential and of ``name`` at each window; the smallest wins.
+def sync_latency_ms(device, repeats: int = 20) -> float:
+    """Median ms of one host sync: a tiny device op whose result the host waits for."""
+    device = torch.device(device)
+    flag = torch.zeros((), device=device)
+    times = []
+    for r in range(repeats + 1):
+        _synchronize(device)
+        started = time.perf_counter()
+        (flag + 1).item()
+        if r > 0:
+            times.append((time.perf_counter() - started) * 1000.0)
+    return float(np.median(times))
 
-    Returns ``{"best": {"name": ..., "window": ...}, "table": [...], "curve": {rows: ms}}``;
-    each table row holds the candidate's rounds, call cost and ``expected_ms``. With
-    ``apply=True`` the winner is set on ``policy``; otherwise its sampler is left as it was.
+
+def expected_chunk_ms(rounds: float, call_ms: float, sync_ms: float, rounds_per_sync: int) -> tuple[float, int]:
+    """(expected ms, rounds executed) for ``rounds`` live rounds run ``rounds_per_sync`` per sync.
+
+    ``call_ms`` is a measured call, host sync included; k = 1 gives rounds x call_ms.
     """
+    syncs = math.ceil(rounds / rounds_per_sync)
+    executed = syncs * rounds_per_sync
+    return syncs * sync_ms + executed * max(call_ms - sync_ms, 0.0), executed
+
+
+def autotune_window(policy, obs: dict, windows=None, tolerance: float = 0.1, repeats: int = 5,
+                    apply: bool = True, name: str = "picard", rounds_per_sync=(1,), sync_ms: float | None = None) -> dict:
+    """Expected per-chunk latency of sequential and of ``name`` at each window and k; the smallest wins.
+
+    Returns ``{"best": {"name": ..., "window": ..., ...}, "table": [...], "curve": {rows: ms},
+    "sync_ms": ...}``; each table row holds the candidate's rounds, call cost, k, executed
+    rounds and ``expected_ms``. ``sync_ms`` is measured (``sync_latency_ms``) unless given
+    or unused (k = 1 only). With ``apply=True`` the winner is set on ``policy``; otherwise
+    its sampler is left as it was.
+    """
+    ks = sorted({int(k) for k in rounds_per_sync})
     steps = len(policy.scheduler.timesteps)
     if windows is None:
         windows = sorted({w for w in (2, 4, 8, 16, 32, 64, steps) if w <= steps})
     _, shape = policy.bound_denoiser(obs)
     batch = shape[0]
     curve = call_latency_curve(policy, obs, [batch] + [batch * int(w) for w in windows], repeats=repeats)
+    if sync_ms is None:
+        sync_ms = sync_latency_ms(policy.device) if ks != [1] else 0.0
     previous = policy.sampler
     table = [{"name": "sequential", "rounds": float(steps), "call_ms": curve[batch],
               "expected_ms": steps * curve[batch]}]
     try:
         for window in windows:
-            policy.set_sampler(name, window=int(window), tolerance=tolerance)
+            policy.set_sampler(name, window=int(window), tolerance=tolerance)  # rounds do not depend on k
             rounds = policy.predict_action(obs, generator=torch.Generator().manual_seed(0))["stats"]["rounds"]
             cost = curve[batch * int(window)]
-            table.append({"name": name, "window": int(window), "tolerance": tolerance, "rounds": float(rounds),
-                          "call_ms": cost, "expected_ms": rounds * cost})
+            for k in ks:
+                expected, executed = expected_chunk_ms(rounds, cost, sync_ms, k)
+                table.append({"name": name, "window": int(window), "tolerance": tolerance, "rounds_per_sync": k,
+                              "rounds": float(rounds), "executed_rounds": executed, "call_ms": cost,
+                              "expected_ms": expected})
     finally:
         policy.sampler = previous
     best = min(table, key=lambda row: row["expected_ms"])
-    choice = {k: best[k] for k in ("name", "window", "tolerance") if k in best}
+    choice = {k: best[k] for k in ("name", "window", "tolerance", "rounds_per_sync") if k in best}
     if apply:
         policy.set_sampler(choice["name"], **{k: v for k, v in choice.items() if k != "name"})
-    return {"best": choice, "table": table, "curve": curve}
+    return {"best": choice, "table": table, "curve": curve, "sync_ms": sync_ms}

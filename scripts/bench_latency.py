@@ -16,8 +16,15 @@ For each scheduler (DDPM-100, DDIM-16, DPM-Solver-16) and batch it times whole
   with CUDA graphs, window chosen by ``parapolicy.autotune`` on this device (``--window auto``)
   or fixed; their rounds, NFE and max action difference from ``seq_graph`` under the same seeds;
 
+- ``seq_graph_ddim16`` / ``seq_graph_ddim10``: the user's alternative to an exact parallel
+  sampler, graphed sequential DDIM with 16 and 10 steps on the same network, timed in the
+  same run beside every scheduler's parallel rows (``picard``/``newton`` vs these ratios);
+- ``--rounds-per-sync 1,2,4,8``: candidates k for several rounds per graph replay, chosen
+  with the window by the autotuner (``--window auto``) or the first one; the k used is a column;
+
 and the speed ratios of each against the others, all from this one run. On a CPU the graph
-rows run eagerly (labelled so).
+rows run eagerly (labelled so). ``--quick``: one tiny configuration (shipped PushT policy,
+batch 1, one timed chunk, DDPM-100 and DDIM-16), to check the script runs.
 """
 
 from __future__ import annotations
@@ -150,14 +157,29 @@ def time_chunks(policy, obs, repeats, warmup=2):
     return times, outs
 
 
-def choose_window(policy, obs, name, tolerance, window_arg):
+def choose_window(policy, obs, name, tolerance, window_arg, ks=(1,)):
+    """(window, rounds_per_sync): fixed, or the autotuner's best pair for ``name`` on this device."""
     steps = len(policy.scheduler.timesteps)
     if window_arg == "all":
-        return steps
+        return steps, ks[0]
     if window_arg != "auto":
-        return min(int(window_arg), steps)
-    table = autotune_window(policy, obs, tolerance=tolerance, apply=False, name=name)["table"]
-    return min((row for row in table if row["name"] == name), key=lambda row: row["expected_ms"])["window"]
+        return min(int(window_arg), steps), ks[0]
+    table = autotune_window(policy, obs, tolerance=tolerance, apply=False, name=name, rounds_per_sync=ks)["table"]
+    best = min((row for row in table if row["name"] == name), key=lambda row: row["expected_ms"])
+    return best["window"], best["rounds_per_sync"]
+
+
+def alternative_ddim(policy, obs, args, accel, steps: int) -> list:
+    """Graphed sequential DDIM-``steps`` on the same network: the user's fewer-steps alternative."""
+    extra, _ = SCHEDULERS["DDIM-16"]
+    from parapolicy.checkpoints.schedulers import build_scheduler
+
+    spec = dataclasses.replace(policy.spec, num_inference_steps=steps)
+    ddim = Policy(spec, policy.model, policy.normalizer, build_scheduler({**COMMON, **extra}), policy.obs_encoder)
+    ddim.accelerate(accel).set_sampler("sequential")
+    times, _ = time_chunks(ddim, obs, args.repeats)
+    ddim.accelerate("eager")
+    return times
 
 
 def bench_config(policy, obs, args, accel):
@@ -169,23 +191,26 @@ def bench_config(policy, obs, args, accel):
     row["seq_eager"], _ = time_chunks(policy, obs, args.repeats)
     policy.accelerate(accel)
     row["seq_graph"], reference = time_chunks(policy, obs, args.repeats)
-    row["seq_graphed_chain"] = all(o["stats"].get("graphed_chain", False) for o in reference)
+    row["seq_graphed_chain"] = all(o["stats"].get("captured", False) for o in reference)
+    row["seq_graph_ddim16"] = alternative_ddim(policy, obs, args, accel, 16)
+    row["seq_graph_ddim10"] = alternative_ddim(policy, obs, args, accel, 10)
+    ks = tuple(int(k) for k in args.rounds_per_sync.split(","))
     for label, name, tol in (("picard", "picard", args.tolerance), ("newton", "newton_picard", args.newton_tolerance)):
-        window = choose_window(policy, obs, name, tol, args.window)
-        policy.set_sampler(name, window=window, tolerance=tol)
+        window, k = choose_window(policy, obs, name, tol, args.window, ks)
+        policy.set_sampler(name, window=window, tolerance=tol, rounds_per_sync=k)
         row[label], outs = time_chunks(policy, obs, args.repeats)
-        row[f"{label}_window"] = window
+        row[f"{label}_window"], row[f"{label}_rounds_per_sync"] = window, k
         row[f"{label}_rounds"] = float(np.mean([o["stats"]["rounds"] for o in outs]))
         row[f"{label}_nfe"] = float(np.mean([o["stats"]["nfe"] for o in outs]))
-        row[f"{label}_graphed_rounds"] = all(o["stats"].get("graphed_rounds", False) for o in outs)
+        row[f"{label}_graphed_rounds"] = all(o["stats"].get("captured", False) for o in outs)
         row[f"{label}_max_action_diff"] = max(float((a["action"] - b["action"]).abs().max())
                                              for a, b in zip(reference, outs))
     policy.accelerate("eager")
-    for mode in ("upstream", "seq_eager", "seq_graph", "picard", "newton"):
+    for mode in ("upstream", "seq_eager", "seq_graph", "seq_graph_ddim16", "seq_graph_ddim10", "picard", "newton"):
         times = row.pop(mode)
         row[f"{mode}_p50_ms"], row[f"{mode}_p95_ms"] = float(np.percentile(times, 50)), float(np.percentile(times, 95))
     for fast in ("picard", "newton", "seq_graph"):
-        for slow in ("seq_graph", "seq_eager", "upstream"):
+        for slow in ("seq_graph", "seq_eager", "upstream", "seq_graph_ddim16", "seq_graph_ddim10"):
             if fast != slow:
                 row[f"{fast}_speedup_vs_{slow}"] = row[f"{slow}_p50_ms"] / row[f"{fast}_p50_ms"]
     return row
@@ -196,12 +221,19 @@ MD_COLUMNS = [  # (header, format)
     ("upstream eager p50/p95", "{upstream_p50_ms:.1f} / {upstream_p95_ms:.1f}"),
     ("seq eager p50", "{seq_eager_p50_ms:.1f}"), ("seq graph p50/p95", "{seq_graph_p50_ms:.1f} / {seq_graph_p95_ms:.1f}"),
     ("Picard p50/p95", "{picard_p50_ms:.1f} / {picard_p95_ms:.1f}"),
-    ("Picard window / rounds / NFE", "{picard_window} / {picard_rounds:.1f} / {picard_nfe:.0f}"),
+    ("seq graph DDIM-16 / DDIM-10 p50", "{seq_graph_ddim16_p50_ms:.1f} / {seq_graph_ddim10_p50_ms:.1f}"),
+    ("Picard window / k / rounds / NFE",
+     "{picard_window} / {picard_rounds_per_sync} / {picard_rounds:.1f} / {picard_nfe:.0f}"),
     ("Picard vs seq graph / eager / upstream",
      "{picard_speedup_vs_seq_graph:.2f}x / {picard_speedup_vs_seq_eager:.2f}x / {picard_speedup_vs_upstream:.2f}x"),
     ("Newton p50/p95", "{newton_p50_ms:.1f} / {newton_p95_ms:.1f}"),
-    ("Newton window / rounds / NFE", "{newton_window} / {newton_rounds:.1f} / {newton_nfe:.0f}"),
+    ("Newton window / k / rounds / NFE",
+     "{newton_window} / {newton_rounds_per_sync} / {newton_rounds:.1f} / {newton_nfe:.0f}"),
     ("Newton vs seq graph / upstream", "{newton_speedup_vs_seq_graph:.2f}x / {newton_speedup_vs_upstream:.2f}x"),
+    ("Picard / Newton vs seq graph DDIM-16",
+     "{picard_speedup_vs_seq_graph_ddim16:.2f}x / {newton_speedup_vs_seq_graph_ddim16:.2f}x"),
+    ("Picard / Newton vs seq graph DDIM-10",
+     "{picard_speedup_vs_seq_graph_ddim10:.2f}x / {newton_speedup_vs_seq_graph_ddim10:.2f}x"),
     ("max action diff Picard / Newton", "{picard_max_action_diff:.1e} / {newton_max_action_diff:.1e}"),
 ]
 
@@ -234,7 +266,11 @@ def main(argv=None) -> int:
     p.add_argument("--no-tf32", action="store_true", help="full fp32 matmuls/convs (default on CUDA: TF32)")
     p.add_argument("--out", default=None, help="writes <out>.md and <out>.json after every row")
     p.add_argument("--fresh", action="store_true", help="recompute rows already in <out>.json")
+    p.add_argument("--rounds-per-sync", default="1", help="candidate rounds per graph replay, e.g. 1,2,4,8")
+    p.add_argument("--quick", action="store_true", help="one tiny configuration, to check the script runs")
     args = p.parse_args(argv)
+    if args.quick:
+        args.policies, args.batches, args.schedulers, args.repeats = "shipped_pusht", "1", "DDPM-100,DDIM-16", 1
     cuda = args.device.startswith("cuda")
     accel = args.acceleration or ("cuda_graph" if cuda else "eager")
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cuda and not args.no_tf32

@@ -51,3 +51,36 @@ def test_latency_curve_is_measured_once_per_network_and_shape(monkeypatch):
     assert again == first and not calls  # served from the cache: no timing at all
     call_latency_curve(policy, obs, [1, 5], repeats=1)
     assert calls  # a new row count is measured
+
+
+def test_expected_chunk_cost_pays_one_sync_per_k_rounds_and_the_masked_rounds():
+    from parapolicy.autotune import expected_chunk_ms
+
+    assert expected_chunk_ms(10, 3.0, 1.0, 1) == (30.0, 10)  # k = 1: rounds x measured call
+    assert expected_chunk_ms(10, 3.0, 1.0, 4) == (3 * 1.0 + 12 * 2.0, 12)  # 3 syncs, 12 rounds run, 2 wasted
+    assert expected_chunk_ms(10, 3.0, 1.0, 10) == (1.0 + 10 * 2.0, 10)
+
+
+def test_autotune_picks_window_and_rounds_per_sync_together_from_the_curve(monkeypatch):
+    """A fake GPU-like curve: flat up to 32 rows, then 4x; syncs cost most of a small call."""
+    policy = toy_policy()
+    obs = {"obs": torch.zeros(1, 2, 4)}
+    fake = lambda rows: 1.0 if rows <= 32 else 4.0  # noqa: E731
+    monkeypatch.setattr(autotune, "call_latency_curve", lambda p, o, rows, repeats=5: {int(r): fake(r) for r in rows})
+    result = autotune_window(policy, obs, windows=[8, 32, 50], rounds_per_sync=(1, 2, 4, 8), sync_ms=0.6,
+                             repeats=1, apply=True)
+    rows = {(r["name"], r.get("window"), r.get("rounds_per_sync")): r for r in result["table"]}
+    assert len(rows) == 1 + 3 * 4 and result["sync_ms"] == 0.6
+    for (name, window, k), row in rows.items():
+        if name == "sequential":
+            continue
+        syncs = -(-int(row["rounds"]) // k)
+        assert row["executed_rounds"] == syncs * k
+        assert abs(row["expected_ms"] - (syncs * 0.6 + syncs * k * (fake(window) - 0.6))) < 1e-9
+    best = min(result["table"], key=lambda row: row["expected_ms"])
+    assert result["best"] == {k: best[k] for k in ("name", "window", "tolerance", "rounds_per_sync")}
+    assert best["window"] == 32 and best["rounds_per_sync"] > 1  # the knee, with syncs amortised
+    assert policy.sampler.rounds_per_sync == best["rounds_per_sync"] and policy.sampler.window == 32
+    # free syncs: one round per sync wastes nothing and wins
+    again = autotune_window(policy, obs, windows=[32], rounds_per_sync=(1, 8), sync_ms=0.0, repeats=1, apply=False)
+    assert again["best"]["rounds_per_sync"] == 1

@@ -14,10 +14,10 @@ import math
 
 import torch
 
-from parapolicy.errors import NonFiniteSampleError
+from parapolicy.errors import NonFiniteSampleError, SamplerConfigError
 from parapolicy.samplers.executor import EAGER
 from parapolicy.samplers.inpainting import impose
-from parapolicy.samplers.kernels import sequential_chain, window_round
+from parapolicy.samplers.kernels import sequential_chain, synced_rounds, window_round
 from parapolicy.samplers.problem import DenoisingProblem, SampleResult, SampleStats
 
 
@@ -108,13 +108,19 @@ def fallback_to_chain(problem: DenoisingProblem, name: str, rounds: int, nfe: in
 
 
 def solve_windowed(problem: DenoisingProblem, update, *, name: str, window: int, tolerance: float | None = None,
-                   sweeps: int | None = None, settings: dict | None = None) -> SampleResult:
+                   sweeps: int | None = None, settings: dict | None = None, rounds_per_sync: int = 1) -> SampleResult:
     """Parallel rounds over a window of ``window`` steps; see the module docstring.
 
     With ``tolerance``: the window slides past converged states (exact: the fixed point is
     the sequential answer). With ``sweeps``: each block of ``window`` steps gets that many
     rounds (``sweeps >= window`` solves it exactly) and the next block starts from its end.
+    ``rounds_per_sync`` > 1 (tolerance only): ``solve_windowed_synced``.
     """
+    if rounds_per_sync != 1:
+        if sweeps is not None:
+            raise SamplerConfigError(f"{name}: rounds_per_sync > 1 needs a tolerance, not sweeps")
+        return solve_windowed_synced(problem, update, name=name, window=window, tolerance=tolerance,
+                                     settings=settings, rounds_per_sync=rounds_per_sync)
     settings = dict(settings or {})
     rule, x_T = problem.rule, problem.x_T
     n_steps, batch, state_shape = rule.num_steps, problem.batch, x_T.shape[1:]
@@ -178,4 +184,62 @@ def solve_windowed(problem: DenoisingProblem, update, *, name: str, window: int,
     sample = impose(traj[n_steps], problem.cond_data, problem.cond_mask).clone()
     stats = SampleStats(name, rounds=rounds, nfe=nfe, max_error=max_error, captured=executor.captures,
                         initial_guess=problem.init_guess is not None, settings=settings)
+    return SampleResult(sample, stats, eps=buf["eps"][:n_steps].clone())
+
+
+def solve_windowed_synced(problem: DenoisingProblem, update, *, name: str, window: int, tolerance: float,
+                          rounds_per_sync: int, settings: dict | None = None) -> SampleResult:
+    """``solve_windowed`` with tolerance, ``rounds_per_sync`` rounds per kernel call (``kernels.synced_rounds``).
+
+    The window start, acceptance, slide and counters stay on the device, so the host syncs
+    once per ``rounds_per_sync`` rounds instead of once per round; the iterates are those of
+    the one-round-per-sync path, and rounds run after convergence are masked no-ops that
+    still cost a network call. The callback is called once per sync, with the rounds so far.
+    """
+    settings = dict(settings or {})
+    rule, x_T = problem.rule, problem.x_T
+    n_steps, batch, state_shape = rule.num_steps, problem.batch, x_T.shape[1:]
+    width, k = min(int(window), n_steps), int(rounds_per_sync)
+    executor = _executor(problem)
+    device = x_T.device
+
+    def build(denoise):
+        rows = n_steps + width  # fixed-width windows read up to ``width`` rows past the last step
+        buf = {"traj": x_T.new_zeros((rows + 1, *x_T.shape)), "eps": x_T.new_zeros((rows, *x_T.shape)),
+               "inv_var": convergence_weights(rule, state_shape, rows + 1, device),
+               "start": torch.zeros((), dtype=torch.long, device=device),
+               "slots": torch.arange(width, device=device),
+               "status": torch.zeros(4, dtype=torch.float32, device=device),
+               "tol2": torch.zeros((), dtype=torch.float32, device=device),
+               "fill": torch.zeros((), dtype=torch.bool, device=device),
+               **_input_buffers(problem, rows, width), **update.buffers(rows, x_T)}
+        step = _step_function(rule, x_T, width)
+        return buf, lambda: synced_rounds(buf, denoise, step, batch, n_steps, update, k)
+
+    key = ("synced", name, update.key, width, k) + _shape_key(problem)
+    buf, run = executor.prepare(key, build, problem.denoise)
+    traj = buf["traj"]
+    traj.copy_(x_T.expand_as(traj))
+    if problem.init_guess is not None:
+        traj[: n_steps + 1].copy_(problem.init_guess)
+        traj[0].copy_(x_T)
+    _fill_inputs(buf, problem)
+    update.reset(buf)
+    buf["start"].zero_()
+    buf["status"].zero_()
+    buf["tol2"].fill_(float(tolerance) ** 2)
+    buf["fill"].fill_(problem.init_guess is None)
+    start = 0
+    while start < n_steps:
+        run()
+        snapshot = torch.cat([buf["start"].view(1).to(buf["status"].dtype), buf["status"]]).tolist()  # the sync
+        new_start, rounds, nfe = int(snapshot[0]), int(snapshot[1]), int(snapshot[2])
+        if snapshot[4]:
+            return fallback_to_chain(problem, name, rounds, nfe, settings)
+        if problem.callback is not None:
+            problem.callback({"round": rounds, "start": start, "accepted": new_start - start})
+        start = new_start
+    sample = impose(traj[n_steps], problem.cond_data, problem.cond_mask).clone()
+    stats = SampleStats(name, rounds=rounds, nfe=nfe, max_error=float(buf["status"][2].sqrt()),
+                        captured=executor.captures, initial_guess=problem.init_guess is not None, settings=settings)
     return SampleResult(sample, stats, eps=buf["eps"][:n_steps].clone())

@@ -93,3 +93,49 @@ def sequential_chain(buf: dict, denoise, step, batch: int, n_steps: int, on_step
         if on_step is not None:
             on_step(i)
     buf["out"].copy_(impose(x, buf["cond_data"], buf["cond_mask"]))
+
+
+def synced_rounds(buf: dict, denoise, step, batch: int, n_steps: int, update, rounds: int) -> None:
+    """``rounds`` window rounds in one call (one graph replay): acceptance and slide on the device.
+
+    Each round is ``window_round``'s work followed by what the host driver does between
+    rounds, as tensor ops: accept up to the first live slot whose change exceeds
+    ``buf["tol2"]``, slide ``buf["start"]``, start entering slots from the latest state
+    (when ``buf["fill"]``), and count into ``buf["status"]`` = (rounds, nfe, worst accepted
+    change, non-finite). A round after convergence (start = n_steps) or after non-finite
+    values is a masked no-op: it only touches padding rows and counts nothing. The window
+    has a fixed width, so ``traj``/``eps``/``noise`` need ``width`` padding rows.
+    """
+    for _ in range(rounds):
+        _synced_round(buf, denoise, step, batch, n_steps, update)
+
+
+def _synced_round(buf: dict, denoise, step, batch: int, n_steps: int, update) -> None:
+    traj, start, status, slots = buf["traj"], buf["start"], buf["status"], buf["slots"]
+    width = slots.shape[0]
+    active = (start < n_steps) & (status[3] == 0)
+    index = start + slots
+    states, imposed, eps = evaluate_window(buf, index, denoise, batch)
+    noise = buf["noise"].index_select(0, index) if buf["noise"] is not None else None
+    nxt = step(index, imposed, eps, noise)
+    old_next = traj.index_select(0, index + 1)
+    new = update(buf, index, states, imposed, nxt, old_next)
+    worst = ((new - old_next).pow(2).flatten(2).sum(-1) * buf["inv_var"].index_select(0, index + 1)[:, None]).amax(1)
+    live = index < n_steps
+    finite = torch.isfinite(torch.where(live.view(-1, *([1] * (new.dim() - 1))), new, torch.zeros_like(new))).all()
+    traj.index_copy_(0, index + 1, new)  # after convergence these are padding rows only
+    buf["eps"].index_copy_(0, index, eps)
+    count = (n_steps - start).clamp(0, width)
+    first_bad = torch.where(live & (worst > buf["tol2"]), slots, width).amin().minimum(count)
+    accepted = torch.where(active & finite, (first_bad + 1).minimum(count), 0)
+    error = torch.where(slots < first_bad, worst, torch.zeros_like(worst)).amax()
+    status[0] += active.to(status.dtype)
+    status[1] += (active * count).to(status.dtype)
+    status[2] = torch.where(active, status[2].maximum(error), status[2])
+    status[3] = torch.where(active & ~finite, torch.ones_like(status[3]), status[3])
+    end, new_start = (start + width).clamp(max=n_steps), start + accepted
+    rows = new_start + slots + 1  # the new window's next states; those past the old end enter now
+    entering = (rows > end) & (rows <= (new_start + width).clamp(max=n_steps)) & buf["fill"]
+    entering = entering.view(-1, *([1] * (new.dim() - 1)))
+    traj.index_copy_(0, rows, torch.where(entering, traj.index_select(0, end.view(1)), traj.index_select(0, rows)))
+    start.copy_(new_start)

@@ -7,7 +7,8 @@ slide the window past every leading state whose change is below ``tolerance`` (i
 of that step's noise std). The fixed point is exactly the sequential trajectory for the
 same noise draws, so ``tolerance`` is the only accuracy knob.
 
-Kernel: ``kernels.window_round`` with ``PicardUpdate``; driver: ``solve_windowed``.
+Kernel: ``kernels.window_round`` with ``PicardUpdate`` (``kernels.synced_rounds`` when
+``rounds_per_sync`` > 1); driver: ``solve_windowed``.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from parapolicy.samplers.problem import DenoisingProblem, SampleResult, check_po
 
 @dataclass(frozen=True)
 class Picard(SamplerBase):
-    """Settings: window (steps per batched call) and tolerance."""
+    """Settings: window (steps per batched call), tolerance, and rounds_per_sync (rounds per
+    kernel call between host syncs: 1 reads the flags every round; k > 1 keeps acceptance
+    on the device for k rounds, for GPU graph replays, with up to k - 1 wasted rounds)."""
 
     window: int = 100
     tolerance: float = 0.1
+    rounds_per_sync: int = 1
     name = "picard"
     accepts_initial_guess = True
     update = PicardUpdate()
@@ -33,8 +37,18 @@ class Picard(SamplerBase):
     def __post_init__(self):
         check_positive_int(self.name, "window", self.window)
         check_tolerance(self.name, self.tolerance)
+        check_positive_int(self.name, "rounds_per_sync", self.rounds_per_sync)
+
+    def config(self) -> dict:
+        """The settings; ``rounds_per_sync`` only where it differs from one round per sync."""
+        config = super().config()
+        if self.rounds_per_sync == 1:
+            del config["rounds_per_sync"]
+        return config
 
     def sample(self, problem: DenoisingProblem) -> SampleResult:
+        settings = {"window": min(self.window, problem.rule.num_steps), "tolerance": float(self.tolerance)}
+        if self.rounds_per_sync != 1:
+            settings["rounds_per_sync"] = self.rounds_per_sync
         return solve_windowed(problem, self.update, name=self.name, window=self.window, tolerance=self.tolerance,
-                              settings={"window": min(self.window, problem.rule.num_steps),
-                                        "tolerance": float(self.tolerance)})
+                              settings=settings, rounds_per_sync=self.rounds_per_sync)
