@@ -38,17 +38,18 @@ def resolve_checkpoint(cfg) -> str:
 
 def make_env_factory(env_cfg, spec):
     """Environments wrapped for the policy's observation history and action chunk."""
-    import gymnasium as gym
-
     _ensure_envs_importable()
     from parapolicy_envs import MultiStepWrapper
 
     kwargs = dict(env_cfg.get("kwargs") or {})
 
+    from parapolicy_envs.adapters import make_adapted_env
+
     def make():
-        env = gym.make(env_cfg.id, **kwargs)
+        env = make_adapted_env(env_cfg.id, kwargs, spec.obs_shapes, env_cfg.get("obs_key", "obs"))
         return MultiStepWrapper(env, spec.n_obs_steps, spec.n_action_steps, env_cfg.max_episode_steps)
 
+    make().close()  # a checkpoint/env mismatch fails here, once, before any episode runs
     return make
 
 

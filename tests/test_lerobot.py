@@ -143,5 +143,5 @@ def test_non_diffusion_lerobot_dir_is_rejected(dp_policy_and_dir, tmp_path):
     config["type"] = "act"
     json.dump(config, open(d / "config.json", "w"))
     (d / "model.safetensors").write_bytes(open(os.path.join(out, "model.safetensors"), "rb").read())
-    with pytest.raises(CheckpointError, match="holds a LeRobot 'act' policy, not 'diffusion'"):
+    with pytest.raises(CheckpointError, match="config.json holds a LeRobot 'act' policy, expected 'diffusion'"):
         parapolicy.load_policy(d)

@@ -37,19 +37,22 @@ def read_config_json(path: str) -> dict:
     file = os.path.join(path, "config.json")
     try:
         size = os.path.getsize(file)
-        if size > MAX_CONFIG_BYTES:
-            raise CheckpointError(f"{file!r}: expected a config.json under {MAX_CONFIG_BYTES} bytes, found {size}")
-        with open(file, encoding="utf-8") as f:
-            return json.load(f)
+        if size <= MAX_CONFIG_BYTES:
+            with open(file, encoding="utf-8") as f:
+                return json.load(f)
     except (OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise CheckpointError(f"cannot read {file!r}: expected JSON, found {type(exc).__name__}: "
+        raise CheckpointError(f"cannot read config.json: expected JSON, found {type(exc).__name__}: "
                               f"{str(exc)[:200]}") from None
+    raise CheckpointError(f"config.json: expected under {MAX_CONFIG_BYTES} bytes, found {size}")
 
 
 def load_lerobot(path: str, device="cpu") -> Policy:
     path = os.fspath(path)
     origin = repr(path)
-    config = parse_config(read_config_json(path))
+    try:
+        config = parse_config(read_config_json(path))
+    except CheckpointError as exc:
+        raise CheckpointError(f"{origin}: {exc}") from None
     encoder, unet = build_networks(config)
     model_file = os.path.join(path, "model.safetensors")
     header = safetensors_header(model_file)
