@@ -121,4 +121,4 @@ def _chw(pixels) -> np.ndarray:
 def _pusht_sim(env: gym.Env):
     """The gym-pusht simulation inside a ``parapolicy/PushT-*`` env (None for other envs)."""
     sim = getattr(env.unwrapped, "sim", None)
-    return sim if sim is not None and hasattr(sim, "get_keypoints") and hasattr(sim, "_block_shapes") else None
+    return sim if sim is not None and hasattr(sim, "get_keypoints") else None  # _block_shapes: set by reset
