@@ -49,7 +49,7 @@ BAD_FIELDS = [
     ("horizon", 10**12, r"horizon: expected an integer in \[1, 1024\], found 1000000000000"),
     ("horizon", 18, r"horizon=18: expected a multiple of 2\*\*len\(down_dims\) = 4"),
     ("n_obs_steps", 0, r"n_obs_steps: expected an integer in \[1, 64\], found 0"),
-    ("n_action_steps", 1000, r"n_action_steps: expected an integer in \[1, 1024\], found 1000"),
+    ("n_action_steps", 10**6, r"n_action_steps: expected an integer in \[1, 1024\], found 1000000"),
     ("n_action_steps", 16, r"n_action_steps=16: expected at most horizon - n_obs_steps \+ 1 = 15"),
     ("down_dims", [16, "32"], r"down_dims: expected 1-6 integers in \[1, 4096\], found \[16, '32'\]"),
     ("down_dims", [2**40], r"down_dims: expected 1-6 integers in \[1, 4096\]"),
@@ -65,8 +65,9 @@ BAD_FIELDS = [
      r"input_shapes\['observation.state'\]: expected 1-1 integers in \[1, 4096\], found \[1000000000\]"),
     ("input_shapes", {"observation.state": [2], "observation.image": [3, 10**6, 10**6]},
      r"input_shapes\['observation.image'\]: expected 3-3 integers in \[1, 1024\]"),
-    ("input_shapes", {"observation.state": [2], "observation.velocity": [2]}, r"LeRobot inputs \['observation.state', "
-                                                                             r"'observation.velocity'\]: expected"),
+    ("input_shapes", {"observation.state": [2], "observation.environment_state": [16], "observation.velocity": [2]},
+     r"LeRobot inputs \['observation.state', 'observation.environment_state', 'observation.velocity'\]: expected "
+     r"'observation.state' plus optional 'observation.image\*' cameras and/or 'observation.environment_state'"),
     ("input_normalization_modes", {"observation.state": "quantiles"},
      r"input_normalization_modes\['observation.state'\]: expected 'mean_std' or 'min_max', found 'quantiles'"),
     ("output_shapes", [], r"output_shapes: expected an object, found \[\]"),
