@@ -7,6 +7,7 @@ and ``snapshots/<commit>``), so nothing is downloaded.
 import os
 import shutil
 
+import huggingface_hub.constants  # noqa: F401 - read its environment now, before the fixtures change it
 import pytest
 from lerobot_eras import HUB_2024_KEYPOINTS, small, write_dir
 
