@@ -38,15 +38,6 @@ MAX_EMBED_DIM = 4096
 MAX_KEYPOINTS = 1024
 MAX_TRAIN_TIMESTEPS = 10_000
 
-# Fields that change nothing at inference (training, hub and device settings).
-HARMLESS = frozenset({
-    "type", "device", "use_amp", "push_to_hub", "repo_id", "private", "tags", "license", "pretrained_path",
-    "pretrained_revision", "drop_n_last_frames", "crop_is_random", "pretrained_backbone_weights",
-    "do_mask_loss_for_padding", "optimizer_lr", "optimizer_betas", "optimizer_eps", "optimizer_weight_decay",
-    "scheduler_name", "scheduler_warmup_steps", "compile_model", "compile_mode", "gradient_checkpointing",
-})
-
-
 @dataclass(frozen=True)
 class LeRobotConfig:
     """What a LeRobot DiffusionPolicy needs at inference, validated."""

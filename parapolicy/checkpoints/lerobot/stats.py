@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from parapolicy.checkpoints.lerobot.config import ACTION, LeRobotConfig
+from parapolicy.checkpoints.lerobot.weights import read_safetensors
 from parapolicy.errors import CheckpointError
 
 EPS = 1e-8
@@ -39,8 +40,6 @@ def processor_files(path: str) -> list[str]:
 
 def read_stats(path: str, buffers: dict) -> tuple[dict, bool]:
     """``({feature: {stat: tensor}}, legacy)``: processor files if present, else model buffers."""
-    from parapolicy.checkpoints.lerobot.weights import read_safetensors
-
     files = processor_files(path)
     stats: dict = {}
     if files:
