@@ -43,7 +43,8 @@ def _lerobot_obs(cfg, seed=0):
 
 def test_dp_policy_exported_to_lerobot_gives_the_same_actions(dp_policy_and_dir):
     cfg, dp_policy, out = dp_policy_and_dir
-    assert sorted(os.listdir(out)) == sorted(["config.json", "model.safetensors", PRE_STATS, POST_STATS])
+    assert sorted(os.listdir(out)) == sorted(["config.json", "model.safetensors", PRE_STATS, POST_STATS,
+                                              "policy_preprocessor.json", "policy_postprocessor.json"])
     assert "diffusion.unet.down_modules.0.0.conv1.block.0.weight" in load_file(os.path.join(out, "model.safetensors"))
     loaded = parapolicy.load_policy(out)
     assert loaded.spec.source["format"] == "lerobot"
@@ -142,5 +143,5 @@ def test_non_diffusion_lerobot_dir_is_rejected(dp_policy_and_dir, tmp_path):
     config["type"] = "act"
     json.dump(config, open(d / "config.json", "w"))
     (d / "model.safetensors").write_bytes(open(os.path.join(out, "model.safetensors"), "rb").read())
-    with pytest.raises(CheckpointError, match="holds a LeRobot 'act' policy, not 'diffusion'"):
+    with pytest.raises(CheckpointError, match="config.json holds a LeRobot 'act' policy, expected 'diffusion'"):
         parapolicy.load_policy(d)

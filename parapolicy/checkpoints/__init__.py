@@ -8,7 +8,7 @@ from parapolicy.errors import CheckpointError
 
 
 def load_policy(path, device="cpu", use_ema: bool | None = None, trust_checkpoint: bool = False):
-    """Load a DiffusionPolicy checkpoint (DP workspace ``.ckpt`` file or LeRobot directory).
+    """Load a DiffusionPolicy checkpoint (DP workspace ``.ckpt`` file, LeRobot directory or Hub id).
 
     ``use_ema`` defaults to what the checkpoint's cfg says (upstream evaluates EMA weights).
     ``trust_checkpoint=True`` lets the unpickler run code the file names: only for files
@@ -16,6 +16,10 @@ def load_policy(path, device="cpu", use_ema: bool | None = None, trust_checkpoin
     """
     path = os.fspath(path)
     _check_device(device)
+    from parapolicy.checkpoints.hub import looks_like_hub_id, resolve_hub_id
+
+    if looks_like_hub_id(path):  # e.g. "lerobot/diffusion_pusht": a LeRobot dir from the Hub cache
+        path = resolve_hub_id(path)
     if os.path.isdir(path):
         from parapolicy.checkpoints.lerobot import is_lerobot_dir, load_lerobot
 

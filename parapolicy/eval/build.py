@@ -42,19 +42,19 @@ def make_env_factory(env_cfg, spec, wrappers=()):
 
     ``wrappers`` wrap the single-step env first (e.g. video frames per control step).
     """
-    import gymnasium as gym
-
     ensure_envs_importable()
     from parapolicy_envs import MultiStepWrapper
+    from parapolicy_envs.adapters import make_adapted_env
 
     kwargs = dict(env_cfg.get("kwargs") or {})
 
     def make():
-        env = gym.make(env_cfg.id, **kwargs)
+        env = make_adapted_env(env_cfg.id, kwargs, spec.obs_shapes, env_cfg.get("obs_key", "obs"))
         for wrap in wrappers:
             env = wrap(env)
         return MultiStepWrapper(env, spec.n_obs_steps, spec.n_action_steps, env_cfg.max_episode_steps)
 
+    make().close()  # a checkpoint/env mismatch fails here, once, before any episode runs
     return make
 
 

@@ -105,7 +105,7 @@ def run_rollout(cfg, output_dir: str, on_chunk=None, obs_adapter=None) -> dict:
     logger = RunLogger(mode=cfg.logger.mode, project=cfg.logger.project, directory=output_dir,
                        config=OmegaConf.to_container(cfg, resolve=True), tags=[name, cfg.env.id])
     results = {
-        "checkpoint": os.path.abspath(ckpt),
+        "checkpoint": policy.spec.source.get("path", os.path.abspath(ckpt)),
         "env": cfg.env.id,
         "sampler": {"name": name, **settings},
         "device": device_name(cfg.policy.device),
