@@ -29,7 +29,7 @@ import torch
 import parapolicy
 from parapolicy.eval.realtime import RealtimeSettings, run_realtime
 from parapolicy.metrics import write_report
-from parapolicy.rollout import ASSETS_DIR, _ensure_envs_importable, device_name
+from parapolicy.eval.build import ASSETS_DIR, device_name, ensure_envs_importable as _ensure_envs_importable
 
 ENV_ID = "parapolicy/PushT-keypoints-v0"
 

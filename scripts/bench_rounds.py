@@ -29,7 +29,7 @@ import torch
 
 import parapolicy
 from parapolicy.metrics import paired_difference, write_json_atomic
-from parapolicy.rollout import ASSETS_DIR, _ensure_envs_importable, device_name
+from parapolicy.eval.build import ASSETS_DIR, device_name, ensure_envs_importable as _ensure_envs_importable
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_latency import with_scheduler  # noqa: E402

@@ -6,7 +6,7 @@ import torch
 import parapolicy
 from parapolicy.acceleration import _PaddedCall, make_denoiser, padded_rows
 from parapolicy.errors import AccelerationError
-from parapolicy.rollout import ASSETS_DIR
+from parapolicy.eval.build import ASSETS_DIR
 
 
 class EagerPadded(_PaddedCall):

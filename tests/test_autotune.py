@@ -5,7 +5,7 @@ import torch
 import parapolicy
 from parapolicy import autotune
 from parapolicy.autotune import autotune_window, call_latency_curve
-from parapolicy.rollout import ASSETS_DIR
+from parapolicy.eval.build import ASSETS_DIR
 
 
 def toy_policy():

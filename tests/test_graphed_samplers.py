@@ -14,7 +14,7 @@ from helpers import DP_SCHEDULE, make_scheduler
 import parapolicy
 from parapolicy.acceleration import GraphExecutor
 from parapolicy.policy import BoundDenoiser
-from parapolicy.rollout import ASSETS_DIR
+from parapolicy.eval.build import ASSETS_DIR
 from parapolicy.samplers import (DenoisingProblem, NewtonPicard, Picard, PIADM, Sequential, draw_noises,
                                  make_step_rule)
 

@@ -33,7 +33,7 @@ def lerobot_dirs(tmp_path_factory):
 def _cli(args, cwd):
     env = dict(os.environ, WANDB_MODE="disabled", WANDB_DIR=str(cwd), WANDB_SILENT="true",
                PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "envs")]))
-    return subprocess.run([sys.executable, "-m", "parapolicy.rollout", *args], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "parapolicy.cli.rollout", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=900, env=env)
 
 
@@ -77,10 +77,10 @@ def test_parapolicy_pusht_env_state_equals_gym_pushts_environment_state():
 
 
 def test_wrong_pairing_is_one_clear_error_listing_both(lerobot_dirs):
-    from parapolicy.rollout import make_env_factory
+    from parapolicy.eval.build import CONFIG_DIR, make_env_factory
 
     policy = parapolicy.load_policy(lerobot_dirs["image"])
-    env_cfg = OmegaConf.load(os.path.join(ROOT, "configs", "env", "gym_pusht_state.yaml"))
+    env_cfg = OmegaConf.load(os.path.join(CONFIG_DIR, "env", "gym_pusht_state.yaml"))
     with pytest.raises(ObservationError) as err:
         make_env_factory(env_cfg, policy.spec)
     message = str(err.value)

@@ -14,7 +14,7 @@ import parapolicy
 from parapolicy.acceleration import GraphExecutor
 from parapolicy.errors import SamplerConfigError
 from parapolicy.policy import BoundDenoiser
-from parapolicy.rollout import ASSETS_DIR
+from parapolicy.eval.build import ASSETS_DIR
 from parapolicy.samplers import DenoisingProblem, NewtonPicard, Picard, draw_noises, make_sampler, make_step_rule
 from parapolicy.samplers.kernels import PicardUpdate
 

@@ -9,7 +9,7 @@ from helpers import CountingDenoiser, GaussianDenoiser, SmoothNetDenoiser, make_
 
 import parapolicy
 from parapolicy.errors import SamplerConfigError
-from parapolicy.rollout import ASSETS_DIR
+from parapolicy.eval.build import ASSETS_DIR
 from parapolicy.samplers import RandomizedMidpoint, draw_noises, make_sampler
 
 MU, S = 0.2, 0.15

@@ -124,8 +124,8 @@ def test_help_explains_the_keys_and_lists_only_rollout_groups(tmp_path):
     proc = cli(["--help"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     groups = proc.stdout.split("Config groups (GROUP=OPTION):")[1].split("Main keys:")[0]
-    assert [line.split(":")[0].strip() for line in groups.strip().splitlines()] == ["env", "logger", "policy",
-                                                                                    "sampler"]
+    assert [line.split(":")[0].strip() for line in groups.strip().splitlines()] == ["controller", "env", "logger",
+                                                                                    "policy", "sampler"]
     for text in ("checkpoint=PATH", "compare_sampler", "vector=list", "Exit codes", "130 interrupted"):
         assert text in proc.stdout
 

@@ -12,7 +12,7 @@ import parapolicy
 from parapolicy.errors import ControllerConfigError, PrefixError
 from parapolicy.eval.realtime import RealtimeSettings, run_realtime
 from parapolicy.eval.episodes import run_batch
-from parapolicy.samplers import draw_noises, make_step_rule, sample_sequential
+from parapolicy.samplers import DenoisingProblem, Sequential, draw_noises, make_step_rule
 from parapolicy.samplers.prefix import ActionPrefix, HardPrefixDenoiser, soft_weights
 from parapolicy_envs import MultiStepWrapper
 from parapolicy_envs.toy import ToyReachEnv
@@ -103,7 +103,7 @@ def _replacement_moments(rule, alphas):
     value x_a = sqrt(abar) y + sqrt(1 - abar) z. Each step maps v linearly,
     x_b' = M x_b + K x_a + c + std * n, and z' is the step's fresh draw (DDPM) or stays (DDIM).
     """
-    coef, eye = rule.step_coefficients("cpu"), torch.eye(H, dtype=torch.float64)
+    coef, eye = rule.coefficients, torch.eye(H, dtype=torch.float64)
     mean, cov = torch.zeros(H, dtype=torch.float64), eye.clone()  # x_T: unknowns and z = x_T's known entries
     for i, t in enumerate(rule.timesteps.tolist()):
         a = alphas[t]
@@ -146,7 +146,7 @@ def test_hard_prefix_samples_the_closed_form_gaussian_answer(scheduler):
     mask = torch.zeros(batch, H, 1, dtype=torch.bool)
     mask[:, :2] = True
     denoise = HardPrefixDenoiser(_gaussian_denoiser(alphas), rule, draws.x_T, draws.noises, known, mask)
-    sample = sample_sequential(denoise, rule, draws.x_T, draws.noises).sample[:, 2:, 0].double()
+    sample = Sequential().sample(DenoisingProblem(denoise, rule, draws.x_T, draws.noises)).sample[:, 2:, 0].double()
     mean, cov = _replacement_moments(rule, alphas)
     assert torch.allclose(sample.mean(0), mean, atol=0.02)
     assert torch.allclose(torch.cov(sample.T), cov, atol=0.03)
@@ -209,7 +209,8 @@ def test_rollout_cli_runs_rtc_on_the_simulated_clock(toy_ckpt, tmp_path):  # noq
 
     from hydra import compose, initialize_config_dir
 
-    from parapolicy.rollout import CONFIG_DIR, run_rollout
+    from parapolicy.eval.build import CONFIG_DIR
+    from parapolicy.eval.run import run_rollout
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         cfg = compose("rollout", overrides=[f"checkpoint={toy_ckpt}", "env=toy", "n_episodes=2", "logger=disabled",

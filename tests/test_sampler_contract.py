@@ -10,7 +10,7 @@ import torch
 
 import parapolicy
 from parapolicy.errors import InputError, NonFiniteSampleError, SamplerConfigError
-from parapolicy.rollout import ASSETS_DIR
+from parapolicy.eval.build import ASSETS_DIR
 from parapolicy.samplers import SAMPLERS, Sampler
 
 PACKAGE = Path(parapolicy.__file__).parent

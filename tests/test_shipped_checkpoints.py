@@ -9,7 +9,7 @@ import torch
 
 import parapolicy
 import parapolicy_envs  # noqa: F401
-from parapolicy.rollout import ASSETS_DIR
+from parapolicy.eval.build import ASSETS_DIR
 
 
 @pytest.mark.parametrize("name, env_id", [("pusht_keypoints_unet.ckpt", "parapolicy/PushT-keypoints-v0"),

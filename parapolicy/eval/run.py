@@ -61,6 +61,11 @@ def _check_env(env_cfg) -> None:
             importlib.import_module(module)
         except ImportError as exc:
             raise RolloutConfigError(f"env module {module!r} of env id {env_cfg.id!r} does not import: {exc}") from None
+    if env_id not in gym.registry and "/" in env_id:  # gymnasium's convention: the namespace is the module
+        try:
+            importlib.import_module(env_id.split("/", 1)[0])
+        except ImportError:
+            pass
     if env_id not in gym.registry:
         raise RolloutConfigError(f"env id {env_cfg.id!r} is not a registered gymnasium env "
                                  f"(expected e.g. parapolicy/PushT-keypoints-v0)")

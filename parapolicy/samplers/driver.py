@@ -158,7 +158,7 @@ def solve_windowed(problem: DenoisingProblem, update, *, name: str, window: int,
             buf["slots"] = all_slots[:count]  # eager: live slots only
         run()
         rounds, nfe = rounds + 1, nfe + count
-        flags = buf["flags"].cpu()  # the one host sync of the round
+        flags = buf["flags"].detach().cpu()  # the one host sync of the round
         if flags[-1]:
             return fallback_to_chain(problem, name, rounds, nfe, settings)
         worst = flags[:count]

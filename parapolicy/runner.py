@@ -1,3 +1,0 @@
-"""Moved to :mod:`parapolicy.eval.episodes`; kept so existing imports keep working."""
-
-from parapolicy.eval.episodes import EpisodeResult, RunResult, run_batch  # noqa: F401
