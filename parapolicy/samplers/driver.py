@@ -65,6 +65,17 @@ def _fill_inputs(buf: dict, problem: DenoisingProblem) -> None:
         buf["cond_mask"].copy_(problem.cond_mask)
 
 
+def _start_trajectory(buf: dict, problem: DenoisingProblem, update) -> None:
+    """Every state = x_T (or the initial guess, state 0 kept at x_T), this call's inputs, a fresh update memory."""
+    traj, x_T = buf["traj"], problem.x_T
+    traj.copy_(x_T.expand_as(traj))
+    if problem.init_guess is not None:
+        traj[: problem.rule.num_steps + 1].copy_(problem.init_guess)
+        traj[0].copy_(x_T)
+    _fill_inputs(buf, problem)
+    update.reset(buf)
+
+
 def _shape_key(problem: DenoisingProblem) -> tuple:
     return (id(problem.rule), tuple(problem.x_T.shape), problem.x_T.dtype, problem.noises is not None,
             problem.cond_mask is not None)
@@ -142,12 +153,7 @@ def solve_windowed(problem: DenoisingProblem, update, *, name: str, window: int,
     key = ("window", name, update.key, width) + _shape_key(problem)
     buf, run = executor.prepare(key, build, problem.denoise)
     all_slots, traj = buf["slots"], buf["traj"]
-    traj.copy_(x_T.expand_as(traj))
-    if problem.init_guess is not None:
-        traj[: n_steps + 1].copy_(problem.init_guess)
-        traj[0].copy_(x_T)
-    _fill_inputs(buf, problem)
-    update.reset(buf)
+    _start_trajectory(buf, problem, update)
     tol2 = float(tolerance) ** 2 if tolerance is not None else None
     start, rounds, nfe, max_error, block_rounds = 0, 0, 0, 0.0, 0
     while start < n_steps:
@@ -219,12 +225,7 @@ def solve_windowed_synced(problem: DenoisingProblem, update, *, name: str, windo
     key = ("synced", name, update.key, width, k) + _shape_key(problem)
     buf, run = executor.prepare(key, build, problem.denoise)
     traj = buf["traj"]
-    traj.copy_(x_T.expand_as(traj))
-    if problem.init_guess is not None:
-        traj[: n_steps + 1].copy_(problem.init_guess)
-        traj[0].copy_(x_T)
-    _fill_inputs(buf, problem)
-    update.reset(buf)
+    _start_trajectory(buf, problem, update)
     buf["start"].zero_()
     buf["status"].zero_()
     buf["tol2"].fill_(float(tolerance) ** 2)
