@@ -38,8 +38,11 @@ def toy():
     return policy.model, cond
 
 
-def _problems(model, cond, rule, draws, network=None):
-    """The same problem run eagerly and by a capturing executor (``network`` stands in for the model)."""
+def _problems(toy, kind, steps, seed, network=None):
+    """One problem (toy network, batch 3) run eagerly and by a capturing executor (``network`` stands in)."""
+    model, cond = toy
+    rule = make_step_rule(make_scheduler(kind, steps=steps))
+    draws = draw_noises(rule, (3, 16, 2), torch.Generator().manual_seed(seed))
     eager = DenoisingProblem(BoundDenoiser(model, global_cond=cond), rule, draws.x_T, draws.noises)
     executor = GraphExecutor(RunWithoutCapture(), network or model, {"global_cond": cond}, "cpu")
     return eager, eager.replace(executor=executor)
@@ -69,10 +72,7 @@ def test_multistep_rules_have_no_coefficients():
 @pytest.mark.parametrize("kind,window,newton", [("ddpm", 30, False), ("ddpm", 7, False), ("ddpm", 30, True),
                                                 ("ddim", 5, True)])
 def test_captured_picard_round_matches_the_eager_sampler(toy, kind, window, newton):
-    model, cond = toy
-    rule = make_step_rule(make_scheduler(kind, steps=30 if kind == "ddpm" else None))
-    draws = draw_noises(rule, (3, 16, 2), torch.Generator().manual_seed(2))
-    eager, captured = _problems(model, cond, rule, draws)
+    eager, captured = _problems(toy, kind, 30 if kind == "ddpm" else None, 2)
     sampler = (NewtonPicard if newton else Picard)(window=window, tolerance=1e-3)
     with torch.no_grad():
         want = sampler.sample(eager)
@@ -86,10 +86,7 @@ def test_captured_picard_round_matches_the_eager_sampler(toy, kind, window, newt
 
 
 def test_captured_piadm_blocks_match_the_eager_sampler(toy):
-    model, cond = toy
-    rule = make_step_rule(make_scheduler("ddpm", steps=30))
-    draws = draw_noises(rule, (3, 16, 2), torch.Generator().manual_seed(5))
-    eager, captured = _problems(model, cond, rule, draws)
+    eager, captured = _problems(toy, "ddpm", 30, 5)
     with torch.no_grad():
         want, got = (PIADM(block_size=7, iterations=3).sample(p) for p in (eager, captured))
     assert got.stats.rounds == want.stats.rounds == 4 * 3 + 2
@@ -97,10 +94,7 @@ def test_captured_piadm_blocks_match_the_eager_sampler(toy):
 
 
 def test_captured_sequential_chain_matches_the_eager_loop(toy):
-    model, cond = toy
-    rule = make_step_rule(make_scheduler("ddpm", steps=20))
-    draws = draw_noises(rule, (3, 16, 2), torch.Generator().manual_seed(3))
-    eager, captured = _problems(model, cond, rule, draws)
+    eager, captured = _problems(toy, "ddpm", 20, 3)
     with torch.no_grad():
         want, got = Sequential().sample(eager), Sequential().sample(captured)
     torch.testing.assert_close(got.sample, want.sample, rtol=1e-6, atol=1e-6)
@@ -114,9 +108,7 @@ def test_captured_picard_falls_back_to_sequential_on_nan(toy):
         out = model(x, t, **c)
         return out * float("nan") if x.shape[0] > 3 else out
 
-    rule = make_step_rule(make_scheduler("ddpm", steps=20))
-    draws = draw_noises(rule, (3, 16, 2), torch.Generator().manual_seed(4))
-    eager, captured = _problems(model, cond, rule, draws, network=nan_when_batched)
+    eager, captured = _problems(toy, "ddpm", 20, 4, network=nan_when_batched)
     with torch.no_grad():
         result = Picard(window=20, tolerance=1e-3).sample(captured)
         want = Sequential().sample(eager)
