@@ -119,15 +119,21 @@ def fallback_to_chain(problem: DenoisingProblem, name: str, rounds: int, nfe: in
 
 
 def solve_windowed(problem: DenoisingProblem, update, *, name: str, window: int, tolerance: float | None = None,
-                   sweeps: int | None = None, settings: dict | None = None, rounds_per_sync: int = 1) -> SampleResult:
+                   sweeps: int | None = None, settings: dict | None = None, rounds_per_sync: int = 1,
+                   kernel=window_round) -> SampleResult:
     """Parallel rounds over a window of ``window`` steps; see the module docstring.
 
     With ``tolerance``: the window slides past converged states (exact: the fixed point is
     the sequential answer). With ``sweeps``: each block of ``window`` steps gets that many
     rounds (``sweeps >= window`` solves it exactly) and the next block starts from its end.
-    ``rounds_per_sync`` > 1 (tolerance only): ``solve_windowed_synced``.
+    ``rounds_per_sync`` > 1 (tolerance only): ``solve_windowed_synced``. ``kernel`` is the
+    round kernel, ``kernel(buf, denoise, step, batch, n_steps, update)`` (``window_round``
+    unless a sampler's round evaluates other points than the window's states); it reads
+    ``buf["sweep"]``, the round's index within the current block (sweeps mode; else 0).
     """
     if rounds_per_sync != 1:
+        if kernel is not window_round:
+            raise SamplerConfigError(f"{name}: rounds_per_sync > 1 runs the window-round kernel only")
         if sweeps is not None:
             raise SamplerConfigError(f"{name}: rounds_per_sync > 1 needs a tolerance, not sweeps")
         return solve_windowed_synced(problem, update, name=name, window=window, tolerance=tolerance,
@@ -145,12 +151,13 @@ def solve_windowed(problem: DenoisingProblem, update, *, name: str, window: int,
         buf = {"traj": x_T.new_zeros((rows + 1, *x_T.shape)), "eps": x_T.new_zeros((rows, *x_T.shape)),
                "inv_var": convergence_weights(rule, state_shape, rows + 1, device),
                "start": torch.zeros((), dtype=torch.long, device=device),
+               "sweep": torch.zeros((), dtype=torch.long, device=device),
                "slots": torch.arange(width, device=device), "flags": x_T.new_zeros(width + 1),
                **_input_buffers(problem, rows, pad), **update.buffers(rows, x_T)}
         step = _step_function(rule, x_T, pad)
-        return buf, lambda: window_round(buf, denoise, step, batch, n_steps, update)
+        return buf, lambda: kernel(buf, denoise, step, batch, n_steps, update)
 
-    key = ("window", name, update.key, width) + _shape_key(problem)
+    key = ("window", name, update.key, width, kernel.__name__) + _shape_key(problem)
     buf, run = executor.prepare(key, build, problem.denoise)
     all_slots, traj = buf["slots"], buf["traj"]
     _start_trajectory(buf, problem, update)
@@ -160,6 +167,7 @@ def solve_windowed(problem: DenoisingProblem, update, *, name: str, window: int,
         end = min(start + width, n_steps)
         count = end - start
         buf["start"].fill_(start)
+        buf["sweep"].fill_(block_rounds)
         if not executor.captures:
             buf["slots"] = all_slots[:count]  # eager: live slots only
         run()
