@@ -42,7 +42,7 @@ class _PaddedCall:
     def __call__(self, x: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
         rows = x.shape[0]
         size = padded_rows(rows)
-        key = (size, x.device, x.dtype, tuple(x.shape[1:]),
+        key = (size, x.device, x.dtype, tuple(x.shape[1:]), t.dtype,
                tuple((k, v.dtype, tuple(v.shape[1:])) for k, v in sorted(cond.items())))
         entry = self._entries.get(key)
         if entry is None:

@@ -59,12 +59,11 @@ def plan(args):
     """(key, kind, settings) in priority order: the d = 4 comparison first."""
     rows = [("score", RealtimeSettings("sync", 0))]
     delays = sorted(args.delays, key=lambda d: (d != 4, d))
-    for d in delays:
+    for d in delays:  # every row of one delay before the next delay
         for mode, guidance in (("async", "hard"), ("rtc", "hard"), ("rtc", "soft"), ("ensemble", "hard")):
             if d == 0 and mode in ("async", "rtc"):
                 continue  # identical to sync at d = 0 (tested)
             rows.append(("score", RealtimeSettings(mode, d, guidance)))
-    for d in delays:
         for warm in (False, True):
             rows.append(("rounds", RealtimeSettings("rtc", d, args.rounds_guidance, warm_start=warm)))
     return [(row_key(kind, s), kind, s) for kind, s in rows]
@@ -160,9 +159,11 @@ def main(argv=None) -> int:
     seeds = [args.seed + i for i in range(args.episodes)]
     result = {"command": "python scripts/bench_realtime.py " + " ".join(argv if argv is not None else sys.argv[1:]),
               "device": device_name("cpu"), "rows": {}}
-    if os.path.exists(args.out + ".json"):
+    if os.path.exists(args.out + ".json"):  # resume: keep the rows run on the seeds asked for now
         with open(args.out + ".json") as f:
-            result["rows"] = json.load(f).get("rows", {})
+            cached = json.load(f).get("rows", {})
+        wanted = {"score": [seeds[0], seeds[-1]], "rounds": [seeds[0], seeds[min(args.rounds_episodes, len(seeds)) - 1]]}
+        result["rows"] = {k: v for k, v in cached.items() if v.get("seeds") == wanted[k.split("/")[0]]}
     only = set(args.only.split(",")) if args.only else None
     for key, kind, settings in plan(args):
         if key in result["rows"] or (only is not None and key not in only):

@@ -11,6 +11,13 @@ difference| is recorded (PushT action units: pixels of the 512x512 board); (2) t
 sampler on single observations (batch 1) recorded from the sequential rollout gives the
 rounds per chunk a one-robot controller sees. Results are cached per sampler in
 ``<out>.json``: re-running computes only the rows not there yet (``--fresh`` recomputes).
+
+The SWEEP rows (PIADM-SDE, PIADM-ODE, parallel randomized midpoint at 3-4 round budgets)
+run the closed loop only, paired with the sequential row by seeds and noise generator (their
+rounds per chunk are fixed by their settings, and their actions solve a different SDE/ODE
+discretisation, so a deviation from DDPM-100 is not an error). Every closed-loop row keeps
+its per-seed scores; ``<out>_pareto.png`` draws rounds per chunk against mean score and
+success (95% CIs) with sequential DDPM-100 as a horizontal band.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import argparse
 import json
 import os
 import sys
+import math
 import time
 
 import numpy as np
@@ -37,11 +45,41 @@ ROWS = [  # (label, sampler name, settings)
     ("picard", "picard", {"window": 100, "tolerance": 0.1}),
     ("newton_picard", "newton_picard", {"window": 100, "tolerance": 0.01}),
     ("newton_picard@0.1", "newton_picard", {"window": 100, "tolerance": 0.1}),
-    ("piadm_sde", "piadm", {"block_size": 10, "iterations": 3, "mode": "sde"}),
-    ("piadm_ode", "piadm", {"block_size": 10, "iterations": 3, "mode": "ode"}),
-    ("randomized_midpoint", "randomized_midpoint", {"steps": 16, "block_size": 4, "iterations": 6}),
-    ("randomized_midpoint_exact", "randomized_midpoint", {"steps": 16, "block_size": 1, "iterations": 2}),
 ]
+SWEEP = [  # (label, sampler name, settings): rounds per chunk = blocks x iterations (+ the last block's extra step)
+    ("piadm_sde@15", "piadm", {"blocks": 5, "points": 4, "iterations": 3, "mode": "sde"}),
+    ("piadm_ode@15", "piadm", {"blocks": 5, "points": 4, "iterations": 3, "mode": "ode"}),
+    ("randomized_midpoint@15", "randomized_midpoint", {"blocks": 5, "points": 4, "iterations": 3}),
+    ("piadm_sde@10", "piadm", {"blocks": 5, "points": 4, "iterations": 2, "mode": "sde"}),
+    ("piadm_ode@10", "piadm", {"blocks": 5, "points": 4, "iterations": 2, "mode": "ode"}),
+    ("randomized_midpoint@10", "randomized_midpoint", {"blocks": 5, "points": 4, "iterations": 2}),
+    ("piadm_sde@20", "piadm", {"blocks": 5, "points": 4, "iterations": 4, "mode": "sde"}),
+    ("piadm_ode@20", "piadm", {"blocks": 5, "points": 4, "iterations": 4, "mode": "ode"}),
+    ("randomized_midpoint@20", "randomized_midpoint", {"blocks": 5, "points": 4, "iterations": 4}),
+    ("piadm_sde@6", "piadm", {"blocks": 3, "points": 4, "iterations": 2, "mode": "sde"}),
+    ("piadm_ode@6", "piadm", {"blocks": 3, "points": 4, "iterations": 2, "mode": "ode"}),
+    ("randomized_midpoint@6", "randomized_midpoint", {"blocks": 3, "points": 4, "iterations": 2}),
+]
+SWEEP_FAMILIES = ("piadm_sde", "piadm_ode", "randomized_midpoint")
+
+
+def rounds_of(stats: dict) -> float:
+    """Sequential network-call depth of one predict_action: the ONE place that reads the stat's name."""
+    return stats["rounds"]
+
+
+def score_ci(scores, z=1.96):
+    """Mean and normal-approximation 95% half-width of per-seed scores."""
+    x = np.asarray(scores, dtype=np.float64)
+    return float(x.mean()), float(z * x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else 0.0
+
+
+def success_ci(successes, z=1.96):
+    """Success rate and its Wilson 95% interval (low, high)."""
+    n, p = len(successes), float(np.mean(successes))
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return p, (centre - half, centre + half)
 
 
 class ObservationTap:
@@ -57,15 +95,17 @@ class ObservationTap:
         return self.policy.predict_action(obs, generator=generator)
 
 
-def closed_loop(policy, make_env, seeds, name, settings, tap=None):
+def closed_loop(policy, make_env, seeds, name, settings, tap=None, deviation=True):
     policy.set_sampler(name, **settings)
-    recorder = DeviationRecorder(policy, (name, settings), SEQUENTIAL)
+    recorder = DeviationRecorder(policy, (name, settings), SEQUENTIAL) if deviation else policy
     driver = tap if tap is not None else recorder
     if tap is not None:
         tap.policy = recorder
     run = run_batch(driver, make_env, seeds, generator=torch.Generator().manual_seed(0), obs_key="obs")
     out = run.to_json()
-    out["max_action_deviation"] = recorder.max_dev
+    out["max_action_deviation"] = recorder.max_dev if deviation else None
+    out["scores"] = [float(e.max_reward) for e in run.episodes]
+    out["successes"] = [bool(e.success) for e in run.episodes]
     return out
 
 
@@ -75,13 +115,13 @@ def open_loop_batch1(policy, observations, name, settings):
     rounds, nfe = [], []
     for i, obs in enumerate(observations):
         out = policy.predict_action({"obs": torch.as_tensor(obs)[None]}, generator=torch.Generator().manual_seed(i))
-        rounds.append(out["stats"]["rounds"])
+        rounds.append(rounds_of(out["stats"]))
         nfe.append(out["stats"]["nfe"])
     return {"rounds_per_chunk_b1": float(np.mean(rounds)), "rounds_max_b1": int(max(rounds)),
             "nfe_per_chunk_b1": float(np.mean(nfe))}
 
 
-def markdown(result) -> str:
+def markdown(result, rounds_block: str = "") -> str:
     lines = [
         f"# Samplers on the shipped PushT policy ({os.path.basename(result['checkpoint'])})\n",
         f"Command: `{result['command']}`  ",
@@ -113,7 +153,97 @@ def markdown(result) -> str:
                 ratio = rows[label]["rounds_per_chunk_b1"] / rows["picard"]["rounds_per_chunk_b1"]
                 lines.append(f"\n{label} needs {ratio:.2f}x the rounds of picard at batch 1 "
                              f"({rows[label]['rounds_per_chunk_b1']:.2f} vs {rows['picard']['rounds_per_chunk_b1']:.2f}).")
+    lines += sweep_markdown(result)
+    if rounds_block:
+        lines += ["", rounds_block]
     return "\n".join(lines) + "\n"
+
+
+def sweep_markdown(result) -> list:
+    rows = result["rows"]
+    done = [(label, name, settings) for label, name, settings in SWEEP if label in rows]
+    if not done:
+        labels = ",".join(["sequential"] + [label for label, _, _ in SWEEP])
+        return ["\n## Rounds vs task score: PIADM and parallel randomized midpoint\n",
+                f"Not measured yet for the continuous-time samplers: `python scripts/bench_samplers.py --only {labels}` "
+                "(the sequential row is re-run to record its per-seed scores for the CI band)."]
+    lines = [
+        "\n## Rounds vs task score: PIADM and parallel randomized midpoint\n",
+        "Closed loop only, same seeds and noise generator as the sequential row (`--only` with the labels below). "
+        "Rounds/chunk = sequential network-call depth, fixed by the settings (blocks x iterations, the last block "
+        "may take one more); NFE/chunk per sample. CIs: mean score +- 1.96 s/sqrt(n) over seeds, success Wilson "
+        "95%. ![rounds vs score](samplers_pareto.png)\n",
+        "| sampler | settings | rounds/chunk | NFE/chunk | mean score (95% CI) | success rate (95% CI) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for label, _name, settings in [("sequential", "sequential", {})] + done:
+        row = rows.get(label)
+        if row is None or "scores" not in row:
+            continue
+        mean, half = score_ci(row["scores"])
+        p, (lo, hi) = success_ci(row["successes"])
+        cfg = ", ".join(f"{k}={v}" for k, v in settings.items()) or "DDPM-100"
+        lines.append(f"| {label} | {cfg} | {row['rounds_per_chunk']:.0f} | {row['nfe_per_chunk']:.0f} | "
+                     f"{mean:.3f} ({mean - half:.3f}-{mean + half:.3f}) | {p:.2f} ({lo:.2f}-{hi:.2f}) |")
+    return lines
+
+
+def draw_pareto(result, path) -> bool:
+    """x = rounds per chunk, y = mean score and success rate with 95% CIs; sequential as a band."""
+    rows = result["rows"]
+    if "scores" not in rows.get("sequential", {}) or not any(label in rows for label, _, _ in SWEEP):
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    seq = rows["sequential"]
+    bands = [score_ci(seq["scores"]), success_ci(seq["successes"])]
+    for ax, (kind, band) in zip(axes, zip(("mean score", "success rate"), bands)):
+        centre, (lo, hi) = (band[0], (band[0] - band[1], band[0] + band[1])) if kind == "mean score" else band
+        ax.axhspan(lo, hi, color="0.85", label="sequential DDPM-100 (95% CI)")
+        ax.axhline(centre, color="0.4", lw=1)
+        for offset, family in zip((-0.25, 0.0, 0.25), SWEEP_FAMILIES):
+            pts = sorted((rows[label]["rounds_per_chunk"], rows[label]) for label, _, _ in SWEEP
+                         if label.split("@")[0] == family and label in rows)
+            if not pts:
+                continue
+            xs, ys, err = [], [], [[], []]
+            for rounds, row in pts:
+                if kind == "mean score":
+                    mean, half = score_ci(row["scores"])
+                    lo_, hi_ = mean - half, mean + half
+                else:
+                    mean, (lo_, hi_) = success_ci(row["successes"])
+                xs.append(rounds + offset)
+                ys.append(mean)
+                err[0].append(mean - lo_)
+                err[1].append(hi_ - mean)
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=family)
+        ax.set_xlabel("rounds per chunk (sequential network calls)")
+        ax.set_ylabel(kind)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"PushT, {len(result['seeds'])} seeds, paired noise: rounds vs task score")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+ROUNDS_BEGIN, ROUNDS_END = "<!-- rounds:begin -->", "<!-- rounds:end -->"
+
+
+def preserved_rounds_block(path) -> str:
+    """The block another bench writes into samplers.md, kept verbatim when this one rewrites it."""
+    if not os.path.exists(path):
+        return ""
+    with open(path) as f:
+        text = f.read()
+    start, end = text.find(ROUNDS_BEGIN), text.find(ROUNDS_END)
+    return text[start : end + len(ROUNDS_END)] if 0 <= start < end else ""
 
 
 def main(argv=None) -> int:
@@ -142,24 +272,36 @@ def main(argv=None) -> int:
         "n_open_loop": args.open_loop, "observations": cache.get("observations"), "rows": cache.get("rows", {}),
         "command": "python scripts/bench_samplers.py --episodes %d --out %s" % (args.episodes, args.out),
     }
-    wanted = set(args.only.split(",")) if args.only else {label for label, _, _ in ROWS}
-    for label, name, settings in ROWS:
-        if label not in wanted or (label in result["rows"] and not args.only):
-            continue
+    every = {label: (name, settings) for label, name, settings in ROWS + SWEEP}
+    wanted = args.only.split(",") if args.only else [label for label in every if label not in result["rows"]]
+    unknown = [label for label in wanted if label not in every]
+    if unknown:
+        p.error(f"unknown row labels {unknown}; choose from {sorted(every)}")
+    sweep_labels = {label for label, _, _ in SWEEP}
+    for label in wanted:  # in the order asked for
+        name, settings = every[label]
         started = time.time()
-        needs_obs = result["observations"] is None
-        tap = ObservationTap(policy, args.open_loop) if needs_obs else None
-        row = closed_loop(policy, make_env, seeds, name, settings, tap)
-        if needs_obs:
-            result["observations"] = [o.tolist() for o in tap.observations]
-        row.update(open_loop_batch1(policy, np.asarray(result["observations"], dtype=np.float32), name, settings))
+        cached = result["rows"].get(label, {})
+        if label in sweep_labels or (label == "sequential" and "rounds_per_chunk_b1" in cached):
+            row = closed_loop(policy, make_env, seeds, name, settings, deviation=False)
+            if label == "sequential":  # deviation to itself is 0; batch-1 columns: deterministic, kept
+                row.update({k: cached[k] for k in ("rounds_per_chunk_b1", "rounds_max_b1", "nfe_per_chunk_b1")})
+                row["max_action_deviation"] = 0.0
+        else:
+            needs_obs = result["observations"] is None
+            tap = ObservationTap(policy, args.open_loop) if needs_obs else None
+            row = closed_loop(policy, make_env, seeds, name, settings, tap)
+            if needs_obs:
+                result["observations"] = [o.tolist() for o in tap.observations]
+            row.update(open_loop_batch1(policy, np.asarray(result["observations"], dtype=np.float32), name, settings))
         row["wall_s"] = time.time() - started
         row["settings"] = {"name": name, **settings}
         result["rows"][label] = row
-        print(json.dumps({label: {k: row[k] for k in ("mean_score", "rounds_per_chunk", "rounds_per_chunk_b1",
-                                                       "max_action_deviation", "wall_s")}}), flush=True)
-        write_report(args.out, result, markdown(result))
-    print(markdown(result))
+        print(json.dumps({label: {k: row.get(k) for k in ("mean_score", "success_rate", "rounds_per_chunk",
+                                                           "nfe_per_chunk", "wall_s")}}), flush=True)
+        write_report(args.out, result, markdown(result, preserved_rounds_block(args.out + ".md")))
+        draw_pareto(result, args.out + "_pareto.png")
+    print(markdown(result, preserved_rounds_block(args.out + ".md")))
     return 0
 
 

@@ -38,8 +38,8 @@ GRAPH_SAMPLERS = [
     ("sequential", {}),
     ("picard", {"window": 7, "tolerance": 1e-4}),
     ("newton_picard", {"window": 100, "tolerance": 1e-4}),
-    ("piadm", {"block_size": 5, "iterations": 3}),
-    ("randomized_midpoint", {"steps": 8, "block_size": 4, "iterations": 8}),
+    ("piadm", {"blocks": 3, "points": 4, "iterations": 3}),
+    ("randomized_midpoint", {"blocks": 2, "points": 4, "iterations": 3}),
 ]
 
 

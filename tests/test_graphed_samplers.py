@@ -15,8 +15,8 @@ import parapolicy
 from parapolicy.acceleration import GraphExecutor
 from parapolicy.policy import BoundDenoiser
 from parapolicy.eval.build import ASSETS_DIR
-from parapolicy.samplers import (DenoisingProblem, NewtonPicard, Picard, PIADM, Sequential, draw_noises,
-                                 make_step_rule)
+from parapolicy.samplers import (DenoisingProblem, NewtonPicard, Picard, PIADM, RandomizedMidpoint, Sequential,
+                                 draw_noises, make_step_rule)
 
 
 class RunWithoutCapture:
@@ -85,12 +85,25 @@ def test_captured_picard_round_matches_the_eager_sampler(toy, kind, window, newt
     assert torch.equal(again.sample, got.sample) and len(captured.executor.graphs.built) == 1
 
 
-def test_captured_piadm_blocks_match_the_eager_sampler(toy):
+@pytest.mark.parametrize("sampler", [PIADM(blocks=3, points=4, iterations=3, mode="sde"),
+                                     PIADM(blocks=2, points=5, iterations=2, mode="ode"),
+                                     RandomizedMidpoint(blocks=3, points=4, iterations=3)], ids=str)
+def test_captured_continuous_time_blocks_match_the_eager_sampler(toy, sampler):
+    """PIADM and the randomized midpoint run their rounds as captured kernels on their own
+    grid (float timesteps, per-call Brownian draws or random nodes in buffers)."""
     eager, captured = _problems(toy, "ddpm", 30, 5)
-    with torch.no_grad():
-        want, got = (PIADM(block_size=7, iterations=3).sample(p) for p in (eager, captured))
-    assert got.stats.rounds == want.stats.rounds == 4 * 3 + 2
-    torch.testing.assert_close(got.sample, want.sample, rtol=1e-5, atol=1e-5)
+    runs = []
+    for seed in (0, 1):  # a second call reuses the captured kernel with new draws
+        extra = sampler.extra_draws(eager.x_T, torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            runs.append([sampler.sample(p.replace(extra=extra)) for p in (eager, captured)])
+    for want, got in runs:
+        assert got.stats.rounds == want.stats.rounds == sampler.blocks * sampler.iterations
+        assert got.stats.captured and not want.stats.captured
+        torch.testing.assert_close(got.sample, want.sample, rtol=1e-5, atol=1e-5)
+    if sampler.extra_draws(eager.x_T, None):  # new draws, new answer from the same captured kernel
+        assert not torch.allclose(runs[0][1].sample, runs[1][1].sample)
+    assert len(captured.executor.graphs.built) == 1
 
 
 def test_captured_sequential_chain_matches_the_eager_loop(toy):

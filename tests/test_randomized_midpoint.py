@@ -1,7 +1,5 @@
-"""Parallel randomized midpoint: exact sequential answer with enough rounds, the exact ODE
-map as the step count grows, and the policy's draw of the random midpoints."""
-
-import os
+"""Parallel randomized midpoint: the sequential answer after enough rounds, the exact ODE
+map as the grid is refined, and the policy's draw of the random nodes."""
 
 import pytest
 import torch
@@ -10,88 +8,102 @@ from helpers import CountingDenoiser, GaussianDenoiser, SmoothNetDenoiser, make_
 import parapolicy
 from parapolicy.errors import SamplerConfigError
 from parapolicy.eval.build import ASSETS_DIR
-from parapolicy.samplers import RandomizedMidpoint, draw_noises, make_sampler
+from parapolicy.samplers import RandomizedMidpoint, draw_noises, make_sampler, make_step_rule
+from parapolicy.samplers.continuous_time import alpha_bar_at, grid_rule
+from parapolicy.samplers.randomized_midpoint import node_levels
 
 MU, S = 0.2, 0.15
+
+
+def _run(sampler, denoise, scheduler, x_T, cond_data=None, cond_mask=None, **extra):
+    """The sampler on a problem with the scheduler's own per-step draws (this sampler leaves them unused)."""
+    noises = draw_noises(scheduler, tuple(x_T.shape), torch.Generator().manual_seed(9)).noises
+    return solve(sampler, denoise, scheduler, x_T, noises, cond_data, cond_mask, **extra)
 
 
 def _offsets(steps, batch, seed=1):
     return torch.rand(steps, batch, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("block_size", [2, 4, 16])
-def test_enough_rounds_give_the_sequential_randomized_midpoint_answer(block_size):
+def _x_T(batch, seed=0):
+    return torch.randn(batch, 4, 2, generator=torch.Generator().manual_seed(seed))
+
+
+def _sequential_scheme(sched, net, x_T, offsets, blocks, points):
+    """The scheme's fixed point written out one interval at a time: node j sits at interval
+    j's start moved along the slope of the point before it (the block's start for j = 0),
+    and each interval moves along the slope at its node (DDIM moves, clean estimate clipped)."""
+    rule = grid_rule(make_step_rule(sched), blocks * points, sde=False)
+    node_level, node_t = node_levels(rule, offsets)
+    levels = rule.levels
+
+    def move(x, here, a, b, eps):
+        here, a, b = (v.view(-1, 1, 1) if torch.is_tensor(v) and v.dim() else v for v in (here, a, b))
+        clean = ((x - (1 - here).sqrt() * eps) / here.sqrt()).clamp(-1, 1)
+        return (b.sqrt() - a.sqrt()) * clean + ((1 - b).sqrt() - (1 - a).sqrt()) * eps
+
+    x = x_T.double()
+    for j in range(blocks * points):
+        if j % points == 0:  # a block starts: the point before its first node is the start itself
+            prev, prev_level = x, levels[j].expand(x.shape[0])
+            prev_eps = net(x.float(), rule.timesteps[j].expand(x.shape[0])).double()
+        node = x + move(prev, prev_level, levels[j], node_level[j], prev_eps)
+        eps = net(node.float(), node_t[j]).double()
+        x = x + move(node, node_level[j], levels[j], levels[j + 1], eps)
+        prev, prev_level, prev_eps = node, node_level[j], eps
+    return x
+
+
+def test_enough_rounds_give_the_sequential_scheme_and_the_error_shrinks_with_every_round():
     sched = make_scheduler("ddpm")
-    net = SmoothNetDenoiser(16, seed=3, scheduler=sched)
-    draws = draw_noises(sched, (3, 8, 2), torch.Generator().manual_seed(0))
-    off = _offsets(16, 3)
-    sequential = solve(RandomizedMidpoint(steps=16, block_size=1, iterations=2), net, sched, draws.x_T, draws.noises,
-                       offsets=off)
-    parallel = solve(RandomizedMidpoint(steps=16, block_size=block_size, iterations=2 * block_size),
-                     net, sched, draws.x_T, draws.noises, offsets=off)
-    assert torch.allclose(parallel.sample, sequential.sample, atol=1e-5)
-    assert parallel.stats.rounds == (16 // block_size) * 2 * block_size
+    net = SmoothNetDenoiser(8, seed=3, scheduler=sched)
+    x_T, off = _x_T(3), _offsets(12, 3)
+    exact = _run(RandomizedMidpoint(blocks=3, points=4, iterations=5), net, sched, x_T, offsets=off)
+    assert exact.stats.rounds == 3 * 5
+    want = _sequential_scheme(sched, net, x_T, off, blocks=3, points=4)
+    assert (exact.sample.double() - want).abs().max() < 1e-5
+    more = _run(RandomizedMidpoint(blocks=3, points=4, iterations=9), net, sched, x_T, offsets=off)
+    assert torch.equal(more.sample, exact.sample) and more.stats.rounds == 3 * 5  # points + 1 rounds solve a block
+    errors = [float((_run(RandomizedMidpoint(blocks=3, points=4, iterations=k), net, sched, x_T, offsets=off).sample
+                     - exact.sample).abs().max()) for k in (1, 2, 3, 4)]
+    assert errors == sorted(errors, reverse=True) and errors[-1] < errors[0] / 10, errors
 
 
-def test_error_to_the_exact_answer_shrinks_with_rounds():
+def test_converges_to_the_closed_form_probability_flow_map_as_the_grid_is_refined():
     sched = make_scheduler("ddpm")
     den = GaussianDenoiser(sched, MU, S)
-    draws = draw_noises(sched, (64, 8, 2), torch.Generator().manual_seed(0))
-    off = _offsets(16, 64)
-
-    def run(iterations):
-        return solve(RandomizedMidpoint(steps=16, block_size=8, iterations=iterations), den, sched, draws.x_T,
-                     draws.noises, offsets=off)
-
-    exact = run(16).sample
-    errors = [float((run(r).sample - exact).abs().max()) for r in (2, 4, 8, 12)]
+    x_T = _x_T(512)
+    a_T = sched.alphas_cumprod.double()[99]
+    exact = MU + S * (x_T.double() - a_T.sqrt() * MU) / (a_T * S**2 + 1 - a_T).sqrt()
+    errors = []
+    for points in (2, 4, 8, 16):
+        sampler = RandomizedMidpoint(blocks=4, points=points, iterations=points + 1)
+        out = _run(sampler, den, sched, x_T, offsets=_offsets(sampler.steps, 512)).sample
+        errors.append(float((out.double() - exact).abs().mean()))
     assert errors == sorted(errors, reverse=True), errors
-    assert errors[-1] < 1e-4
+    assert errors[-1] < 0.003 and errors[-1] < errors[0] / 8, errors
 
 
-def test_converges_to_the_closed_form_probability_flow_map_as_steps_grow():
-    sched = make_scheduler("ddpm")
-    den = GaussianDenoiser(sched, MU, S)
-    draws = draw_noises(sched, (256, 8, 2), torch.Generator().manual_seed(0))
-    a_T = sched.alphas_cumprod.double()[int(sched.timesteps[0])]
-    # data N(MU, S^2): the ODE maps x_T affinely onto the data distribution
-    exact = MU + S * (draws.x_T.double() - a_T.sqrt() * MU) / (a_T * S**2 + 1 - a_T).sqrt()
-    errors = {}
-    for steps in (8, 32, 64):
-        out = solve(RandomizedMidpoint(steps=steps, block_size=1, iterations=2), den, sched, draws.x_T, draws.noises,
-                    offsets=_offsets(steps, 256))
-        errors[steps] = float((out.sample.double() - exact).abs().max())
-    assert errors[64] < errors[32] < errors[8], errors
-    assert errors[64] < 0.03
-
-
-def test_one_batched_call_per_round_with_starts_and_midpoints():
+def test_one_batched_call_per_round_over_the_block_start_and_its_nodes():
     sched = make_scheduler("ddim", 16)
-    counting = CountingDenoiser(SmoothNetDenoiser(16, scheduler=sched))
-    draws = draw_noises(sched, (3, 8, 2), torch.Generator().manual_seed(0))
-    out = solve(RandomizedMidpoint(steps=12, block_size=4, iterations=3), counting, sched, draws.x_T, draws.noises,
-                offsets=_offsets(12, 3))
-    assert counting.calls == [2 * 4 * 3] * 9
-    assert out.stats.rounds == 9 and out.stats.nfe == 9 * 8
+    counting = CountingDenoiser(SmoothNetDenoiser(8, scheduler=sched))
+    out = _run(RandomizedMidpoint(blocks=3, points=4, iterations=3), counting, sched, _x_T(3), offsets=_offsets(12, 3))
+    assert counting.calls == [5 * 3] * 9
+    assert out.stats.rounds == 9 and out.stats.nfe == 9 * 5
 
 
 def test_sample_prediction_networks_give_the_same_answer():
-    eps_sched = make_scheduler("ddpm")
-    x0_sched = make_scheduler("ddpm")
+    eps_sched, x0_sched = make_scheduler("ddpm"), make_scheduler("ddpm")
     x0_sched.register_to_config(prediction_type="sample")
     den = GaussianDenoiser(eps_sched, MU, S)
 
     def x0_net(x, t):
-        from parapolicy.samplers.continuous_time import alpha_bar_at
-
         a = alpha_bar_at(eps_sched.alphas_cumprod, t).float().view(-1, 1, 1)
         return (x - (1 - a).sqrt() * den(x, t)) / a.sqrt()
 
-    draws = draw_noises(eps_sched, (4, 8, 2), torch.Generator().manual_seed(0))
-    off = _offsets(8, 4)
-    exact_rm = RandomizedMidpoint(steps=8, block_size=8, iterations=16)
-    a = solve(exact_rm, den, eps_sched, draws.x_T, draws.noises, offsets=off).sample
-    b = solve(exact_rm, x0_net, x0_sched, draws.x_T, draws.noises, offsets=off).sample
+    x_T, off = _x_T(4), _offsets(8, 4)
+    a = _run(RandomizedMidpoint(blocks=2, points=4, iterations=5), den, eps_sched, x_T, offsets=off).sample
+    b = _run(RandomizedMidpoint(blocks=2, points=4, iterations=5), x0_net, x0_sched, x_T, offsets=off).sample
     assert torch.allclose(a, b, atol=1e-4)
 
 
@@ -102,35 +114,32 @@ def test_inpainted_entries_are_kept():
     cond_mask = torch.zeros(shape, dtype=torch.bool)
     cond_mask[:, :2, 2:] = True
     draws = draw_noises(sched, shape, torch.Generator().manual_seed(2))
-    out = solve(RandomizedMidpoint(steps=8), SmoothNetDenoiser(32, scheduler=sched), sched, draws.x_T, draws.noises,
-                                             cond_data=cond_data, cond_mask=cond_mask, offsets=_offsets(8, 2))
+    out = _run(RandomizedMidpoint(blocks=2, points=3), SmoothNetDenoiser(32, scheduler=sched), sched, draws.x_T,
+               cond_data=cond_data, cond_mask=cond_mask, offsets=_offsets(6, 2))
     assert torch.equal(out.sample[cond_mask], cond_data[cond_mask])
 
 
-def test_policy_draws_the_midpoints_after_x_T_and_the_noises():
-    policy = parapolicy.load_policy(os.path.join(ASSETS_DIR, "toy_reach_unet.ckpt"))
-    policy.set_sampler("randomized_midpoint", steps=8, block_size=4, iterations=8)
+def test_policy_draws_the_nodes_after_x_T_and_the_noises():
+    policy = parapolicy.load_policy(f"{ASSETS_DIR}/toy_reach_unet.ckpt")
+    policy.set_sampler("randomized_midpoint", blocks=2, points=3, iterations=2)
     obs = {k: torch.zeros(2, policy.spec.n_obs_steps, *shape) for k, shape in policy.spec.obs_shapes.items()}
     got = policy.predict_action(obs, generator=torch.Generator().manual_seed(5))["action_pred"]
     again = policy.predict_action(obs, generator=torch.Generator().manual_seed(5))["action_pred"]
     other = policy.predict_action(obs, generator=torch.Generator().manual_seed(6))["action_pred"]
     assert torch.equal(got, again) and not torch.equal(got, other)
 
+    problem = policy.prepare(obs, generator=torch.Generator().manual_seed(5))
     generator = torch.Generator().manual_seed(5)
-    draws = draw_noises(policy.rule, (2, policy.spec.horizon, policy.spec.action_dim), generator)
-    offsets = torch.rand(8, 2, generator=generator)
-    sampler = policy.sampler
-    problem = policy.prepare(obs).replace(x_T=draws.x_T, noises=draws.noises, extra={"offsets": offsets})
+    draws = draw_noises(problem.rule, tuple(problem.x_T.shape), generator)
+    assert torch.equal(problem.x_T, draws.x_T)
+    assert torch.equal(problem.extra["offsets"], torch.rand(6, 2, generator=generator))
     with torch.no_grad():
-        by_hand = sampler.sample(problem).sample
-    expected = policy.normalizer.unnormalize("action", by_hand[..., : policy.spec.action_dim])
-    assert torch.equal(got, expected)
+        assert torch.equal(policy.decode(policy.sampler.sample(problem))["action_pred"], got)
 
 
 def test_bad_settings_and_offsets_are_one_clear_error():
-    with pytest.raises(SamplerConfigError, match="randomized_midpoint block_size must be an integer >= 1"):
-        make_sampler("randomized_midpoint", block_size=0)
+    with pytest.raises(SamplerConfigError, match="randomized_midpoint points must be an integer >= 1"):
+        make_sampler("randomized_midpoint", points=0)
     sched = make_scheduler("ddim", 8)
-    x_T = torch.zeros(2, 8, 2)
-    with pytest.raises(SamplerConfigError, match=r"offsets must be \(16, 2\) values in \[0, 1\]"):
-        solve(RandomizedMidpoint(), SmoothNetDenoiser(16, scheduler=sched), sched, x_T, offsets=torch.rand(16, 3))
+    with pytest.raises(SamplerConfigError, match=r"offsets must be \(20, 2\) values in \[0, 1\]"):
+        _run(RandomizedMidpoint(), SmoothNetDenoiser(8, scheduler=sched), sched, _x_T(2), offsets=torch.rand(20, 3))

@@ -162,6 +162,7 @@ def solve_windowed(problem: DenoisingProblem, update, *, name: str, window: int,
     all_slots, traj = buf["slots"], buf["traj"]
     _start_trajectory(buf, problem, update)
     tol2 = float(tolerance) ** 2 if tolerance is not None else None
+    extra_points = getattr(update, "extra_points", 0)  # points a round evaluates besides the window's states
     start, rounds, nfe, max_error, block_rounds = 0, 0, 0, 0.0, 0
     while start < n_steps:
         end = min(start + width, n_steps)
@@ -171,7 +172,7 @@ def solve_windowed(problem: DenoisingProblem, update, *, name: str, window: int,
         if not executor.captures:
             buf["slots"] = all_slots[:count]  # eager: live slots only
         run()
-        rounds, nfe = rounds + 1, nfe + count
+        rounds, nfe = rounds + 1, nfe + count + extra_points
         flags = buf["flags"].detach().cpu()  # the one host sync of the round
         if flags[-1]:
             return fallback_to_chain(problem, name, rounds, nfe, settings)
@@ -184,7 +185,7 @@ def solve_windowed(problem: DenoisingProblem, update, *, name: str, window: int,
                 max_error = max(max_error, float(worst[:first_bad].max().sqrt()))
         else:
             block_rounds += 1
-            accepted = count if block_rounds >= min(sweeps, count) else 0
+            accepted = count if block_rounds >= min(sweeps, count + extra_points) else 0
             if accepted:
                 max_error, block_rounds = max(max_error, float(worst.max().sqrt())), 0
         new_start = start + accepted

@@ -71,12 +71,18 @@ def window_round(buf: dict, denoise, step, batch: int, n_steps: int, update) -> 
     nxt = step(index, imposed, eps, noise)
     old_next = buf["traj"].index_select(0, index + 1)
     new = update(buf, index, states, imposed, nxt, old_next)
+    report_round(buf, index, new, n_steps, index.shape[0])
+    buf["eps"].index_copy_(0, index, eps)
+
+
+def report_round(buf: dict, index: torch.Tensor, new: torch.Tensor, n_steps: int, count: int) -> None:
+    """Write a round's new states after steps ``index`` into ``traj`` and set the flags: each
+    slot's worst change (in units of its step's noise variance), then non-finite live states."""
+    old_next = buf["traj"].index_select(0, index + 1)
     change = (new - old_next).pow(2).flatten(2).sum(-1) * buf["inv_var"].index_select(0, index + 1)[:, None]
     live = (index < n_steps).view(-1, *([1] * (new.dim() - 1)))
     finite = torch.isfinite(torch.where(live, new, torch.zeros_like(new))).all()
     buf["traj"].index_copy_(0, index + 1, new)
-    buf["eps"].index_copy_(0, index, eps)
-    count = index.shape[0]
     buf["flags"][:count].copy_(change.amax(dim=1))
     buf["flags"][-1:].copy_((~finite).to(buf["flags"].dtype).view(1))
 

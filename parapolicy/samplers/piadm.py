@@ -1,16 +1,25 @@
-"""PIADM block-Picard sampling (Chen et al., NeurIPS 2024, "Accelerating Diffusion Models
-with Parallel Sampling: Inference at Sub-Linear Time Complexity", arXiv 2405.15986).
+"""PIADM: parallel Picard sampling in continuous time (Chen, Ren, Ying, Rotskoff, "Accelerating
+Diffusion Models with Parallel Sampling: Inference at Sub-Linear Time Complexity", NeurIPS
+2024, arXiv 2405.15986).
 
-The denoising grid is split into consecutive blocks processed in order. Inside a block,
-a fixed number of Picard iterations refines every grid point of the block at once (one
-batched network call per iteration); the block's last state then starts the next block.
-``mode="sde"`` runs the stochastic reverse process with the pre-drawn per-step noises
-(the DDPM posterior); ``mode="ode"`` runs the probability-flow ODE (DDIM with eta = 0 on
-the same grid). With ``iterations >= grid points per block`` every block is solved
-exactly, so the result is the sequential sampler's on that grid.
+The trained noise schedule is read as a continuous VP process (``continuous_time``): a
+grid of ``blocks x points`` steps, geometric in OU time so that the steps shrink towards
+the data end, which stops early at the least noise the network was trained at (then one
+trained step to clean data). Each step is the exponential integrator with the network's
+epsilon frozen over it (``continuous_time.grid_rule``). The grid is cut into ``blocks``
+blocks of ``points`` steps, solved in order; ``iterations`` Picard sweeps refine all of a
+block's steps at once, each sweep ONE batched network call (Picard's integral form: the
+block's start plus the summed increments of every step taken from the previous sweep's
+states). Rounds per sample = blocks x min(iterations, points).
 
-Kernel: ``kernels.window_round`` with ``PicardUpdate``; driver: ``solve_windowed`` in
-fixed-sweeps mode (window = block, sweeps = iterations).
+``mode="sde"`` integrates the reverse VP-SDE (DDPM posterior moves between grid levels,
+with Brownian draws taken from the caller's generator after x_T, the same draws in every
+sweep); ``mode="ode"`` the probability-flow ODE (DDIM moves). ``iterations >= points``
+solves every block exactly: the answer is then the sequential exponential integrator on
+the grid; fewer sweeps leave a Picard error that shrinks with each sweep.
+
+Kernel: ``kernels.window_round`` with ``PicardUpdate`` on the grid rule; driver:
+``solve_windowed`` in fixed-sweeps mode (window = block, sweeps = iterations).
 """
 
 from __future__ import annotations
@@ -19,49 +28,55 @@ from dataclasses import dataclass
 
 import torch
 
-from parapolicy.errors import SamplerConfigError, UnsupportedSchedulerError
+from parapolicy.errors import SamplerConfigError
 from parapolicy.samplers.base import SamplerBase
+from parapolicy.samplers.continuous_time import grid_rule
 from parapolicy.samplers.driver import solve_windowed
 from parapolicy.samplers.kernels import PicardUpdate
 from parapolicy.samplers.problem import DenoisingProblem, SampleResult, check_positive_int
-from parapolicy.samplers.step_rule import StepRule, make_step_rule
-
-
-def ode_rule(rule: StepRule) -> StepRule:
-    """The probability-flow ODE on the same grid: a DDIM rule with the same schedule config."""
-    from diffusers import DDIMScheduler
-
-    if rule.coefficients is not None and rule.coefficients.ddim and rule.eta == 0:
-        return rule
-    ddim = DDIMScheduler.from_config(rule.config, set_alpha_to_one=True, steps_offset=0)
-    ddim.set_timesteps(rule.num_steps)
-    if not torch.equal(torch.as_tensor(ddim.timesteps).long(), rule.timesteps):
-        raise SamplerConfigError("the ODE grid differs from the scheduler's timesteps; use DDPM or DDIM timesteps")
-    return make_step_rule(ddim)
 
 
 @dataclass(frozen=True)
 class PIADM(SamplerBase):
-    """Settings: grid points per block, Picard iterations per block, SDE or ODE."""
+    """Settings: outer blocks, grid steps per block, Picard sweeps per block, SDE or ODE."""
 
-    block_size: int = 10
+    blocks: int = 5
+    points: int = 4
     iterations: int = 3
     mode: str = "sde"
     name = "piadm"
 
     def __post_init__(self):
-        check_positive_int(self.name, "block_size", self.block_size)
-        check_positive_int(self.name, "iterations", self.iterations)
+        for field_name in ("blocks", "points", "iterations"):
+            check_positive_int(self.name, field_name, getattr(self, field_name))
         if self.mode not in ("sde", "ode"):
             raise SamplerConfigError(f"piadm mode must be 'sde' or 'ode', got {self.mode!r}")
 
-    def sample(self, problem: DenoisingProblem) -> SampleResult:
-        if problem.rule.history_length:
-            raise UnsupportedSchedulerError(
-                f"piadm refines one-step transitions (DDPM, DDIM); {problem.rule.scheduler_name} is a multistep "
-                "solver: use the picard or newton_picard sampler with it")
+    @property
+    def steps(self) -> int:
+        return self.blocks * self.points
+
+    def extra_draws(self, x_T: torch.Tensor, generator) -> dict:
+        """The SDE's Brownian draws, one standard normal per grid step, drawn after x_T."""
         if self.mode == "ode":
-            problem = problem.replace(rule=ode_rule(problem.rule), noises=None)
-        settings = {"block_size": self.block_size, "iterations": self.iterations, "mode": self.mode}
-        return solve_windowed(problem, PicardUpdate(), name=self.name, window=self.block_size,
-                              sweeps=self.iterations, settings=settings)
+            return {}
+        gen_device = generator.device if generator is not None else x_T.device
+        draws = torch.randn((self.steps, *x_T.shape), generator=generator, device=gen_device, dtype=x_T.dtype)
+        return {"brownian": draws.to(x_T.device)}
+
+    def sample(self, problem: DenoisingProblem) -> SampleResult:
+        """The problem on the continuous grid (its own rule and draws; the scheduler's per-step
+        noises belong to another grid and are not used)."""
+        grid = grid_rule(problem.rule, self.steps, sde=self.mode == "sde")
+        noises = None
+        if self.mode == "sde":
+            noises = problem.extra.get("brownian")
+            expected = (self.steps, *problem.x_T.shape)
+            if noises is None or tuple(noises.shape) != expected:
+                found = None if noises is None else tuple(noises.shape)
+                raise SamplerConfigError(f"piadm sde needs its Brownian draws of shape {expected} (extra_draws), "
+                                         f"got {found}")
+        on_grid = problem.replace(rule=grid, noises=noises, init_guess=None)
+        settings = {"blocks": self.blocks, "points": self.points, "iterations": self.iterations, "mode": self.mode}
+        return solve_windowed(on_grid, PicardUpdate(), name=self.name, window=self.points, sweeps=self.iterations,
+                              settings=settings)

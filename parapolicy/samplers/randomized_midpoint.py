@@ -2,28 +2,28 @@
 "Faster Diffusion Sampling with Randomized Midpoints: Sequential and Parallel",
 ICLR 2025, arXiv 2406.00924).
 
-In the DDIM variables of ``continuous_time`` the ODE is dy/dsigma = eps(y, sigma). Over an
-interval [sigma_a, sigma_b] the integral of eps is estimated without bias by its value at
-a uniformly random point sigma_m = sigma_a + u (sigma_b - sigma_a), whose state comes from
-an Euler step from sigma_a:
+In the DDIM variables y = x / sqrt(alpha_bar), sigma = sqrt((1 - alpha_bar) / alpha_bar)
+the ODE is dy/dsigma = eps(y, sigma). The time axis is PIADM's grid
+(``continuous_time.grid_levels``: geometric in OU time, ``blocks x points`` intervals).
+Inside interval j the integral of eps is estimated without bias by its value at ONE
+uniformly random node sigma_j + u_j (sigma_{j+1} - sigma_j). The paper's parallel scheme
+estimates all node states of a block at once and refines them in ``iterations`` Picard
+rounds, each ONE batched network call over the block's start and its nodes:
 
-    z   = y_a + (sigma_m - sigma_a) eps(y_a, sigma_a)
-    y_b = y_a + (sigma_b - sigma_a) eps(z, sigma_m)
+    y_end    = y_0 + sum_j (sigma_{j+1} - sigma_j) eps_j          (eps_j at node j)
+    node_r  <- y_0 + sum_{j<r} (sigma_{j+1} - sigma_j) eps_j + (node sigma_r - sigma_r) eps_{r-1}
 
-The ``steps`` intervals run from the scheduler's first timestep to sigma = 0 on a grid
-uniform in t. Intervals are taken ``block_size`` at a time; inside a block every interval
-start and every midpoint is evaluated in ONE batched network call per Picard round, and
-``iterations`` Picard rounds refine the block (2 * block_size solve it exactly, so the answer
-is then the sequential randomized-midpoint solution). The offsets u are inputs: the policy
-draws them from the caller's generator after x_T (``extra_draws``); without them every
-u is 1/2 (the plain midpoint rule). The paper's Langevin corrector steps are not run: a
-DiffusionPolicy is judged by its actions, and the predictor alone is the ODE solver.
-Each move is written as DDIM writes its step, sqrt(alpha_bar_b) * clean + sqrt(1 - alpha_bar_b)
-* eps with clean = y_a - sigma_a * eps (the same ODE update), so that where the scheduler
-clips its clean-sample prediction (``clip_sample``, DiffusionPolicy's default) the clean
-estimate is clipped as DDIM clips it. At DiffusionPolicy's first timestep that estimate
-divides the network's error by sqrt(alpha_bar) ~ 1/2000; unclipped, the first large
-step leaves the data range.
+with the slopes from the previous round's node states (round 1: every node at the block's
+start; eps_{-1} is the block start's slope), moved in the state x as differences of DDIM
+flows (``continuous_time.integrator_flow``), which also clip the clean-sample estimate
+where the scheduler clips it. ``points + 1`` rounds give the sequential answer of this
+scheme; rounds per sample = blocks x min(iterations, points + 1). The final interval, to
+clean data, is evaluated at its start (the network knows no lower noise level). The
+offsets u are drawn from the caller's generator after x_T (``extra_draws``); without them
+every u is 1/2 (the plain midpoint rule). The paper's Langevin corrector steps are not
+run: a DiffusionPolicy is judged by its actions, and the predictor alone is the ODE solver.
+
+Kernel: ``midpoint_round`` (below); driver: ``solve_windowed`` in fixed-sweeps mode.
 """
 
 from __future__ import annotations
@@ -34,121 +34,121 @@ import torch
 
 from parapolicy.errors import SamplerConfigError
 from parapolicy.samplers.base import SamplerBase
-from parapolicy.samplers.continuous_time import alpha_bar_at, epsilon_from_output, sigma_at, timestep_at_sigma
-from parapolicy.samplers.driver import fallback_to_chain
+from parapolicy.samplers.continuous_time import (
+    GridRule,
+    broadcast_levels,
+    clip_limit,
+    epsilon_from_output,
+    grid_rule,
+    integrator_flow,
+    timestep_at_sigma,
+)
+from parapolicy.samplers.driver import solve_windowed
 from parapolicy.samplers.inpainting import impose
-from parapolicy.samplers.problem import DenoisingProblem, SampleResult, SampleStats, check_positive_int
+from parapolicy.samplers.kernels import report_round
+from parapolicy.samplers.problem import DenoisingProblem, SampleResult, check_positive_int
 
 
-@dataclass(frozen=True)
-class MidpointGrid:
-    """Per interval: start/end sigma and start t; per interval and sample: midpoint sigma and t."""
-
-    sigma_start: torch.Tensor  # (N,) float64
-    sigma_end: torch.Tensor  # (N,)
-    t_start: torch.Tensor  # (N,)
-    sigma_mid: torch.Tensor  # (N, B)
-    t_mid: torch.Tensor  # (N, B)
+def node_levels(grid: GridRule, offsets: torch.Tensor):
+    """alpha_bar (float64) and network timestep (float32) of each interval's random node, (steps, B)."""
+    sigma = ((1 - grid.levels) / grid.levels).sqrt()
+    u = offsets.double().cpu().clone()
+    u[-1] = 0.0  # the step to clean data is evaluated at its start
+    node_sigma = sigma[:-1, None] + u * (sigma[1:] - sigma[:-1])[:, None]
+    return 1.0 / (1.0 + node_sigma**2), timestep_at_sigma(grid.alphas_cumprod, node_sigma).float()
 
 
-def midpoint_grid(alphas_cumprod, first_t: float, steps: int, offsets: torch.Tensor) -> MidpointGrid:
-    ac = alphas_cumprod.double().cpu()
-    t_start = torch.linspace(float(first_t), 0.0, steps, dtype=torch.float64) if steps > 1 else torch.tensor(
-        [float(first_t)], dtype=torch.float64
-    )
-    sigma_start = sigma_at(ac, t_start)
-    sigma_end = torch.cat([sigma_start[1:], torch.zeros(1, dtype=torch.float64)])
-    u = offsets.double().cpu()
-    sigma_mid = sigma_start[:, None] + u * (sigma_end - sigma_start)[:, None]
-    return MidpointGrid(sigma_start, sigma_end, t_start, sigma_mid, timestep_at_sigma(ac, sigma_mid))
+class MidpointUpdate:
+    """The per-call node levels and the static schedule facts ``midpoint_round`` needs."""
+
+    key = "midpoint"
+    extra_points = 1  # a round also evaluates the block's start: one more point, one more round to solve a block
+
+    def __init__(self, grid: GridRule, node_level: torch.Tensor, node_t: torch.Tensor):
+        self.levels, self.node_level, self.node_t = grid.levels, node_level, node_t
+        self.prediction_type = getattr(grid.config, "prediction_type", "epsilon")
+        self.clip = clip_limit(grid)
+
+    def buffers(self, rows: int, x_T: torch.Tensor) -> dict:
+        device, batch = x_T.device, x_T.shape[0]
+        return {"nodes": x_T.new_zeros((rows, *x_T.shape)),
+                "node_level": torch.ones((rows, batch), dtype=torch.float64, device=device),
+                "node_t": torch.zeros((rows, batch), dtype=torch.float32, device=device),
+                "level": torch.ones(rows + 1, dtype=torch.float64, device=device)}
+
+    def reset(self, buf: dict) -> None:
+        n = self.node_level.shape[0]
+        buf["node_level"][:n].copy_(self.node_level)
+        buf["node_t"][:n].copy_(self.node_t)
+        buf["level"][: n + 1].copy_(self.levels)
+
+    def epsilon(self, output, x, level):
+        if self.prediction_type == "epsilon":
+            return output
+        return epsilon_from_output(output, x, broadcast_levels(level, x), self.prediction_type)
 
 
-def sample_randomized_midpoint(problem: DenoisingProblem, *, steps, block_size, iterations, offsets=None):
-    """See the module docstring. ``offsets`` (steps, B) in [0, 1): the random midpoints."""
-    rule, x_T, denoise_fn = problem.rule, problem.x_T, problem.denoise
-    cond_data, cond_mask = problem.cond_data, problem.cond_mask
-    config = rule.config
-    batch, state_shape, device = x_T.shape[0], x_T.shape[1:], x_T.device
-    if offsets is None:
-        offsets = torch.full((steps, batch), 0.5)
-    if tuple(offsets.shape) != (steps, batch) or not bool(((offsets >= 0) & (offsets <= 1)).all()):
-        raise SamplerConfigError(f"offsets must be ({steps}, {batch}) values in [0, 1], got shape {tuple(offsets.shape)}")
-    grid = midpoint_grid(rule.alphas_cumprod, float(rule.timesteps[0]), steps, offsets)
-    expand = (1,) * len(state_shape)
-    clip_limit = float(getattr(config, "clip_sample_range", 1.0)) if getattr(config, "clip_sample", False) else None
-
-    def scale(sigma):
-        """sqrt(alpha_bar) = 1 / sqrt(1 + sigma^2), shaped to broadcast over states."""
-        return (1.0 / (1.0 + sigma**2)).sqrt().to(device).view(*sigma.shape, *expand)
-
-    def evaluate(x, sigma, t):
-        """eps at states x (M, B, *S), float64, of noise levels sigma and timesteps t (both (M, B))."""
-        x = impose(x, None if cond_data is None else cond_data.double(), cond_mask)
-        rows = sigma.shape[0] * batch
-        out = denoise_fn(x.to(x_T.dtype).reshape(rows, *state_shape),
-                         t.reshape(rows).to(device=device, dtype=torch.float32))
-        if config.prediction_type != "epsilon":  # convert at the noise level the network was told (t)
-            told = alpha_bar_at(rule.alphas_cumprod, t.reshape(-1)).to(device).view(*sigma.shape, *expand)
-            out = epsilon_from_output(out.reshape(x.shape).double(), x, told, config.prediction_type)
-        eps = out.reshape(x.shape).double()
-        return x, eps  # the (inpainted) states and their epsilon
-
-    def move(x, sigma_from, sigma_to, eps):
-        """x at sigma_from -> sigma_to with slope eps: y + (sigma_to - sigma_from) eps, written as DDIM
-        writes it (clean estimate and noise direction), so the clean estimate can be clipped."""
-        clean = x / scale(sigma_from) - sigma_from.to(device).view(*sigma_from.shape, *expand) * eps
-        if clip_limit is not None:
-            clean = clean.clamp(-clip_limit, clip_limit)
-        return scale(sigma_to) * clean + (scale(sigma_to) * sigma_to.to(device).view(*sigma_to.shape, *expand)) * eps
-
-    # Picard runs on x, not y: the one-step maps x_a -> x_b are close to the identity, so
-    # the summed-increment iteration converges in far fewer rounds than on y (whose scale
-    # shrinks by sigma_max over the trajectory).
-    x = x_T.double()
-    calls, nfe = 0, 0
-    for first in range(0, steps, block_size):
-        idx = torch.arange(first, min(first + block_size, steps))
-        count = len(idx)
-        sa = grid.sigma_start[idx][:, None].expand(count, batch)
-        sb = grid.sigma_end[idx][:, None].expand(count, batch)
-        sm = grid.sigma_mid[idx]
-        t_start = grid.t_start[idx][:, None].expand(count, batch)
-        starts = x[None].repeat(count, *([1] * x.dim()))  # guess: every state where the block starts
-        mids = starts.clone()
-        for _ in range(min(iterations, 2 * count)):  # 2 * count rounds solve the block exactly
-            states, eps = evaluate(torch.cat([starts, mids]), torch.cat([sa, sm]), torch.cat([t_start, grid.t_mid[idx]]))
-            calls, nfe = calls + 1, nfe + 2 * count
-            if problem.callback is not None:
-                problem.callback({"round": calls, "start": first, "accepted": 0})
-            ends = states[0] + torch.cumsum(move(states[:count], sa, sb, eps[count:]) - states[:count], dim=0)
-            starts = torch.cat([states[:1], ends[:-1]])
-            mids = move(starts, sa, sm, eps[:count])
-        x = ends[-1]
-    sample = impose(x.to(x_T.dtype), cond_data, cond_mask)
-    settings = {"steps": steps, "block_size": block_size, "iterations": iterations}
-    if not bool(torch.isfinite(sample).all()):
-        return fallback_to_chain(problem, "randomized_midpoint", calls, nfe, settings)
-    return SampleResult(sample, SampleStats("randomized_midpoint", rounds=calls, nfe=nfe, settings=settings))
+def midpoint_round(buf: dict, denoise, step, batch: int, n_steps: int, update: MidpointUpdate) -> None:
+    """One parallel round over the block at ``buf["start"]``: evaluate its start and nodes in
+    ONE call, rebuild the interval ends (``traj``) and the nodes, set the flags."""
+    traj, start = buf["traj"], buf["start"].view(1)
+    index = buf["start"] + buf["slots"]
+    count = index.shape[0]
+    x0 = traj.index_select(0, start)
+    nodes = torch.where(buf["sweep"] == 0, x0, buf["nodes"].index_select(0, index))  # round 1: all at the start
+    points = impose(torch.cat([x0, nodes]), buf["cond_data"], buf["cond_mask"])
+    level = buf["level"]
+    point_level = torch.cat([level.index_select(0, start).view(1, 1).expand(1, batch),
+                             buf["node_level"].index_select(0, index)])
+    point_t = torch.cat([buf["timesteps"].index_select(0, start).view(1, 1).expand(1, batch),
+                         buf["node_t"].index_select(0, index)])
+    output = denoise(points.reshape(-1, *points.shape[2:]), point_t.reshape(-1)).reshape(points.shape)
+    eps = update.epsilon(output, points, point_level)
+    level_a, level_b = level.index_select(0, index), level.index_select(0, index + 1)
+    ends = x0 + torch.cumsum(integrator_flow(points[1:], point_level[1:], level_a, level_b, eps[1:], update.clip), 0)
+    starts = torch.cat([x0, ends[:-1]])
+    new_nodes = starts + integrator_flow(points[:-1], point_level[:-1], level_a, point_level[1:], eps[:-1],
+                                         update.clip)
+    buf["nodes"].index_copy_(0, index, new_nodes)
+    report_round(buf, index, ends, n_steps, count)
+    buf["eps"].index_copy_(0, index, output[1:])
 
 
 @dataclass(frozen=True)
 class RandomizedMidpoint(SamplerBase):
-    """Settings: ODE intervals, intervals per parallel block, Picard iterations per block."""
+    """Settings: outer blocks, random-node intervals per block, Picard rounds per block."""
 
-    steps: int = 16
-    block_size: int = 4
-    iterations: int = 6  # of the 8 that solve a 4-interval block exactly
+    blocks: int = 5
+    points: int = 4
+    iterations: int = 3
     name = "randomized_midpoint"
 
     def __post_init__(self):
-        for field_name in ("steps", "block_size", "iterations"):
+        for field_name in ("blocks", "points", "iterations"):
             check_positive_int(self.name, field_name, getattr(self, field_name))
 
+    @property
+    def steps(self) -> int:
+        return self.blocks * self.points
+
     def extra_draws(self, x_T: torch.Tensor, generator) -> dict:
-        """The random midpoint offsets, drawn after x_T (and the noises) from the same generator."""
+        """The random node offsets, drawn after x_T (and the noises) from the same generator."""
         gen_device = generator.device if generator is not None else x_T.device
         return {"offsets": torch.rand((self.steps, x_T.shape[0]), generator=generator, device=gen_device).cpu()}
 
     def sample(self, problem: DenoisingProblem) -> SampleResult:
-        return sample_randomized_midpoint(problem, steps=self.steps, block_size=self.block_size,
-                                          iterations=self.iterations, offsets=problem.extra.get("offsets"))
+        batch = problem.batch
+        offsets = problem.extra.get("offsets")
+        if offsets is None:
+            offsets = torch.full((self.steps, batch), 0.5)
+        if tuple(offsets.shape) != (self.steps, batch) or not bool(((offsets >= 0) & (offsets <= 1)).all()):
+            raise SamplerConfigError(f"randomized_midpoint offsets must be ({self.steps}, {batch}) values in [0, 1], "
+                                     f"got shape {tuple(offsets.shape)}")
+        grid = grid_rule(problem.rule, self.steps, sde=False)
+        node_level, node_t = node_levels(grid, offsets)
+        device = problem.x_T.device
+        update = MidpointUpdate(grid, node_level.to(device), node_t.to(device))
+        on_grid = problem.replace(rule=grid, noises=None, init_guess=None)
+        settings = {"blocks": self.blocks, "points": self.points, "iterations": self.iterations}
+        return solve_windowed(on_grid, update, name=self.name, window=self.points, sweeps=self.iterations,
+                              settings=settings, kernel=midpoint_round)
