@@ -69,6 +69,17 @@ class SmoothNetDenoiser(torch.nn.Module):
         return self.gaussian(x, t) + 0.3 * (h @ self.w2).reshape(shape)
 
 
+class SamplePredictionDenoiser:
+    """The clean-sample prediction of an epsilon denoiser (continuous t: log-SNR levels)."""
+
+    def __init__(self, eps_denoiser, scheduler):
+        self.eps_denoiser, self.ac = eps_denoiser, scheduler.alphas_cumprod
+
+    def __call__(self, x, t):
+        a = alpha_bar_at(self.ac, t.cpu()).float().to(x.device).view(-1, *([1] * (x.dim() - 1)))
+        return (x - (1 - a).sqrt() * self.eps_denoiser(x, t)) / a.sqrt()
+
+
 class CountingDenoiser:
     """Wraps a denoiser and records the batch size of every network call."""
 

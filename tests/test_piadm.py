@@ -4,7 +4,8 @@ the closed-form Gaussian target as the grid is refined."""
 
 import pytest
 import torch
-from helpers import CountingDenoiser, GaussianDenoiser, SmoothNetDenoiser, make_scheduler, solve
+from helpers import (CountingDenoiser, GaussianDenoiser, SamplePredictionDenoiser, SmoothNetDenoiser,
+                     make_scheduler, solve)
 
 from parapolicy.errors import SamplerConfigError
 from parapolicy.samplers import PIADM, draw_noises, make_sampler, make_step_rule
@@ -151,11 +152,7 @@ def test_sample_prediction_networks_give_the_same_answer():
     eps_sched, x0_sched = make_scheduler("ddpm"), make_scheduler("ddpm")
     x0_sched.register_to_config(prediction_type="sample")
     den = GaussianDenoiser(eps_sched, MU, S)
-
-    def x0_net(x, t):
-        a = alpha_bar_at(eps_sched.alphas_cumprod, t).float().view(-1, 1, 1)
-        return (x - (1 - a).sqrt() * den(x, t)) / a.sqrt()
-
+    x0_net = SamplePredictionDenoiser(den, eps_sched)
     x_T = _x_T(4)
     sampler = PIADM(blocks=2, points=4, iterations=2, mode="sde")
     extra = sampler.extra_draws(x_T, torch.Generator().manual_seed(3))

@@ -3,13 +3,14 @@ map as the grid is refined, and the policy's draw of the random nodes."""
 
 import pytest
 import torch
-from helpers import CountingDenoiser, GaussianDenoiser, SmoothNetDenoiser, make_scheduler, solve
+from helpers import (CountingDenoiser, GaussianDenoiser, SamplePredictionDenoiser, SmoothNetDenoiser,
+                     make_scheduler, solve)
 
 import parapolicy
 from parapolicy.errors import SamplerConfigError
 from parapolicy.eval.build import ASSETS_DIR
 from parapolicy.samplers import RandomizedMidpoint, draw_noises, make_sampler, make_step_rule
-from parapolicy.samplers.continuous_time import alpha_bar_at, grid_rule
+from parapolicy.samplers.continuous_time import grid_rule
 from parapolicy.samplers.randomized_midpoint import node_levels
 
 MU, S = 0.2, 0.15
@@ -96,11 +97,7 @@ def test_sample_prediction_networks_give_the_same_answer():
     eps_sched, x0_sched = make_scheduler("ddpm"), make_scheduler("ddpm")
     x0_sched.register_to_config(prediction_type="sample")
     den = GaussianDenoiser(eps_sched, MU, S)
-
-    def x0_net(x, t):
-        a = alpha_bar_at(eps_sched.alphas_cumprod, t).float().view(-1, 1, 1)
-        return (x - (1 - a).sqrt() * den(x, t)) / a.sqrt()
-
+    x0_net = SamplePredictionDenoiser(den, eps_sched)
     x_T, off = _x_T(4), _offsets(8, 4)
     a = _run(RandomizedMidpoint(blocks=2, points=4, iterations=5), den, eps_sched, x_T, offsets=off).sample
     b = _run(RandomizedMidpoint(blocks=2, points=4, iterations=5), x0_net, x0_sched, x_T, offsets=off).sample
