@@ -7,9 +7,10 @@ For each delay d (ticks at the env's 10 Hz) and mode -- sync (the env waits), na
 (switch at index d), ACT temporal ensembling, RTC hard and soft -- runs the seeds closed
 loop with ``parapolicy.eval.realtime.run_realtime`` (sequential sampler, noise seed 0) and
 records mean score (95% CI, normal approximation), success rate, mean/max action jump at
-chunk switches and the mean step between consecutive actions. Then the exact parallel
-sampler (Picard) runs RTC with and without warm start on ``--rounds-episodes`` seeds for
-its rounds per chunk. Rows are cached in ``<out>.json``: an interrupted run resumes, and
+chunk switches and the mean step between consecutive actions. Then an exact parallel
+sampler (``--rounds-sampler``, default newton_prior) runs RTC with and without warm start
+on ``--rounds-episodes`` seeds for its rounds per chunk (a count: a few episodes of about
+40 chunks each suffice). Rows are cached in ``<out>.json``: an interrupted run resumes, and
 the table is rewritten after every row.
 """
 
@@ -96,7 +97,7 @@ def markdown(result: dict, args) -> str:
                      f"{row['mean_step']:.2f} |")
     rounds = {k: v for k, v in rows.items() if k.startswith("rounds/")}
     if rounds:
-        lines += ["", f"Rounds per chunk of the exact parallel sampler (Picard, {args.window_desc}), RTC "
+        lines += ["", f"Rounds per chunk of the exact parallel sampler ({args.window_desc}), RTC "
                   f"{args.rounds_guidance}, first {args.rounds_episodes} seeds:", "",
                   "| d (ticks) | cold start | warm start | nfe cold | nfe warm | score cold | score warm |",
                   "|---|---|---|---|---|---|---|"]
@@ -142,10 +143,11 @@ def main(argv=None) -> int:
     p.add_argument("--episodes", type=int, default=50)
     p.add_argument("--seed", type=int, default=100000)
     p.add_argument("--delays", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2, 4, 6])
-    p.add_argument("--rounds-episodes", type=int, default=10)
+    p.add_argument("--rounds-episodes", type=int, default=5)
     p.add_argument("--rounds-guidance", default="hard")
+    p.add_argument("--rounds-sampler", default="newton_prior", help="the exact parallel sampler of the rounds rows")
     p.add_argument("--window", type=int, default=100)
-    p.add_argument("--tolerance", type=float, default=0.1)
+    p.add_argument("--tolerance", type=float, default=None, help="default: the sampler's own")
     p.add_argument("--max-steps", type=int, default=300)
     p.add_argument("--noise-seed", type=int, default=0)
     p.add_argument("--only", default=None, help="comma-separated row keys to run (default: all, in order)")
@@ -153,7 +155,10 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="benchmarks/realtime_pusht")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    args.window_desc = f"window {args.window}, tolerance {args.tolerance}"
+    args.rounds_settings = {"window": args.window}
+    if args.tolerance is not None:
+        args.rounds_settings["tolerance"] = args.tolerance
+    args.window_desc = f"{args.rounds_sampler}, " + ", ".join(f"{k} {v}" for k, v in args.rounds_settings.items())
     _ensure_envs_importable()
     policy = parapolicy.load_policy(args.checkpoint)
     seeds = [args.seed + i for i in range(args.episodes)]
@@ -172,7 +177,7 @@ def main(argv=None) -> int:
             row = run_row(policy, seeds, settings, ("sequential", {}), args)
         else:
             row = run_row(policy, seeds[: args.rounds_episodes], settings,
-                          ("picard", {"window": args.window, "tolerance": args.tolerance}), args)
+                          (args.rounds_sampler, args.rounds_settings), args)
         result["rows"][key] = row
         print(json.dumps({key: row}), flush=True)
         write_report(args.out, result, markdown(result, args))

@@ -43,7 +43,7 @@ class RealtimeSettings:
     delay_ticks: int = 0
     guidance: str = "hard"
     ensemble_decay: float = 0.01  # ACT's m
-    warm_start: bool = False  # Picard: start each chunk from the previous chunk's outputs
+    warm_start: bool = False  # samplers that take a guess start each chunk from the previous chunk's outputs
 
     def __post_init__(self):
         if self.mode not in MODES:
