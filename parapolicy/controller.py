@@ -11,8 +11,8 @@ repeating the first, as upstream's MultiStepWrapper) and a queue of planned acti
   tick k+d it replaces the not-yet-executed tail from index d on (naive async: the switch
   jumps between two independent samples).
 * ``mode="rtc"``: real-time chunking. Like async, but the new chunk is sampled with its
-  first d actions fixed to the ones the robot executes meanwhile (``guidance`` "hard" or
-  "soft", see ``parapolicy.samplers.prefix``), so it continues the old plan instead of
+  first d actions fixed to the ones the robot executes meanwhile (``guidance`` "soft", the
+  default, or "hard", see ``parapolicy.samplers.prefix``), so it continues the old plan instead of
   jumping. d is ``delay_ticks`` when given, else the measured latency in ticks plus one.
 
 ``warm_start=True`` (Picard only) starts each chunk's iteration from the trajectory implied
@@ -107,7 +107,7 @@ class Controller:
     def __init__(self, policy, control_hz: float = 10.0, n_action_steps: int | None = None, mode: str = "sync",
                  latency_budget_ms: float | None = None, generator: torch.Generator | None = None,
                  warm_start: bool = False, obs_key: str = "obs", delay_ticks: int | None = None,
-                 guidance: str = "hard"):
+                 guidance: str = "soft"):
         if not isinstance(mode, str) or mode not in MODES:
             raise ControllerConfigError(f"mode must be one of {MODES}, got {mode!r}")
         _check_number("control_hz", control_hz)

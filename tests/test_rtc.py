@@ -217,5 +217,5 @@ def test_rollout_cli_runs_rtc_on_the_simulated_clock(toy_ckpt, tmp_path):  # noq
                                             "progress=false", "controller.mode=rtc", "controller.delay_ticks=2"])
     run_rollout(cfg, str(tmp_path))
     realtime = json.load(open(tmp_path / "results.json"))["realtime"]
-    assert (realtime["mode"], realtime["delay_ticks"], realtime["guidance"]) == ("rtc", 2, "hard")
+    assert (realtime["mode"], realtime["delay_ticks"], realtime["guidance"]) == ("rtc", 2, "soft")
     assert realtime["n_episodes"] == 2 and realtime["mean_jump"] > 0 and realtime["execution_horizon"] == 6

@@ -41,7 +41,7 @@ MODES = ("sync", "async", "ensemble", "rtc")
 class RealtimeSettings:
     mode: str = "rtc"
     delay_ticks: int = 0
-    guidance: str = "hard"
+    guidance: str = "soft"
     ensemble_decay: float = 0.01  # ACT's m
     warm_start: bool = False  # samplers that take a guess start each chunk from the previous chunk's outputs
 
@@ -212,7 +212,7 @@ def run_realtime_episodes(policy, cfg, seeds) -> dict:
     import gymnasium as gym
 
     ctl = cfg.controller
-    settings = RealtimeSettings(str(ctl.mode), int(ctl.get("delay_ticks") or 0), str(ctl.get("guidance", "hard")))
+    settings = RealtimeSettings(str(ctl.mode), int(ctl.get("delay_ticks") or 0), str(ctl.get("guidance", "soft")))
     kwargs = dict(cfg.env.get("kwargs") or {})
     generator = torch.Generator().manual_seed(int(cfg.noise_seed))
     size = int(cfg.n_envs) if cfg.get("n_envs") else len(seeds)

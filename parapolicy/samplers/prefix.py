@@ -49,7 +49,7 @@ class ActionPrefix:
 
     actions: torch.Tensor
     frozen: int
-    guidance: str = "hard"
+    guidance: str = "soft"
     max_guidance_weight: float = 5.0  # RTC's beta
 
     def __post_init__(self):
