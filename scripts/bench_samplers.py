@@ -37,7 +37,7 @@ import parapolicy
 from parapolicy.eval.build import ASSETS_DIR, CONFIG_DIR, device_name, make_env_factory
 from parapolicy.eval.compare import DeviationRecorder
 from parapolicy.eval.episodes import run_batch
-from parapolicy.metrics import write_report
+from parapolicy.metrics import write_json_atomic, write_report
 
 SEQUENTIAL = ("sequential", {})
 ROWS = [  # (label, sampler name, settings)
@@ -296,6 +296,7 @@ def main(argv=None) -> int:
         result["rows"][label] = row
         print(json.dumps({label: {k: row.get(k) for k in ("mean_score", "success_rate", "rounds_per_chunk",
                                                            "nfe_per_chunk", "wall_s")}}), flush=True)
+        write_json_atomic(args.out + ".json", result)  # the numbers first: a table bug must not lose a row
         write_report(args.out, result, markdown(result, preserved_rounds_block(args.out + ".md")))
         draw_pareto(result, args.out + "_pareto.png")
     print(markdown(result, preserved_rounds_block(args.out + ".md")))
