@@ -38,6 +38,10 @@ SAMPLERS = {  # (sampler name, settings): the defaults a user gets; picard's row
     "picard": ("picard", {"window": 100, "tolerance": 0.1}),
     "newton_picard": ("newton_picard", {}),
     "newton_prior": ("newton_prior", {}),
+    "jacobian_newton": ("jacobian_newton", {}),
+    "jacobian_newton_fd": ("jacobian_newton", {"jacobian": "difference"}),
+    "jacobian_newton_r2": ("jacobian_newton", {"refresh": 2}),
+    "jacobian_newton_r3": ("jacobian_newton", {"refresh": 3}),
 }
 TARGETS = {"cold_b1": 7.0, "ddim16": 4.0, "batched": 9.0, "closed_loop": 5.0}
 BEGIN, END = "<!-- rounds:begin -->", "<!-- rounds:end -->"
@@ -57,15 +61,15 @@ def open_loop(policy, observations, samplers, batch=1):
         groups = [np.stack([observations[i % len(observations)] for i in range(batch)])]
     else:
         groups = [o[None] for o in observations]
-    stats = {name: {"rounds": [], "nfe": [], "dev": 0.0} for name, _ in samplers}
+    stats = {label: {"rounds": [], "nfe": [], "dev": 0.0} for label, _, _ in samplers}
     for g, group in enumerate(groups):
         obs = {"obs": torch.as_tensor(group)}
         policy.set_sampler("sequential")
         ref = policy.predict_action(obs, generator=torch.Generator().manual_seed(g))["action"]
-        for name, settings in samplers:
+        for label, name, settings in samplers:
             policy.set_sampler(name, **settings)
             out = policy.predict_action(obs, generator=torch.Generator().manual_seed(g))
-            st = stats[name]
+            st = stats[label]
             st["rounds"].append(rounds_of(out["stats"]))
             st["nfe"].append(out["stats"]["nfe"])
             st["dev"] = max(st["dev"], float((out["action"] - ref).abs().max()))
@@ -176,7 +180,7 @@ def main(argv=None) -> int:
     result = json.load(open(args.out)) if os.path.exists(args.out) else {}
     result.update(command=command, device=device)
     wanted = set(args.only.split(","))
-    samplers = [SAMPLERS[name] for name in args.samplers.split(",")]
+    samplers = [(label, *SAMPLERS[label]) for label in args.samplers.split(",")]
     policy = parapolicy.load_policy(args.checkpoint)
     cases = [("cold", policy, 1), ("ddim16", with_scheduler(policy, "DDIM-16"), 1), ("batched", policy, args.batch)]
     if args.extra_checkpoint:
@@ -194,11 +198,11 @@ def main(argv=None) -> int:
         _ensure_envs_importable()
         seeds = list(range(args.seed, args.seed + args.closed_loop_episodes))
         rows = {"sequential": closed_loop(policy, args.env, seeds, args.max_steps, "sequential", {}, False)}
-        for name, settings in samplers:
+        for label, name, settings in samplers:
             for warm in (False, True):
                 r = closed_loop(policy, args.env, seeds, args.max_steps, name, settings, warm)
-                rows[f"{name}/{'warm' if warm else 'cold'}"] = {**r, "sampler": name, "warm": warm}
-                print(json.dumps({"closed": {name: r["rounds"], "warm": warm}}), flush=True)
+                rows[f"{label}/{'warm' if warm else 'cold'}"] = {**r, "sampler": label, "warm": warm}
+                print(json.dumps({"closed": {label: r["rounds"], "warm": warm}}), flush=True)
         result["closed"] = {"rows": rows, "seeds": seeds, "max_steps": args.max_steps, "command": command}
         write_json_atomic(args.out, result)
     write_block(args.md, markdown(result))
