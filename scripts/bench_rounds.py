@@ -111,8 +111,11 @@ def verdict(value, target, dev=None):
 
 
 def table(title, rows, target, command, device):
+    """``command``: the case's latest run; rows measured by an earlier run carry their own."""
+    commands = list(dict.fromkeys(r.get("command", command) for r in rows.values()))
     lines = [f"**{title}** (target: <= {target:g} rounds/chunk at <= 1 px)  ",
-             f"Command: `{command}`; device: {device}.\n",
+             "Command" + ("s" if len(commands) > 1 else "") + ": " + "; ".join(f"`{c}`" for c in commands)
+             + f"; device: {device}.\n",
              "| sampler | rounds/chunk (max) | NFE/chunk | max deviation vs sequential (px) | chunks | target |",
              "|---|---|---|---|---|---|"]
     for label, r in rows.items():
@@ -189,7 +192,7 @@ def main(argv=None) -> int:
         if case not in wanted:
             continue
         started = time.time()
-        rows = open_loop(pol, observations, samplers, batch)
+        rows = {label: {**row, "command": command} for label, row in open_loop(pol, observations, samplers, batch).items()}
         print(json.dumps({case: rows, "wall_s": round(time.time() - started, 1)}), flush=True)
         result.setdefault(case, {}).setdefault("rows", {}).update(rows)
         result[case] = {"rows": result[case]["rows"], "checkpoint": pol.spec.source.get("path"), "command": command}
