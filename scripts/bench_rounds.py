@@ -39,7 +39,7 @@ SAMPLERS = {  # (sampler name, settings): the defaults a user gets; picard's row
     "newton_picard": ("newton_picard", {}),
     "newton_prior": ("newton_prior", {}),
     "jacobian_newton": ("jacobian_newton", {}),
-    "jacobian_newton_fd": ("jacobian_newton", {"jacobian": "difference"}),
+    "jacobian_newton_jvp": ("jacobian_newton", {"jacobian": "jvp"}),
     "jacobian_newton_r2": ("jacobian_newton", {"refresh": 2}),
     "jacobian_newton_r3": ("jacobian_newton", {"refresh": 3}),
 }

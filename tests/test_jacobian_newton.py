@@ -144,7 +144,7 @@ def test_inpainted_entries_are_kept_and_the_answer_is_sequential():
 def test_settings_registry_and_bad_input():
     assert isinstance(make_sampler("jacobian_newton"), JacobianNewton)
     assert make_sampler("jacobian_newton").config() == {"name": "jacobian_newton", "window": 100, "tolerance": 0.01,
-                                                        "refresh": 1, "jacobian": "jvp"}
+                                                        "refresh": 1, "jacobian": "difference"}
     with pytest.raises(SamplerConfigError, match="jacobian_newton jacobian must be one of jvp, difference, got 'fd'"):
         JacobianNewton(jacobian="fd")
     with pytest.raises(SamplerConfigError, match="jacobian_newton refresh must be an integer >= 1, got 0"):
@@ -162,7 +162,7 @@ def test_shipped_policy_matches_sequential_within_a_pixel():
     g = torch.Generator().manual_seed(0)
     obs = {"obs": torch.rand(2, policy.spec.n_obs_steps, *policy.spec.obs_shapes["obs"], generator=g) * 400.0}
     ref = policy.set_sampler("sequential").predict_action(obs, generator=torch.Generator().manual_seed(1))
-    out = policy.set_sampler("jacobian_newton", jacobian="difference").predict_action(
+    out = policy.set_sampler("jacobian_newton").predict_action(
         obs, generator=torch.Generator().manual_seed(1))
     assert (out["action"] - ref["action"]).abs().max() < 1.0  # pixels
     assert out["stats"]["rounds"] <= 8 and out["stats"]["fallback"] is None

@@ -6,8 +6,8 @@ its Jacobian J_i = dPhi_i/dx at the current guesses, then carries the correction
 the window, d_{i+1} = r_i + J_i d_i (r_i = Phi_i(x_i) - x_{i+1}, d = 0 at the fixed window
 start), and sets x_{i+1} += d_{i+1}. ``newton_picard`` models J_i by one secant slope per
 sample; here J_i is the full (D x D) Jacobian of one sample's state (D = horizon x action
-dims), built from D directional derivatives of the network (``torch.func.jvp``, or finite
-differences) computed in the same batched call as the round's evaluation: D + 1 network
+dims), built from D directional derivatives of the network (finite differences, or
+``torch.func.jvp``) computed in the same batched call as the round's evaluation: D + 1 network
 evaluations per state instead of one. With ``refresh`` = r > 1 the Jacobians are
 recomputed every r-th round only and reused in between (chord Newton), which costs
 fewer evaluations and usually a few more rounds.
@@ -179,13 +179,14 @@ class JacobianUpdate:
 @dataclass(frozen=True)
 class JacobianNewton(SamplerBase):
     """Settings: window and tolerance (as ``newton_picard``), ``refresh`` (Jacobians every that
-    many rounds; 1 = exact Newton) and ``jacobian`` (``jvp``: forward-mode derivatives through
-    the network; ``difference``: one-sided finite differences, plain forward calls)."""
+    many rounds; 1 = exact Newton) and ``jacobian`` (``difference``: one-sided finite
+    differences, plain forward calls; ``jvp``: exact forward-mode derivatives through the
+    network, the same rounds at several times the cost of a forward call per direction)."""
 
     window: int = 100
     tolerance: float = 0.01
     refresh: int = 1
-    jacobian: str = "jvp"
+    jacobian: str = "difference"
     name = "jacobian_newton"
     accepts_initial_guess = True
 
