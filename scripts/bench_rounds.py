@@ -192,7 +192,8 @@ def main(argv=None) -> int:
         if case not in wanted:
             continue
         started = time.time()
-        rows = {label: {**row, "command": command} for label, row in open_loop(pol, observations, samplers, batch).items()}
+        measured = open_loop(pol, observations, samplers, batch)
+        rows = {label: {**row, "command": command} for label, row in measured.items()}
         print(json.dumps({case: rows, "wall_s": round(time.time() - started, 1)}), flush=True)
         result.setdefault(case, {}).setdefault("rows", {}).update(rows)
         result[case] = {"rows": result[case]["rows"], "checkpoint": pol.spec.source.get("path"), "command": command}
@@ -218,7 +219,11 @@ def markdown(result) -> str:
              "Rounds = sequential network-call depth per chunk; NFE = network evaluations per chunk and sample. "
              "Deviation = max |action - sequential action| on the same observations and noise draws (pixels). "
              "newton_prior = newton_picard's secant-Newton rounds started from the trajectory of a Gaussian "
-             "stand-in denoiser instead of x_T everywhere (same fixed point).\n"]
+             "stand-in denoiser instead of x_T everywhere (same fixed point). jacobian_newton = Newton rounds with "
+             "every step's full Jacobian from D directional derivatives of the network (D = 32 state entries per "
+             "PushT sample) in the round's one batched call, from the same prior start: D + 1 network evaluations "
+             "per state per round (finite differences by default; _jvp = forward-mode derivatives; _r2/_r3 = "
+             "Jacobians every 2nd/3rd round only).\n"]
     titles = {"cold": ("Cold start, batch 1, DDPM-100, shipped policy", "cold_b1"),
               "extra": ("Cold start, batch 1, DDPM-100, upstream-format checkpoint of another size", "cold_b1"),
               "ddim16": ("Cold start, batch 1, DDIM-16, shipped policy", "ddim16"),
@@ -242,11 +247,15 @@ def markdown(result) -> str:
     return "\n".join(parts)
 
 
-WHY = ("Why rounds stay above the targets: a round accepts a step only after its state stopped moving, so the "
-       "last accepted states cost one confirming round; the first steps of the PushT schedule (alpha_bar near 0, "
-       "clipped x0) are so nonlinear that early rounds accept about one step each whatever the Jacobian model; and "
-       "the low-noise tail is judged against small noise variances. The prior start removes the rounds spent moving "
-       "states from x_T towards the data; the rest needs a better model of the step Jacobians (see the issue).\n")
+WHY = ("Where newton_picard/newton_prior stay above the targets: a round accepts a step only after its state "
+       "stopped moving, so the last accepted states cost one confirming round; the first steps of the PushT schedule "
+       "(alpha_bar near 0, clipped x0) are so nonlinear that early rounds accept about one step each with a scalar "
+       "Jacobian model; and the low-noise tail is judged against small noise variances. The prior start removes the "
+       "rounds spent moving states from x_T towards the data; the rest needed a better model of the step Jacobians, "
+       "which jacobian_newton supplies at D + 1 network evaluations per state and round. Its rounds: the first moves "
+       "every state from the prior guess (one state accepted), the next two or three converge most of the chain "
+       "quadratically, and the low-noise tail (judged against the smallest noise variances) plus one confirming "
+       "round take the rest.\n")
 
 
 if __name__ == "__main__":

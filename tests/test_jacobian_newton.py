@@ -135,7 +135,8 @@ def test_inpainted_entries_are_kept_and_the_answer_is_sequential():
     cond_mask = torch.zeros(2, 16, 2, dtype=torch.bool)
     cond_mask[:, :2, 1] = True
     ref = solve(Sequential(), net, sched, draws.x_T, draws.noises, cond_data, cond_mask).sample
-    out = solve(JacobianNewton(tolerance=1e-5, jacobian="difference"), net, sched, draws.x_T, draws.noises, cond_data, cond_mask)
+    out = solve(JacobianNewton(tolerance=1e-5, jacobian="difference"), net, sched, draws.x_T, draws.noises,
+                cond_data, cond_mask)
     assert torch.equal(out.sample[cond_mask], cond_data[cond_mask])
     assert (out.sample - ref).abs().max() < 1e-4
     assert out.stats.rounds < 10

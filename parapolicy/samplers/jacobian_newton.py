@@ -96,7 +96,8 @@ class NetworkJacobian:
         t_all = t.repeat(count)
         flat_dirs = dirs.reshape(count * rows, *x.shape[1:])
         if self.method == "jvp":
-            out, tangent = torch.func.jvp(lambda y: denoise(y, t_all), (stacked.contiguous(),), (flat_dirs.contiguous(),))
+            out, tangent = torch.func.jvp(lambda y: denoise(y, t_all), (stacked.contiguous(),),
+                                          (flat_dirs.contiguous(),))
             return (out[:rows] if eps is None else eps), tangent.view(count, *x.shape)
         if eps is None:  # the unperturbed rows ride in the first call
             out = denoise(torch.cat([x, stacked + DIFFERENCE_STEP * flat_dirs]), torch.cat([t, t_all]))
