@@ -9,7 +9,8 @@ import os
 
 import pytest
 import torch
-from helpers import GaussianDenoiser, SmoothNetDenoiser, make_scheduler, solve
+from helpers import (GaussianDenoiser, SmoothNetDenoiser, inpainting_condition, make_scheduler, nan_on_batches_above,
+                     solve)
 from test_analytic import MU, S, _affine_steps
 
 import parapolicy
@@ -115,12 +116,7 @@ def test_non_finite_values_fall_back_to_sequential():
     net = SmoothNetDenoiser(32, seed=0, scheduler=sched)
     draws = draw_noises(sched, (2, 16, 2), torch.Generator().manual_seed(1))
     ref = solve(Sequential(), net, sched, draws.x_T, draws.noises).sample
-
-    def breaks_on_big_batches(x, t):
-        eps = net(x, t)
-        return eps * float("nan") if x.shape[0] > 2 else eps
-
-    out = solve(JacobianNewton(jacobian="difference"), breaks_on_big_batches, sched, draws.x_T, draws.noises)
+    out = solve(JacobianNewton(), nan_on_batches_above(net, 2), sched, draws.x_T, draws.noises)
     assert out.stats.sampler == "jacobian_newton"
     assert out.stats.fallback.startswith("sequential: non-finite")
     assert torch.equal(out.sample, ref)
@@ -131,9 +127,7 @@ def test_inpainted_entries_are_kept_and_the_answer_is_sequential():
     sched = make_scheduler("ddpm")
     net = SmoothNetDenoiser(32, seed=4, scheduler=sched)
     draws = draw_noises(sched, (2, 16, 2), torch.Generator().manual_seed(4))
-    cond_data = torch.randn(2, 16, 2)
-    cond_mask = torch.zeros(2, 16, 2, dtype=torch.bool)
-    cond_mask[:, :2, 1] = True
+    cond_data, cond_mask = inpainting_condition((2, 16, 2), seed=4)
     ref = solve(Sequential(), net, sched, draws.x_T, draws.noises, cond_data, cond_mask).sample
     out = solve(JacobianNewton(tolerance=1e-5, jacobian="difference"), net, sched, draws.x_T, draws.noises,
                 cond_data, cond_mask)
