@@ -138,7 +138,7 @@ def test_inpainted_entries_are_kept_and_the_answer_is_sequential():
 
 def test_settings_registry_and_bad_input():
     assert isinstance(make_sampler("jacobian_newton"), JacobianNewton)
-    assert make_sampler("jacobian_newton").config() == {"name": "jacobian_newton", "window": 100, "tolerance": 0.01,
+    assert make_sampler("jacobian_newton").config() == {"name": "jacobian_newton", "window": 100, "tolerance": 0.1,
                                                         "refresh": 1, "jacobian": "difference"}
     with pytest.raises(SamplerConfigError, match="jacobian_newton jacobian must be one of jvp, difference, got 'fd'"):
         JacobianNewton(jacobian="fd")
