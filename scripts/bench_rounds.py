@@ -222,8 +222,8 @@ def markdown(result) -> str:
              "stand-in denoiser instead of x_T everywhere (same fixed point). jacobian_newton = Newton rounds with "
              "every step's full Jacobian from D directional derivatives of the network (D = 32 state entries per "
              "PushT sample) in the round's one batched call, from the same prior start: D + 1 network evaluations "
-             "per state per round (finite differences by default; _jvp = forward-mode derivatives; _r2/_r3 = "
-             "Jacobians every 2nd/3rd round only).\n"]
+             "per state per round (defaults: finite differences, tolerance 0.1; the labels jacobian_newton_jvp/_r2/_r3 "
+             "select forward-mode derivatives or Jacobians every 2nd/3rd round only).\n"]
     titles = {"cold": ("Cold start, batch 1, DDPM-100, shipped policy", "cold_b1"),
               "extra": ("Cold start, batch 1, DDPM-100, upstream-format checkpoint of another size", "cold_b1"),
               "ddim16": ("Cold start, batch 1, DDIM-16, shipped policy", "ddim16"),
