@@ -38,6 +38,10 @@ SAMPLERS = {  # (sampler name, settings): the defaults a user gets; picard's row
     "picard": ("picard", {"window": 100, "tolerance": 0.1}),
     "newton_picard": ("newton_picard", {}),
     "newton_prior": ("newton_prior", {}),
+    "jacobian_newton": ("jacobian_newton", {}),
+    "jacobian_newton_jvp": ("jacobian_newton", {"jacobian": "jvp"}),
+    "jacobian_newton_r2": ("jacobian_newton", {"refresh": 2}),
+    "jacobian_newton_r3": ("jacobian_newton", {"refresh": 3}),
 }
 TARGETS = {"cold_b1": 7.0, "ddim16": 4.0, "batched": 9.0, "closed_loop": 5.0}
 BEGIN, END = "<!-- rounds:begin -->", "<!-- rounds:end -->"
@@ -57,15 +61,15 @@ def open_loop(policy, observations, samplers, batch=1):
         groups = [np.stack([observations[i % len(observations)] for i in range(batch)])]
     else:
         groups = [o[None] for o in observations]
-    stats = {name: {"rounds": [], "nfe": [], "dev": 0.0} for name, _ in samplers}
+    stats = {label: {"rounds": [], "nfe": [], "dev": 0.0} for label, _, _ in samplers}
     for g, group in enumerate(groups):
         obs = {"obs": torch.as_tensor(group)}
         policy.set_sampler("sequential")
         ref = policy.predict_action(obs, generator=torch.Generator().manual_seed(g))["action"]
-        for name, settings in samplers:
+        for label, name, settings in samplers:
             policy.set_sampler(name, **settings)
             out = policy.predict_action(obs, generator=torch.Generator().manual_seed(g))
-            st = stats[name]
+            st = stats[label]
             st["rounds"].append(rounds_of(out["stats"]))
             st["nfe"].append(out["stats"]["nfe"])
             st["dev"] = max(st["dev"], float((out["action"] - ref).abs().max()))
@@ -107,8 +111,11 @@ def verdict(value, target, dev=None):
 
 
 def table(title, rows, target, command, device):
+    """``command``: the case's latest run; rows measured by an earlier run carry their own."""
+    commands = list(dict.fromkeys(r.get("command", command) for r in rows.values()))
     lines = [f"**{title}** (target: <= {target:g} rounds/chunk at <= 1 px)  ",
-             f"Command: `{command}`; device: {device}.\n",
+             "Command" + ("s" if len(commands) > 1 else "") + ": " + "; ".join(f"`{c}`" for c in commands)
+             + f"; device: {device}.\n",
              "| sampler | rounds/chunk (max) | NFE/chunk | max deviation vs sequential (px) | chunks | target |",
              "|---|---|---|---|---|---|"]
     for label, r in rows.items():
@@ -176,7 +183,7 @@ def main(argv=None) -> int:
     result = json.load(open(args.out)) if os.path.exists(args.out) else {}
     result.update(command=command, device=device)
     wanted = set(args.only.split(","))
-    samplers = [SAMPLERS[name] for name in args.samplers.split(",")]
+    samplers = [(label, *SAMPLERS[label]) for label in args.samplers.split(",")]
     policy = parapolicy.load_policy(args.checkpoint)
     cases = [("cold", policy, 1), ("ddim16", with_scheduler(policy, "DDIM-16"), 1), ("batched", policy, args.batch)]
     if args.extra_checkpoint:
@@ -185,7 +192,8 @@ def main(argv=None) -> int:
         if case not in wanted:
             continue
         started = time.time()
-        rows = open_loop(pol, observations, samplers, batch)
+        measured = open_loop(pol, observations, samplers, batch)
+        rows = {label: {**row, "command": command} for label, row in measured.items()}
         print(json.dumps({case: rows, "wall_s": round(time.time() - started, 1)}), flush=True)
         result.setdefault(case, {}).setdefault("rows", {}).update(rows)
         result[case] = {"rows": result[case]["rows"], "checkpoint": pol.spec.source.get("path"), "command": command}
@@ -194,11 +202,11 @@ def main(argv=None) -> int:
         _ensure_envs_importable()
         seeds = list(range(args.seed, args.seed + args.closed_loop_episodes))
         rows = {"sequential": closed_loop(policy, args.env, seeds, args.max_steps, "sequential", {}, False)}
-        for name, settings in samplers:
+        for label, name, settings in samplers:
             for warm in (False, True):
                 r = closed_loop(policy, args.env, seeds, args.max_steps, name, settings, warm)
-                rows[f"{name}/{'warm' if warm else 'cold'}"] = {**r, "sampler": name, "warm": warm}
-                print(json.dumps({"closed": {name: r["rounds"], "warm": warm}}), flush=True)
+                rows[f"{label}/{'warm' if warm else 'cold'}"] = {**r, "sampler": label, "warm": warm}
+                print(json.dumps({"closed": {label: r["rounds"], "warm": warm}}), flush=True)
         result["closed"] = {"rows": rows, "seeds": seeds, "max_steps": args.max_steps, "command": command}
         write_json_atomic(args.out, result)
     write_block(args.md, markdown(result))
@@ -211,7 +219,11 @@ def markdown(result) -> str:
              "Rounds = sequential network-call depth per chunk; NFE = network evaluations per chunk and sample. "
              "Deviation = max |action - sequential action| on the same observations and noise draws (pixels). "
              "newton_prior = newton_picard's secant-Newton rounds started from the trajectory of a Gaussian "
-             "stand-in denoiser instead of x_T everywhere (same fixed point).\n"]
+             "stand-in denoiser instead of x_T everywhere (same fixed point). jacobian_newton = Newton rounds with "
+             "every step's full Jacobian from D directional derivatives of the network (D = 32 state entries per "
+             "PushT sample) in the round's one batched call, from the same prior start: D + 1 network evaluations "
+             "per state per round (defaults: finite differences, tolerance 0.1; the labels jacobian_newton_jvp/_r2/_r3 "
+             "select forward-mode derivatives or Jacobians every 2nd/3rd round only).\n"]
     titles = {"cold": ("Cold start, batch 1, DDPM-100, shipped policy", "cold_b1"),
               "extra": ("Cold start, batch 1, DDPM-100, upstream-format checkpoint of another size", "cold_b1"),
               "ddim16": ("Cold start, batch 1, DDIM-16, shipped policy", "ddim16"),
@@ -235,11 +247,15 @@ def markdown(result) -> str:
     return "\n".join(parts)
 
 
-WHY = ("Why rounds stay above the targets: a round accepts a step only after its state stopped moving, so the "
-       "last accepted states cost one confirming round; the first steps of the PushT schedule (alpha_bar near 0, "
-       "clipped x0) are so nonlinear that early rounds accept about one step each whatever the Jacobian model; and "
-       "the low-noise tail is judged against small noise variances. The prior start removes the rounds spent moving "
-       "states from x_T towards the data; the rest needs a better model of the step Jacobians (see the issue).\n")
+WHY = ("Where newton_picard/newton_prior stay above the targets: a round accepts a step only after its state "
+       "stopped moving, so the last accepted states cost one confirming round; the first steps of the PushT schedule "
+       "(alpha_bar near 0, clipped x0) are so nonlinear that early rounds accept about one step each with a scalar "
+       "Jacobian model; and the low-noise tail is judged against small noise variances. The prior start removes the "
+       "rounds spent moving states from x_T towards the data; the rest needed a better model of the step Jacobians, "
+       "which jacobian_newton supplies at D + 1 network evaluations per state and round. Its rounds: the first moves "
+       "every state from the prior guess (one state accepted), the next two or three converge most of the chain "
+       "quadratically, and the low-noise tail (judged against the smallest noise variances) plus one confirming "
+       "round take the rest.\n")
 
 
 if __name__ == "__main__":

@@ -114,3 +114,21 @@ def solve(sampler, denoise, scheduler, x_T, noises=None, cond_data=None, cond_ma
     from parapolicy.samplers import DenoisingProblem
 
     return sampler.sample(DenoisingProblem(denoise, scheduler, x_T, noises, cond_data, cond_mask, extra=extra))
+
+
+def nan_on_batches_above(net, rows: int):
+    """``net``, returning NaN on every call with more than ``rows`` rows (a parallel round, not the chain)."""
+
+    def denoise(x, t):
+        eps = net(x, t)
+        return eps * float("nan") if x.shape[0] > rows else eps
+
+    return denoise
+
+
+def inpainting_condition(shape, seed: int = 0):
+    """(cond_data, cond_mask): random data held on the first two rows of the last action dim."""
+    cond_data = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+    cond_mask = torch.zeros(*shape, dtype=torch.bool)
+    cond_mask[:, :2, -1] = True
+    return cond_data, cond_mask

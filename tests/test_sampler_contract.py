@@ -51,7 +51,7 @@ def test_every_sampler_declares_the_protocol_and_reports_the_same_stats_names(to
     toy.set_sampler("sequential")
 
 
-@pytest.mark.parametrize("name", ["picard", "newton_picard", "newton_prior"])
+@pytest.mark.parametrize("name", ["picard", "newton_picard", "newton_prior", "jacobian_newton"])
 def test_an_initial_guess_reaches_the_sampler_and_cuts_its_rounds(toy, name):
     """Guessing the sequential chain's own outputs makes the initial trajectory the fixed point:
     one round certifies it. A sampler that ignored the guess would need its cold rounds again."""

@@ -11,6 +11,7 @@ trade exactness for a fixed round budget.
 
 from parapolicy.samplers.base import SamplerBase
 from parapolicy.samplers.executor import EAGER, EagerExecutor, Executor
+from parapolicy.samplers.jacobian_newton import JacobianNewton
 from parapolicy.samplers.newton_picard import NewtonPicard
 from parapolicy.samplers.newton_prior import NewtonPrior, prior_trajectory
 from parapolicy.samplers.noise import NoiseDraws, draw_noises
@@ -27,6 +28,7 @@ __all__ = [
     "EAGER",
     "EagerExecutor",
     "Executor",
+    "JacobianNewton",
     "NewtonPicard",
     "NewtonPrior",
     "NoiseDraws",

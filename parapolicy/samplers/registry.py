@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from parapolicy.errors import SamplerConfigError
+from parapolicy.samplers.jacobian_newton import JacobianNewton
 from parapolicy.samplers.newton_picard import NewtonPicard
 from parapolicy.samplers.newton_prior import NewtonPrior
 from parapolicy.samplers.piadm import PIADM
@@ -11,7 +12,8 @@ from parapolicy.samplers.randomized_midpoint import RandomizedMidpoint
 from parapolicy.samplers.sequential import Sequential
 
 SAMPLERS = {"sequential": Sequential, "picard": Picard, "newton_picard": NewtonPicard, "piadm": PIADM,
-            "randomized_midpoint": RandomizedMidpoint, "newton_prior": NewtonPrior}
+            "randomized_midpoint": RandomizedMidpoint, "newton_prior": NewtonPrior,
+            "jacobian_newton": JacobianNewton}
 
 
 def make_sampler(name: str, **settings):
