@@ -15,8 +15,9 @@ repeating the first, as upstream's MultiStepWrapper) and a queue of planned acti
   default, or "hard", see ``parapolicy.samplers.prefix``), so it continues the old plan instead of
   jumping. d is ``delay_ticks`` when given, else the measured latency in ticks plus one.
 
-``warm_start=True`` (Picard only) starts each chunk's iteration from the trajectory implied
-by the previous chunk's per-step network outputs, shifted along the horizon by the ticks
+``warm_start=True`` (any sampler that accepts an initial guess: ``picard``,
+``newton_picard``, ``newton_prior``, ``jacobian_newton``) starts each chunk's iteration from
+the trajectory implied by the previous chunk's per-step network outputs, shifted along the horizon by the ticks
 since it was planned, pushed through this chunk's fresh x_T and noises; the answer is
 unchanged and only the number of rounds drops.
 

@@ -57,7 +57,13 @@ SWEEP = [  # (label, sampler name, settings): rounds per chunk = blocks x iterat
     ("piadm_ode@20", "piadm", {"blocks": 5, "points": 4, "iterations": 4, "mode": "ode"}),
     ("randomized_midpoint@20", "randomized_midpoint", {"blocks": 5, "points": 4, "iterations": 4}),
 ]
-SWEEP_FAMILIES = ("piadm_sde", "piadm_ode", "randomized_midpoint")
+SWEEP += [  # the same 10 rounds spent on a coarser grid solved exactly (iterations >= block steps)
+    ("piadm_sde_coarse@10", "piadm", {"blocks": 5, "points": 2, "iterations": 2, "mode": "sde"}),
+    ("piadm_ode_coarse@10", "piadm", {"blocks": 5, "points": 2, "iterations": 2, "mode": "ode"}),
+    ("randomized_midpoint_coarse@10", "randomized_midpoint", {"blocks": 5, "points": 1, "iterations": 2}),
+]
+SWEEP_FAMILIES = ("piadm_sde", "piadm_ode", "randomized_midpoint", "piadm_sde_coarse", "piadm_ode_coarse",
+                  "randomized_midpoint_coarse")
 
 
 def rounds_of(stats: dict) -> float:
@@ -201,7 +207,7 @@ def draw_pareto(result, path) -> bool:
         centre, (lo, hi) = (band[0], (band[0] - band[1], band[0] + band[1])) if kind == "mean score" else band
         ax.axhspan(lo, hi, color="0.85", label="sequential DDPM-100 (95% CI)")
         ax.axhline(centre, color="0.4", lw=1)
-        for offset, family in zip((-0.25, 0.0, 0.25), SWEEP_FAMILIES):
+        for offset, family in zip(np.linspace(-0.3, 0.3, len(SWEEP_FAMILIES)), SWEEP_FAMILIES):
             pts = sorted((rows[label]["rounds_per_chunk"], rows[label]) for label, _, _ in SWEEP
                          if label.split("@")[0] == family and label in rows)
             if not pts:
@@ -217,7 +223,7 @@ def draw_pareto(result, path) -> bool:
                 ys.append(mean)
                 err[0].append(mean - lo_)
                 err[1].append(hi_ - mean)
-            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=family)
+            ax.errorbar(xs, ys, yerr=err, marker="s" if "coarse" in family else "o", capsize=3, label=family)
         ax.set_xlabel("rounds per chunk (sequential network calls)")
         ax.set_ylabel(kind)
         ax.grid(alpha=0.3)
