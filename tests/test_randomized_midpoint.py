@@ -139,4 +139,5 @@ def test_bad_settings_and_offsets_are_one_clear_error():
         make_sampler("randomized_midpoint", points=0)
     sched = make_scheduler("ddim", 8)
     with pytest.raises(SamplerConfigError, match=r"offsets must be \(20, 2\) values in \[0, 1\]"):
-        _run(RandomizedMidpoint(), SmoothNetDenoiser(8, scheduler=sched), sched, _x_T(2), offsets=torch.rand(20, 3))
+        _run(RandomizedMidpoint(blocks=5, points=4), SmoothNetDenoiser(8, scheduler=sched), sched, _x_T(2),
+             offsets=torch.rand(20, 3))
