@@ -71,19 +71,24 @@ def window_round(buf: dict, denoise, step, batch: int, n_steps: int, update) -> 
     nxt = step(index, imposed, eps, noise)
     old_next = buf["traj"].index_select(0, index + 1)
     new = update(buf, index, states, imposed, nxt, old_next)
-    report_round(buf, index, new, n_steps, index.shape[0])
+    report_round(buf, index, new, old_next, n_steps)
     buf["eps"].index_copy_(0, index, eps)
 
 
-def report_round(buf: dict, index: torch.Tensor, new: torch.Tensor, n_steps: int, count: int) -> None:
-    """Write a round's new states after steps ``index`` into ``traj`` and set the flags: each
-    slot's worst change (in units of its step's noise variance), then non-finite live states."""
-    old_next = buf["traj"].index_select(0, index + 1)
-    change = (new - old_next).pow(2).flatten(2).sum(-1) * buf["inv_var"].index_select(0, index + 1)[:, None]
+def write_states(buf: dict, index: torch.Tensor, new: torch.Tensor, old_next: torch.Tensor, n_steps: int):
+    """Write the new states after steps ``index`` into ``traj``; return each slot's worst change
+    (in units of its step's noise variance, over the samples) and whether every live state is finite."""
+    worst = ((new - old_next).pow(2).flatten(2).sum(-1) * buf["inv_var"].index_select(0, index + 1)[:, None]).amax(1)
     live = (index < n_steps).view(-1, *([1] * (new.dim() - 1)))
     finite = torch.isfinite(torch.where(live, new, torch.zeros_like(new))).all()
     buf["traj"].index_copy_(0, index + 1, new)
-    buf["flags"][:count].copy_(change.amax(dim=1))
+    return worst, finite
+
+
+def report_round(buf: dict, index: torch.Tensor, new: torch.Tensor, old_next: torch.Tensor, n_steps: int) -> None:
+    """``write_states``, then the flags the host reads: each slot's worst change, then non-finite."""
+    worst, finite = write_states(buf, index, new, old_next, n_steps)
+    buf["flags"][: index.shape[0]].copy_(worst)
     buf["flags"][-1:].copy_((~finite).to(buf["flags"].dtype).view(1))
 
 
@@ -126,10 +131,8 @@ def _synced_round(buf: dict, denoise, step, batch: int, n_steps: int, update) ->
     nxt = step(index, imposed, eps, noise)
     old_next = traj.index_select(0, index + 1)
     new = update(buf, index, states, imposed, nxt, old_next)
-    worst = ((new - old_next).pow(2).flatten(2).sum(-1) * buf["inv_var"].index_select(0, index + 1)[:, None]).amax(1)
+    worst, finite = write_states(buf, index, new, old_next, n_steps)  # after convergence: padding rows only
     live = index < n_steps
-    finite = torch.isfinite(torch.where(live.view(-1, *([1] * (new.dim() - 1))), new, torch.zeros_like(new))).all()
-    traj.index_copy_(0, index + 1, new)  # after convergence these are padding rows only
     buf["eps"].index_copy_(0, index, eps)
     count = (n_steps - start).clamp(0, width)
     first_bad = torch.where(live & (worst > buf["tol2"]), slots, width).amin().minimum(count)

@@ -93,7 +93,6 @@ def midpoint_round(buf: dict, denoise, step, batch: int, n_steps: int, update: M
     ONE call, rebuild the interval ends (``traj``) and the nodes, set the flags."""
     traj, start = buf["traj"], buf["start"].view(1)
     index = buf["start"] + buf["slots"]
-    count = index.shape[0]
     x0 = traj.index_select(0, start)
     nodes = torch.where(buf["sweep"] == 0, x0, buf["nodes"].index_select(0, index))  # round 1: all at the start
     points = impose(torch.cat([x0, nodes]), buf["cond_data"], buf["cond_mask"])
@@ -110,7 +109,7 @@ def midpoint_round(buf: dict, denoise, step, batch: int, n_steps: int, update: M
     new_nodes = starts + integrator_flow(points[:-1], point_level[:-1], level_a, point_level[1:], eps[:-1],
                                          update.clip)
     buf["nodes"].index_copy_(0, index, new_nodes)
-    report_round(buf, index, ends, n_steps, count)
+    report_round(buf, index, ends, traj.index_select(0, index + 1), n_steps)
     buf["eps"].index_copy_(0, index, output[1:])
 
 
