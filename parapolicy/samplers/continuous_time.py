@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from parapolicy.samplers.step_rule import StepCoefficients, StepRule, _as_index
+from parapolicy.samplers.step_rule import StepCoefficients, StepRule, _as_index, clip_range, posterior_variance
 
 
 def log_snr(alphas_cumprod: torch.Tensor) -> torch.Tensor:
@@ -154,7 +154,7 @@ def _integrator_coefficients(levels: torch.Tensor, sde: bool, clip) -> StepCoeff
         keep = a / b  # the product of the alphas between the two levels
         first = keep.sqrt() * (1 - b) / (1 - a)
         x0_scale = b.sqrt() * (1 - keep) / (1 - a)
-        std = ((1 - b) / (1 - a) * (1 - keep)).clamp_min(0).sqrt()
+        std = posterior_variance(a, b).clamp_min(0).sqrt()
     else:
         first, x0_scale, std = (1 - b).sqrt(), b.sqrt(), torch.zeros_like(a)
     f32 = lambda v: v.to(torch.float32)  # noqa: E731
@@ -164,8 +164,7 @@ def _integrator_coefficients(levels: torch.Tensor, sde: bool, clip) -> StepCoeff
 
 def clip_limit(rule: StepRule):
     """The range the scheduler clips its clean-sample prediction to, or None."""
-    config = rule.config
-    return float(getattr(config, "clip_sample_range", 1.0)) if getattr(config, "clip_sample", False) else None
+    return clip_range(rule.config)
 
 
 def grid_rule(rule: StepRule, steps: int, sde: bool) -> GridRule:
@@ -178,8 +177,7 @@ def grid_rule(rule: StepRule, steps: int, sde: bool) -> GridRule:
         timesteps = timestep_at_sigma(rule.alphas_cumprod, ((1 - levels[:-1]) / levels[:-1]).sqrt()).to(torch.float32)
         timesteps[0] = float(rule.timesteps[0])
         coefficients = _integrator_coefficients(levels, sde, clip_limit(rule))
-        a, b = levels[:-1], levels[1:]
-        variance = ((1 - b) / (1 - a) * (1 - a / b)).clamp(min=1e-20).to(torch.float32)
+        variance = posterior_variance(levels[:-1], levels[1:]).clamp(min=1e-20).to(torch.float32)
         fields = dict(timesteps=timesteps, draws_noise=tuple(bool(d) for d in coefficients.drawn), noise_dtype=None,
                       error_variance=variance, alphas_cumprod=rule.alphas_cumprod, config=rule.config,
                       scheduler_name=rule.scheduler_name, levels=levels)

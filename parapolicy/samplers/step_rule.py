@@ -33,8 +33,17 @@ def _posterior_variances(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, 
     t = timesteps.long()
     a_t = ac[t]
     a_prev = torch.cat([ac[t[1:]], torch.tensor([final_alpha], dtype=torch.float64)])
-    var = (1 - a_prev) / (1 - a_t) * (1 - a_t / a_prev)
-    return var.clamp(min=1e-20).to(torch.float32)
+    return posterior_variance(a_t, a_prev).clamp(min=1e-20).to(torch.float32)
+
+
+def posterior_variance(alpha_from: torch.Tensor, alpha_to: torch.Tensor) -> torch.Tensor:
+    """Variance of the DDPM posterior for a step from noise level ``alpha_from`` to ``alpha_to`` (alpha_bar)."""
+    return (1 - alpha_to) / (1 - alpha_from) * (1 - alpha_from / alpha_to)
+
+
+def clip_range(config) -> float | None:
+    """The range the scheduler clips its clean-sample prediction to, or None."""
+    return float(getattr(config, "clip_sample_range", 1.0)) if getattr(config, "clip_sample", False) else None
 
 
 @dataclass(frozen=True)
@@ -274,7 +283,7 @@ def _coefficients(sched, timesteps, prev, eta, std, draws, ddim) -> StepCoeffici
         current_alpha = alpha_t / alpha_prev
         first = current_alpha ** (0.5) * (1 - alpha_prev) / beta_t
         x0_scale = (alpha_prev ** (0.5) * (1 - current_alpha)) / beta_t
-    clip = float(cfg.clip_sample_range) if cfg.clip_sample else None
+    clip = clip_range(cfg)
     return StepCoefficients(ddim=ddim, first=first, x0_scale=x0_scale, eps_scale=beta_t ** (0.5),
                             x_scale=alpha_t ** (0.5), noise_std=std, drawn=torch.tensor(draws), clip=clip)
 
