@@ -35,7 +35,7 @@ from parapolicy.samplers.base import SamplerBase
 from parapolicy.samplers.driver import solve_windowed
 from parapolicy.samplers.executor import EAGER
 from parapolicy.samplers.kernels import window_round
-from parapolicy.samplers.newton_prior import prior_trajectory
+from parapolicy.samplers.newton_prior import start_from_prior
 from parapolicy.samplers.problem import DenoisingProblem, SampleResult, check_positive_int, check_tolerance
 
 METHODS = ("jvp", "difference")
@@ -207,10 +207,7 @@ class JacobianNewton(SamplerBase):
         if rule.history_length:
             raise SamplerConfigError(f"{self.name} needs a one-step scheduler (DDPM, DDIM), got the multistep "
                                      f"{rule.scheduler_name}")
-        given = problem.init_guess is not None
-        if not given:
-            guess = prior_trajectory(rule, problem.x_T, problem.noises, problem.cond_data, problem.cond_mask)
-            problem = problem.replace(init_guess=guess)
+        problem, given = start_from_prior(problem)
         network = NetworkJacobian(problem.x_T.shape[1:], problem.cond_mask, self.jacobian, self.refresh)
         settings = {"window": min(self.window, rule.num_steps), "tolerance": float(self.tolerance),
                     "refresh": self.refresh, "jacobian": self.jacobian, "start": "warm" if given else "prior"}

@@ -56,6 +56,14 @@ def prior_trajectory(rule, x_T, noises=None, cond_data=None, cond_mask=None, std
     return torch.stack(states)
 
 
+def start_from_prior(problem: DenoisingProblem) -> tuple[DenoisingProblem, bool]:
+    """The problem started from ``prior_trajectory`` unless the caller gave a guess; and whether they did."""
+    if problem.init_guess is not None:
+        return problem, True
+    guess = prior_trajectory(problem.rule, problem.x_T, problem.noises, problem.cond_data, problem.cond_mask)
+    return problem.replace(init_guess=guess), False
+
+
 @dataclass(frozen=True)
 class NewtonPrior(NewtonPicard):
     """Settings: window and tolerance, as ``newton_picard`` (whose kernel, driver and defaults it keeps)."""
@@ -63,10 +71,7 @@ class NewtonPrior(NewtonPicard):
     name = "newton_prior"
 
     def sample(self, problem: DenoisingProblem) -> SampleResult:
-        given = problem.init_guess is not None
-        if not given:
-            guess = prior_trajectory(problem.rule, problem.x_T, problem.noises, problem.cond_data, problem.cond_mask)
-            problem = problem.replace(init_guess=guess)
+        problem, given = start_from_prior(problem)
         result = super().sample(problem)
         result.stats.initial_guess = given  # the caller's guess, not the prior
         result.stats.settings["start"] = "warm" if given else "prior"
