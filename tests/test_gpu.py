@@ -10,22 +10,21 @@ pytestmark = pytest.mark.gpu
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-def _fp32_checkpoint(path, cfg):
-    """Write a random-weight checkpoint and turn TF32 off, so GPU and CPU answers compare closely."""
+def _fp32_checkpoint(tmp_path, cfg, batch):
+    """A random-weight checkpoint of ``cfg`` and ``batch`` observations for it, with TF32 off,
+    so GPU and CPU answers compare closely."""
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    write_checkpoint(path, cfg)
-    return path
+    write_checkpoint(tmp_path / "p.ckpt", cfg)
+    return tmp_path / "p.ckpt", sample_obs(cfg, batch=batch)
 
 
 @needs_cuda
 @pytest.mark.parametrize("name", ["unet_lowdim_global_ddpm", "unet_hybrid_image"])
 def test_cuda_sequential_matches_cpu_and_picard_converges(tmp_path, name):
-    cfg = POLICY_CFGS[name]()
-    _fp32_checkpoint(tmp_path / "p.ckpt", cfg)
-    obs = sample_obs(cfg, batch=4)
-    cpu = parapolicy.load_policy(tmp_path / "p.ckpt").predict_action(obs, generator=torch.Generator().manual_seed(0))
-    gpu_policy = parapolicy.load_policy(tmp_path / "p.ckpt", device="cuda")
+    ckpt, obs = _fp32_checkpoint(tmp_path, POLICY_CFGS[name](), batch=4)
+    cpu = parapolicy.load_policy(ckpt).predict_action(obs, generator=torch.Generator().manual_seed(0))
+    gpu_policy = parapolicy.load_policy(ckpt, device="cuda")
     gpu = gpu_policy.predict_action(obs, generator=torch.Generator().manual_seed(0))
     assert (gpu["action"].cpu() - cpu["action"]).abs().max() < 1e-3
     gpu_policy.set_sampler("picard", window=100, tolerance=1e-4)
@@ -62,10 +61,8 @@ CFGS = {**POLICY_CFGS, "unet_lowdim_global_dpm": _dpm_cfg}
 @pytest.mark.parametrize("name", ["unet_lowdim_global_ddpm", "unet_lowdim_inpaint_ddim", "unet_lowdim_global_dpm",
                                   "transformer_lowdim", "unet_hybrid_image"])
 def test_cuda_graphs_give_the_eager_answer_for_every_sampler(tmp_path, name):
-    cfg = CFGS[name]()
-    _fp32_checkpoint(tmp_path / "p.ckpt", cfg)
-    obs = sample_obs(cfg, batch=3)
-    policy = parapolicy.load_policy(tmp_path / "p.ckpt", device="cuda")
+    ckpt, obs = _fp32_checkpoint(tmp_path, CFGS[name](), batch=3)
+    policy = parapolicy.load_policy(ckpt, device="cuda")
     for sampler, settings in GRAPH_SAMPLERS:
         if sampler == "piadm" and name.endswith("dpm"):
             continue  # one-step schedulers only
@@ -84,9 +81,8 @@ def test_cuda_graphs_give_the_eager_answer_for_every_sampler(tmp_path, name):
 
 @needs_cuda
 def test_compile_gives_the_eager_answer(tmp_path):
-    cfg = POLICY_CFGS["unet_lowdim_global_ddpm"]()
-    policy = parapolicy.load_policy(_fp32_checkpoint(tmp_path / "p.ckpt", cfg), device="cuda")
-    obs = sample_obs(cfg, batch=2)
+    ckpt, obs = _fp32_checkpoint(tmp_path, POLICY_CFGS["unet_lowdim_global_ddpm"](), batch=2)
+    policy = parapolicy.load_policy(ckpt, device="cuda")
     policy.set_sampler("picard", window=100, tolerance=1e-4)
     eager = _actions(policy, obs)
     compiled = _actions(policy.accelerate("compile"), obs)
@@ -109,10 +105,8 @@ def test_a_graphed_policy_moved_to_cpu_says_so(tmp_path):
 @pytest.mark.parametrize("name", ["unet_lowdim_global_ddpm", "unet_lowdim_inpaint_ddim"])
 def test_cuda_graphed_multi_round_kernel_gives_the_eager_answer(tmp_path, name):
     """Several rounds per graph replay (``rounds_per_sync``): graphed == eager within 1e-4, same rounds."""
-    cfg = POLICY_CFGS[name]()
-    _fp32_checkpoint(tmp_path / "p.ckpt", cfg)
-    obs = sample_obs(cfg, batch=3)
-    policy = parapolicy.load_policy(tmp_path / "p.ckpt", device="cuda")
+    ckpt, obs = _fp32_checkpoint(tmp_path, POLICY_CFGS[name](), batch=3)
+    policy = parapolicy.load_policy(ckpt, device="cuda")
     for sampler in ("picard", "newton_picard"):
         policy.set_sampler(sampler, window=8, tolerance=1e-4)
         one = policy.accelerate("eager").predict_action(obs, generator=torch.Generator().manual_seed(0))
