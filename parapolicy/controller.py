@@ -40,7 +40,7 @@ import torch
 from parapolicy.errors import ControllerConfigError, ParapolicyError
 from parapolicy.samplers import SamplingCancelled
 from parapolicy.metrics import latency_summary
-from parapolicy.samplers.prefix import GUIDANCE_FORMS, ActionPrefix
+from parapolicy.samplers.prefix import DEFAULT_MAX_GUIDANCE_WEIGHT, GUIDANCE_FORMS, ActionPrefix
 
 MODES = ("sync", "async", "rtc")
 
@@ -108,7 +108,7 @@ class Controller:
     def __init__(self, policy, control_hz: float = 10.0, n_action_steps: int | None = None, mode: str = "sync",
                  latency_budget_ms: float | None = None, generator: torch.Generator | None = None,
                  warm_start: bool = False, obs_key: str = "obs", delay_ticks: int | None = None,
-                 guidance: str = "soft"):
+                 guidance: str = "soft", max_guidance_weight: float = DEFAULT_MAX_GUIDANCE_WEIGHT):
         if not isinstance(mode, str) or mode not in MODES:
             raise ControllerConfigError(f"mode must be one of {MODES}, got {mode!r}")
         _check_number("control_hz", control_hz)
@@ -127,9 +127,11 @@ class Controller:
                                             f"(n_action_steps={steps}), got {delay_ticks!r}")
         if guidance not in GUIDANCE_FORMS:
             raise ControllerConfigError(f"guidance must be one of {GUIDANCE_FORMS}, got {guidance!r}")
+        _check_number("max_guidance_weight", max_guidance_weight)
         self.policy, self.mode, self.obs_key = policy, mode, obs_key
         self.period_s = 1.0 / float(control_hz)
         self.n_action_steps, self.delay_ticks, self.guidance = steps, delay_ticks, guidance
+        self.max_guidance_weight = max_guidance_weight
         self.latency_budget_ms = latency_budget_ms
         self.generator = generator
         self.warm_start = warm_start
@@ -284,7 +286,8 @@ class Controller:
         planned_at, actions = self._chunk
         known = actions[self._tick - planned_at :]
         frozen = min(self._delay_ticks(), len(self._plan))
-        return ActionPrefix(torch.as_tensor(known)[None], frozen=frozen, guidance=self.guidance)
+        return ActionPrefix(torch.as_tensor(known)[None], frozen=frozen, guidance=self.guidance,
+                            max_guidance_weight=self.max_guidance_weight)
 
     def _warm_guess(self):
         if self._last_outputs is None:

@@ -29,6 +29,7 @@ import torch
 
 import parapolicy
 from parapolicy.eval.realtime import RealtimeSettings, run_realtime
+from parapolicy.samplers.prefix import DEFAULT_MAX_GUIDANCE_WEIGHT
 from parapolicy.metrics import write_report
 from parapolicy.eval.build import ASSETS_DIR, device_name, ensure_envs_importable as _ensure_envs_importable
 
@@ -52,8 +53,15 @@ def run_row(policy, seeds, settings, sampler, args) -> dict:
     return row
 
 
+def guidance_label(settings: RealtimeSettings) -> str:
+    """Only rtc has a guidance form; soft guidance also names its weight cap (RTC's beta)."""
+    if settings.mode != "rtc":
+        return "any"
+    return f"soft-b{settings.max_guidance_weight:g}" if settings.soft_guided else settings.guidance
+
+
 def row_key(kind, settings: RealtimeSettings) -> str:
-    guidance = settings.guidance if settings.mode == "rtc" else "any"  # only rtc has a guidance form
+    guidance = guidance_label(settings)
     return f"{kind}/{settings.mode}/{guidance}/d{settings.delay_ticks}/warm{int(settings.warm_start)}"
 
 
@@ -65,7 +73,7 @@ def plan(args):
         for mode, guidance in (("async", "hard"), ("rtc", "hard"), ("rtc", "soft"), ("ensemble", "hard")):
             if d == 0 and mode in ("async", "rtc"):
                 continue  # identical to sync at d = 0 (tested)
-            rows.append(("score", RealtimeSettings(mode, d, guidance)))
+            rows.append(("score", RealtimeSettings(mode, d, guidance, args.max_guidance_weight)))
         for warm in (False, True):
             rows.append(("rounds", RealtimeSettings("rtc", d, args.rounds_guidance, warm_start=warm)))
     return [(row_key(kind, s), kind, s) for kind, s in rows]
@@ -90,9 +98,12 @@ def markdown(result: dict, args) -> str:
     ]
     order = {"sync": 0, "async": 1, "rtc": 2, "ensemble": 3}
     score_rows = sorted(((k, r) for k, r in rows.items() if k.startswith("score/")),
-                        key=lambda kr: (kr[1]["delay_ticks"], order[kr[1]["mode"]], kr[1]["guidance"] or ""))
+                        key=lambda kr: (kr[1]["delay_ticks"], order[kr[1]["mode"]], kr[1]["guidance"] or "",
+                                        kr[1].get("max_guidance_weight") or 0))
     for key, row in score_rows:
         mode = row["mode"] + (f" {row['guidance']}" if row["mode"] == "rtc" else "")
+        if row.get("max_guidance_weight"):
+            mode += f" (β={row['max_guidance_weight']:g})"
         d = "any (env waits)" if row["mode"] == "sync" else row["delay_ticks"]
         lines.append(f"| {d} | {mode} | {row['n_episodes']} | {row['mean_score']:.3f} ± {row['score_ci95']:.3f} | "
                      f"{row['success_rate']:.2f} | {row['mean_jump']:.2f} | {row['max_jump']:.2f} | "
@@ -112,27 +123,30 @@ def markdown(result: dict, args) -> str:
             lines.append(f"| {d} | {cell(cold, 'rounds_per_chunk')} | {cell(warm, 'rounds_per_chunk')} | "
                          f"{cell(cold, 'nfe_per_chunk')} | {cell(warm, 'nfe_per_chunk')} | "
                          f"{cell(cold, 'mean_score', '{:.3f}')} | {cell(warm, 'mean_score', '{:.3f}')} |")
-    lines += ["", "## Targets at d = 4", ""] + targets(rows)
+    lines += ["", "## Targets at d = 4", ""] + targets(rows, args.max_guidance_weight)
     missing = [key for key, _, _ in plan(args) if key not in rows]
     if missing:
         lines += ["", f"Not run (time budget): {', '.join(missing)}."]
     return "\n".join(lines) + "\n"
 
 
-def targets(rows: dict) -> list[str]:
+def targets(rows: dict, weight: float) -> list[str]:
     sync = rows.get("score/sync/any/d0/warm0")
     naive = rows.get("score/async/any/d4/warm0")
     out = []
-    for guidance in ("hard", "soft"):
+    labels = ["hard"] + sorted({k.split("/")[2] for k in rows if k.startswith("score/rtc/soft-b")},
+                               key=lambda g: float(g[len("soft-b"):]))
+    for guidance in labels or ["hard", f"soft-b{weight:g}"]:
         rtc = rows.get(f"score/rtc/{guidance}/d4/warm0")
+        name = guidance.replace("soft-b", "soft (β=") + (")" if guidance.startswith("soft-b") else "")
         if not (sync and rtc and naive):
-            out.append(f"- RTC {guidance}: not measured.")
+            out.append(f"- RTC {name}: not measured.")
             continue
         low = sync["mean_score"] - sync["score_ci95"]
         gap = rtc["mean_score"] - low
         score_ok = rtc["mean_score"] >= low
         ratio = rtc["mean_jump"] / naive["mean_jump"] if naive["mean_jump"] else float("nan")
-        out.append(f"- RTC {guidance}: score {rtc['mean_score']:.3f} vs sync d=0 CI lower bound {low:.3f} -> "
+        out.append(f"- RTC {name}: score {rtc['mean_score']:.3f} vs sync d=0 CI lower bound {low:.3f} -> "
                    f"{'met' if score_ok else f'missed by {-gap:.3f}'}; mean jump {rtc['mean_jump']:.2f} = "
                    f"{ratio:.4f} x naive async's {naive['mean_jump']:.2f} (target <= 0.5) -> "
                    f"{'met' if ratio <= 0.5 else f'missed by {ratio - 0.5:.4f}'}.")
@@ -147,6 +161,8 @@ def main(argv=None) -> int:
     p.add_argument("--delays", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2, 4, 6])
     p.add_argument("--rounds-episodes", type=int, default=5)
     p.add_argument("--rounds-guidance", default="hard")
+    p.add_argument("--max-guidance-weight", type=float, default=DEFAULT_MAX_GUIDANCE_WEIGHT,
+                   help="soft rows: RTC's beta (rows of other weights already in <out>.json stay in the table)")
     p.add_argument("--rounds-sampler", default="newton_prior", help="the exact parallel sampler of the rounds rows")
     p.add_argument("--window", type=int, default=100)
     p.add_argument("--tolerance", type=float, default=None, help="default: the sampler's own")

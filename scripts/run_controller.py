@@ -22,6 +22,7 @@ import torch
 
 import parapolicy
 from parapolicy.eval.build import ASSETS_DIR, ensure_envs_importable
+from parapolicy.samplers.prefix import DEFAULT_MAX_GUIDANCE_WEIGHT
 
 DEFAULT_CKPT = {"parapolicy/ToyReach-v0": "toy_reach_unet.ckpt", "parapolicy/PushT-keypoints-v0": "pusht_keypoints_unet.ckpt"}
 
@@ -33,7 +34,8 @@ def main(argv=None) -> int:
     p.add_argument("--hz", type=float, default=10.0)
     p.add_argument("--mode", choices=["sync", "async", "rtc"], default="async")
     p.add_argument("--delay-ticks", type=int, default=None, help="rtc: fixed delay (default: measured)")
-    p.add_argument("--guidance", choices=["hard", "soft"], default="hard")
+    p.add_argument("--guidance", choices=["hard", "soft"], default="soft")
+    p.add_argument("--max-guidance-weight", type=float, default=DEFAULT_MAX_GUIDANCE_WEIGHT, help="soft: RTC's beta")
     p.add_argument("--sampler", choices=["sequential", "picard"], default="picard")
     p.add_argument("--window", type=int, default=100)
     p.add_argument("--tolerance", type=float, default=0.1)
@@ -51,6 +53,7 @@ def main(argv=None) -> int:
     best = 0.0
     with parapolicy.Controller(policy, control_hz=args.hz, mode=args.mode, warm_start=args.warm_start,
                                delay_ticks=args.delay_ticks, guidance=args.guidance,
+                               max_guidance_weight=args.max_guidance_weight,
                                generator=torch.Generator().manual_seed(0)) as controller:
         next_tick = time.perf_counter()
         for _ in range(args.steps):

@@ -141,6 +141,7 @@ def spec(toy_ckpt):  # noqa: F811
     ({"mode": "async", "delay_ticks": 2}, "delay_ticks applies to mode='rtc', got mode='async'"),
     ({"mode": "rtc", "delay_ticks": 8}, r"delay_ticks must be an integer in \[0, 7\] \(n_action_steps=8\), got 8"),
     ({"mode": "rtc", "guidance": "firm"}, r"guidance must be one of \('hard', 'soft'\), got 'firm'"),
+    ({"mode": "rtc", "max_guidance_weight": 0.0}, "max_guidance_weight must be a finite number > 0, got 0.0"),
 ])
 def test_constructor_refuses_bad_settings_with_one_clear_error(spec, kwargs, message):
     with pytest.raises(ControllerConfigError, match=message):

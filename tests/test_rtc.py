@@ -48,6 +48,19 @@ def test_prefix_is_kept_bit_for_bit_and_exact_parallel_samplers_agree(toy_ckpt, 
         assert (answers[name] - answers["sequential"]).abs().max() < 1e-2
 
 
+def test_soft_guidance_weight_cap_pulls_the_rest_of_the_overlap_harder(toy_ckpt):  # noqa: F811
+    """RTC's beta caps the guidance gain: a higher cap brings the unfrozen part of the overlap
+    closer to the old plan; the frozen actions come back unchanged whatever it is."""
+    policy = parapolicy.load_policy(toy_ckpt)
+    known = _predict(policy)[:, 1:9] + 0.25
+    gaps = []
+    for beta in (1.0, 10.0):
+        got = _predict(policy, prefix=ActionPrefix(known, frozen=3, max_guidance_weight=beta))
+        assert torch.equal(got[:, 1:4], known[:, :3])
+        gaps.append(float((got[:, 4:6] - known[:, 3:5]).abs().mean()))
+    assert gaps[1] < gaps[0]
+
+
 def test_zero_delay_prefix_is_the_plain_sampler_and_draws_nothing_extra(toy_ckpt):  # noqa: F811
     policy = parapolicy.load_policy(toy_ckpt)
     g_plain, g_prefix = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
@@ -202,6 +215,8 @@ def test_realtime_settings_errors():
         RealtimeSettings("rtc", -1)
     with pytest.raises(ControllerConfigError, match="delay_ticks=9 needs chunks of >= 18 actions, the policy plans 15"):
         RealtimeSettings("rtc", 9).horizon(8, 15)
+    with pytest.raises(ControllerConfigError, match="max_guidance_weight must be a finite number > 0, got nan"):
+        RealtimeSettings("rtc", 2, "soft", float("nan"))
 
 
 def test_rollout_cli_runs_rtc_on_the_simulated_clock(toy_ckpt, tmp_path):  # noqa: F811
@@ -214,8 +229,10 @@ def test_rollout_cli_runs_rtc_on_the_simulated_clock(toy_ckpt, tmp_path):  # noq
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         cfg = compose("rollout", overrides=[f"checkpoint={toy_ckpt}", "env=toy", "n_episodes=2", "logger=disabled",
-                                            "progress=false", "controller.mode=rtc", "controller.delay_ticks=2"])
+                                            "progress=false", "controller.mode=rtc", "controller.delay_ticks=2",
+                                            "controller.max_guidance_weight=2.5"])
     run_rollout(cfg, str(tmp_path))
     realtime = json.load(open(tmp_path / "results.json"))["realtime"]
     assert (realtime["mode"], realtime["delay_ticks"], realtime["guidance"]) == ("rtc", 2, "soft")
+    assert realtime["max_guidance_weight"] == 2.5
     assert realtime["n_episodes"] == 2 and realtime["mean_jump"] > 0 and realtime["execution_horizon"] == 6

@@ -25,6 +25,7 @@ distance between that action and the previous tick's.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,7 +33,7 @@ import torch
 
 from parapolicy.controller import sampler_counts, shifted_outputs
 from parapolicy.errors import ControllerConfigError
-from parapolicy.samplers.prefix import GUIDANCE_FORMS, ActionPrefix
+from parapolicy.samplers.prefix import DEFAULT_MAX_GUIDANCE_WEIGHT, GUIDANCE_FORMS, ActionPrefix
 
 MODES = ("sync", "async", "ensemble", "rtc")
 
@@ -42,6 +43,7 @@ class RealtimeSettings:
     mode: str = "rtc"
     delay_ticks: int = 0
     guidance: str = "soft"
+    max_guidance_weight: float = DEFAULT_MAX_GUIDANCE_WEIGHT  # soft guidance only (RTC's beta)
     ensemble_decay: float = 0.01  # ACT's m
     warm_start: bool = False  # samplers that take a guess start each chunk from the previous chunk's outputs
 
@@ -52,6 +54,13 @@ class RealtimeSettings:
             raise ControllerConfigError(f"delay_ticks must be an integer >= 0, got {self.delay_ticks!r}")
         if self.guidance not in GUIDANCE_FORMS:
             raise ControllerConfigError(f"guidance must be one of {GUIDANCE_FORMS}, got {self.guidance!r}")
+        beta = self.max_guidance_weight
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
+            raise ControllerConfigError(f"max_guidance_weight must be a finite number > 0, got {beta!r}")
+
+    @property
+    def soft_guided(self) -> bool:
+        return self.mode == "rtc" and self.guidance == "soft"
 
     def horizon(self, n_action_steps: int, available: int) -> tuple[int, int]:
         """(d, s) for this mode; one clear error when the chunk cannot cover the delay."""
@@ -85,6 +94,7 @@ class RealtimeResult:
         return {
             "mode": self.settings.mode,
             "guidance": self.settings.guidance if self.settings.mode == "rtc" else None,
+            "max_guidance_weight": self.settings.max_guidance_weight if self.settings.soft_guided else None,
             "delay_ticks": self.delay,
             "execution_horizon": self.execution_horizon,
             "mean_score": float(np.mean(self.scores)),
@@ -137,7 +147,8 @@ class _Clock:
             return None
         planned_at, _, actions = self.chunks[-1]
         known = torch.as_tensor(actions[rows, tick - planned_at :])
-        return ActionPrefix(known, frozen=self.d, guidance=self.settings.guidance)
+        return ActionPrefix(known, frozen=self.d, guidance=self.settings.guidance,
+                            max_guidance_weight=self.settings.max_guidance_weight)
 
 
 def run_realtime(policy, make_env, seeds, settings: RealtimeSettings, generator=None, obs_key: str = "obs",
@@ -206,13 +217,14 @@ def run_realtime(policy, make_env, seeds, settings: RealtimeSettings, generator=
 def run_realtime_episodes(policy, cfg, seeds) -> dict:
     """The rollout CLI's ``controller.mode=...`` path: results.json fields for one realtime run.
 
-    ``cfg.controller`` holds mode, delay_ticks and guidance; seeds run in batches of
+    ``cfg.controller`` holds mode, delay_ticks, guidance and max_guidance_weight; seeds run in batches of
     ``cfg.n_envs`` with one noise generator across the run, as plain rollouts do.
     """
     import gymnasium as gym
 
     ctl = cfg.controller
-    settings = RealtimeSettings(str(ctl.mode), int(ctl.get("delay_ticks") or 0), str(ctl.get("guidance", "soft")))
+    settings = RealtimeSettings(str(ctl.mode), int(ctl.get("delay_ticks") or 0), str(ctl.get("guidance", "soft")),
+                                float(ctl.get("max_guidance_weight") or DEFAULT_MAX_GUIDANCE_WEIGHT))
     kwargs = dict(cfg.env.get("kwargs") or {})
     generator = torch.Generator().manual_seed(int(cfg.noise_seed))
     size = int(cfg.n_envs) if cfg.get("n_envs") else len(seeds)

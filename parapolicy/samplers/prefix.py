@@ -36,6 +36,7 @@ import torch
 from parapolicy.errors import PrefixError
 
 GUIDANCE_FORMS = ("hard", "soft")
+DEFAULT_MAX_GUIDANCE_WEIGHT = 10.0  # RTC's beta; chosen on PushT, see benchmarks/realtime_pusht.md
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class ActionPrefix:
     actions: torch.Tensor
     frozen: int
     guidance: str = "soft"
-    max_guidance_weight: float = 5.0  # RTC's beta
+    max_guidance_weight: float = DEFAULT_MAX_GUIDANCE_WEIGHT
 
     def __post_init__(self):
         actions = torch.as_tensor(self.actions)
