@@ -76,6 +76,8 @@ def plan(args):
             rows.append(("score", RealtimeSettings(mode, d, guidance, args.max_guidance_weight)))
         for warm in (False, True):
             rows.append(("rounds", RealtimeSettings("rtc", d, args.rounds_guidance, warm_start=warm)))
+    for weight in args.weight_sweep:  # how the default soft weight cap was chosen: paired seeds at d = 4
+        rows.append(("sweep", RealtimeSettings("rtc", 4, "soft", weight)))
     return [(row_key(kind, s), kind, s) for kind, s in rows]
 
 
@@ -123,6 +125,15 @@ def markdown(result: dict, args) -> str:
             lines.append(f"| {d} | {cell(cold, 'rounds_per_chunk')} | {cell(warm, 'rounds_per_chunk')} | "
                          f"{cell(cold, 'nfe_per_chunk')} | {cell(warm, 'nfe_per_chunk')} | "
                          f"{cell(cold, 'mean_score', '{:.3f}')} | {cell(warm, 'mean_score', '{:.3f}')} |")
+    sweep = sorted((r for k, r in rows.items() if k.startswith("sweep/")), key=lambda r: r["max_guidance_weight"])
+    if sweep:
+        lines += ["", f"Soft guidance weight cap (RTC's beta) at d = 4, sequential sampler, first "
+                  f"{sweep[0]['n_episodes']} seeds (paired: same seeds and noise for every beta); the default "
+                  f"is {DEFAULT_MAX_GUIDANCE_WEIGHT:g}:", "",
+                  "| beta | mean score (95% CI) | success | mean jump | max jump | mean step |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r['max_guidance_weight']:g} | {r['mean_score']:.3f} ± {r['score_ci95']:.3f} | "
+                  f"{r['success_rate']:.2f} | {r['mean_jump']:.2f} | {r['max_jump']:.2f} | {r['mean_step']:.2f} |"
+                  for r in sweep]
     lines += ["", "## Targets at d = 4", ""] + targets(rows, args.max_guidance_weight)
     missing = [key for key, _, _ in plan(args) if key not in rows]
     if missing:
@@ -163,6 +174,9 @@ def main(argv=None) -> int:
     p.add_argument("--rounds-guidance", default="hard")
     p.add_argument("--max-guidance-weight", type=float, default=DEFAULT_MAX_GUIDANCE_WEIGHT,
                    help="soft rows: RTC's beta (rows of other weights already in <out>.json stay in the table)")
+    p.add_argument("--weight-sweep", type=lambda s: [float(x) for x in s.split(",") if x], default=[5.0, 10.0, 20.0],
+                   help="soft guidance weight caps compared at d = 4 on --sweep-episodes seeds (empty: none)")
+    p.add_argument("--sweep-episodes", type=int, default=20)
     p.add_argument("--rounds-sampler", default="newton_prior", help="the exact parallel sampler of the rounds rows")
     p.add_argument("--window", type=int, default=100)
     p.add_argument("--tolerance", type=float, default=None, help="default: the sampler's own")
@@ -185,7 +199,8 @@ def main(argv=None) -> int:
     if os.path.exists(args.out + ".json"):  # resume: keep the rows run on the seeds asked for now
         with open(args.out + ".json") as f:
             cached = json.load(f).get("rows", {})
-        wanted = {"score": [seeds[0], seeds[-1]], "rounds": [seeds[0], seeds[min(args.rounds_episodes, len(seeds)) - 1]]}
+        wanted = {"score": [seeds[0], seeds[-1]], "rounds": [seeds[0], seeds[min(args.rounds_episodes, len(seeds)) - 1]],
+                  "sweep": [seeds[0], seeds[min(args.sweep_episodes, len(seeds)) - 1]]}
         result["rows"] = {k: v for k, v in cached.items() if v.get("seeds") == wanted[k.split("/")[0]]}
     only = set(args.only.split(",")) if args.only else None
     for key, kind, settings in plan(args):
@@ -193,6 +208,8 @@ def main(argv=None) -> int:
             continue
         if kind == "score":
             row = run_row(policy, seeds, settings, ("sequential", {}), args)
+        elif kind == "sweep":
+            row = run_row(policy, seeds[: args.sweep_episodes], settings, ("sequential", {}), args)
         else:
             row = run_row(policy, seeds[: args.rounds_episodes], settings,
                           (args.rounds_sampler, args.rounds_settings), args)
