@@ -42,6 +42,7 @@ SAMPLERS = {  # (sampler name, settings): the defaults a user gets; picard's row
     "jacobian_newton_jvp": ("jacobian_newton", {"jacobian": "jvp"}),
     "jacobian_newton_r2": ("jacobian_newton", {"refresh": 2}),
     "jacobian_newton_r3": ("jacobian_newton", {"refresh": 3}),
+    "jacobian_newton_tol1": ("jacobian_newton", {"tolerance": 1.0}),  # the accuracy knob's effect on rounds
 }
 TARGETS = {"cold_b1": 7.0, "ddim16": 4.0, "batched": 9.0, "closed_loop": 5.0}
 BEGIN, END = "<!-- rounds:begin -->", "<!-- rounds:end -->"
@@ -223,7 +224,8 @@ def markdown(result) -> str:
              "every step's full Jacobian from D directional derivatives of the network (D = 32 state entries per "
              "PushT sample) in the round's one batched call, from the same prior start: D + 1 network evaluations "
              "per state per round (defaults: finite differences, tolerance 0.1; the labels jacobian_newton_jvp/_r2/_r3 "
-             "select forward-mode derivatives or Jacobians every 2nd/3rd round only).\n"]
+             "select forward-mode derivatives or Jacobians every 2nd/3rd round only, jacobian_newton_tol1 "
+             "tolerance 1.0).\n"]
     titles = {"cold": ("Cold start, batch 1, DDPM-100, shipped policy", "cold_b1"),
               "extra": ("Cold start, batch 1, DDPM-100, upstream-format checkpoint of another size", "cold_b1"),
               "ddim16": ("Cold start, batch 1, DDIM-16, shipped policy", "ddim16"),
