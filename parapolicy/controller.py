@@ -70,7 +70,7 @@ def shifted_outputs(outputs: torch.Tensor, shift: int):
     return torch.cat([tail, tail[:, :, -1:].expand(-1, -1, shift, -1)], dim=2)
 
 
-def _check_number(name: str, value, minimum_exclusive=0.0):
+def check_number(name: str, value, minimum_exclusive=0.0):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
             or value <= minimum_exclusive:
         raise ControllerConfigError(f"{name} must be a finite number > {minimum_exclusive:g}, got {value!r}")
@@ -111,9 +111,9 @@ class Controller:
                  guidance: str = "soft", max_guidance_weight: float = DEFAULT_MAX_GUIDANCE_WEIGHT):
         if not isinstance(mode, str) or mode not in MODES:
             raise ControllerConfigError(f"mode must be one of {MODES}, got {mode!r}")
-        _check_number("control_hz", control_hz)
+        check_number("control_hz", control_hz)
         if latency_budget_ms is not None:
-            _check_number("latency_budget_ms", latency_budget_ms)
+            check_number("latency_budget_ms", latency_budget_ms)
         spec = policy.spec
         available = spec.n_action_steps if spec.pred_action_steps_only else spec.horizon - spec.action_start
         steps = spec.n_action_steps if n_action_steps is None else n_action_steps
@@ -127,7 +127,7 @@ class Controller:
                                             f"(n_action_steps={steps}), got {delay_ticks!r}")
         if guidance not in GUIDANCE_FORMS:
             raise ControllerConfigError(f"guidance must be one of {GUIDANCE_FORMS}, got {guidance!r}")
-        _check_number("max_guidance_weight", max_guidance_weight)
+        check_number("max_guidance_weight", max_guidance_weight)
         self.policy, self.mode, self.obs_key = policy, mode, obs_key
         self.period_s = 1.0 / float(control_hz)
         self.n_action_steps, self.delay_ticks, self.guidance = steps, delay_ticks, guidance
@@ -163,7 +163,7 @@ class Controller:
         Returns whether the inference thread has stopped (True when none was running).
         Raises ``ControllerError`` for an inference failure that no ``act`` has reported.
         """
-        _check_number("timeout", timeout, minimum_exclusive=-1e-9)
+        check_number("timeout", timeout, minimum_exclusive=-1e-9)
         if self._closed:
             return True
         self._closed = True

@@ -145,9 +145,8 @@ def targets(rows: dict, weight: float) -> list[str]:
     sync = rows.get("score/sync/any/d0/warm0")
     naive = rows.get("score/async/any/d4/warm0")
     out = []
-    labels = ["hard"] + sorted({k.split("/")[2] for k in rows if k.startswith("score/rtc/soft-b")},
-                               key=lambda g: float(g[len("soft-b"):]))
-    for guidance in labels or ["hard", f"soft-b{weight:g}"]:
+    soft = {k.split("/")[2] for k in rows if k.startswith("score/rtc/soft-b")} | {f"soft-b{weight:g}"}
+    for guidance in ["hard"] + sorted(soft, key=lambda g: float(g[len("soft-b"):])):
         rtc = rows.get(f"score/rtc/{guidance}/d4/warm0")
         name = guidance.replace("soft-b", "soft (β=") + (")" if guidance.startswith("soft-b") else "")
         if not (sync and rtc and naive):

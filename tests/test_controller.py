@@ -218,11 +218,12 @@ def test_rtc_controller_freezes_what_executes_during_inference(toy_ckpt):  # noq
             seen.append(kwargs.get("prefix"))
             return policy.predict_action(obs, **kwargs)
 
-    c = parapolicy.Controller(Recording(), mode="rtc", delay_ticks=2, generator=torch.Generator().manual_seed(0))
+    c = parapolicy.Controller(Recording(), mode="rtc", delay_ticks=2, max_guidance_weight=3.0,
+                              generator=torch.Generator().manual_seed(0))
     executed = [c.act(np.array([0.1, -0.5, 0.2, 0.3], dtype=np.float32)) for _ in range(30)]
     c.close()
     prefixed = [p for p in seen if p is not None]
-    assert len(prefixed) >= 3 and all(p.frozen == 2 for p in prefixed)
+    assert len(prefixed) >= 3 and all(p.frozen == 2 and p.max_guidance_weight == 3.0 for p in prefixed)
     for p in prefixed:  # the frozen actions are the next two the robot executed
         assert any(np.array_equal(np.stack(executed[k : k + 2]), p.actions[0, :2].numpy()) for k in range(29))
     stats = c.stats

@@ -208,6 +208,24 @@ def test_rtc_chunks_start_with_the_frozen_actions_bit_for_bit(toy_ckpt, guidance
     assert not np.array_equal(res.chunks[1][1][:, :d], naive.chunks[1][1][:, :d])
 
 
+def test_simulated_clock_hands_its_guidance_settings_to_every_prefix(toy_ckpt):  # noqa: F811
+    policy = parapolicy.load_policy(toy_ckpt)
+    seen = []
+
+    class Recording:
+        def __getattr__(self, name):
+            return getattr(policy, name)
+
+        def predict_action(self, obs, **kwargs):
+            seen.append(kwargs.get("prefix"))
+            return policy.predict_action(obs, **kwargs)
+
+    _toy_run(Recording(), RealtimeSettings("rtc", 2, "soft", 2.5), seeds=(100000,))
+    prefixed = [p for p in seen if p is not None]
+    assert len(prefixed) >= 2
+    assert all((p.frozen, p.guidance, p.max_guidance_weight) == (2, "soft", 2.5) for p in prefixed)
+
+
 def test_realtime_settings_errors():
     with pytest.raises(ControllerConfigError, match=r"mode must be one of .*got 'naive'"):
         RealtimeSettings("naive")
@@ -235,4 +253,9 @@ def test_rollout_cli_runs_rtc_on_the_simulated_clock(toy_ckpt, tmp_path):  # noq
     realtime = json.load(open(tmp_path / "results.json"))["realtime"]
     assert (realtime["mode"], realtime["delay_ticks"], realtime["guidance"]) == ("rtc", 2, "soft")
     assert realtime["max_guidance_weight"] == 2.5
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose("rollout", overrides=[f"checkpoint={toy_ckpt}", "env=toy", "n_episodes=2", "logger=disabled",
+                                            "progress=false", "controller.mode=rtc", "controller.max_guidance_weight=0"])
+    with pytest.raises(ControllerConfigError, match="max_guidance_weight must be a finite number > 0, got 0"):
+        run_rollout(cfg, str(tmp_path / "zero"))  # 0 is refused, not read as "use the default"
     assert realtime["n_episodes"] == 2 and realtime["mean_jump"] > 0 and realtime["execution_horizon"] == 6

@@ -25,13 +25,12 @@ distance between that action and the previous tick's.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from parapolicy.controller import sampler_counts, shifted_outputs
+from parapolicy.controller import check_number, sampler_counts, shifted_outputs
 from parapolicy.errors import ControllerConfigError
 from parapolicy.samplers.prefix import DEFAULT_MAX_GUIDANCE_WEIGHT, GUIDANCE_FORMS, ActionPrefix
 
@@ -54,9 +53,7 @@ class RealtimeSettings:
             raise ControllerConfigError(f"delay_ticks must be an integer >= 0, got {self.delay_ticks!r}")
         if self.guidance not in GUIDANCE_FORMS:
             raise ControllerConfigError(f"guidance must be one of {GUIDANCE_FORMS}, got {self.guidance!r}")
-        beta = self.max_guidance_weight
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
-            raise ControllerConfigError(f"max_guidance_weight must be a finite number > 0, got {beta!r}")
+        check_number("max_guidance_weight", self.max_guidance_weight)
 
     @property
     def soft_guided(self) -> bool:
@@ -223,8 +220,9 @@ def run_realtime_episodes(policy, cfg, seeds) -> dict:
     import gymnasium as gym
 
     ctl = cfg.controller
+    weight = ctl.get("max_guidance_weight")  # null: the library default; 0 or junk: the settings' error
     settings = RealtimeSettings(str(ctl.mode), int(ctl.get("delay_ticks") or 0), str(ctl.get("guidance", "soft")),
-                                float(ctl.get("max_guidance_weight") or DEFAULT_MAX_GUIDANCE_WEIGHT))
+                                DEFAULT_MAX_GUIDANCE_WEIGHT if weight is None else weight)
     kwargs = dict(cfg.env.get("kwargs") or {})
     generator = torch.Generator().manual_seed(int(cfg.noise_seed))
     size = int(cfg.n_envs) if cfg.get("n_envs") else len(seeds)
