@@ -17,9 +17,9 @@ repeating the first, as upstream's MultiStepWrapper) and a queue of planned acti
 
 ``warm_start=True`` (any sampler that accepts an initial guess: ``picard``,
 ``newton_picard``, ``newton_prior``, ``jacobian_newton``) starts each chunk's iteration from
-the trajectory implied by the previous chunk's per-step network outputs, shifted along the horizon by the ticks
-since it was planned, pushed through this chunk's fresh x_T and noises; the answer is
-unchanged and only the number of rounds drops.
+the previous chunk's denoised sample, shifted along the horizon by the ticks since it was
+planned: the trajectory whose denoiser always predicts that plan, pushed through this
+chunk's fresh x_T and noises. The answer is unchanged; only the number of rounds drops.
 
 Inference runs in a daemon thread; ``close(timeout)`` cancels it between sampler rounds
 (through the sampler's callback), so it returns within the timeout, and raises a failure
@@ -58,16 +58,16 @@ def sampler_counts(stats: dict) -> tuple[int, int, str | None]:
     return int(stats.get("rounds", 0)), int(stats.get("nfe", 0)), stats.get("fallback")
 
 
-def shifted_outputs(outputs: torch.Tensor, shift: int):
-    """Per-step network outputs (N, B, horizon, D) moved ``shift`` ticks along the horizon.
+def shifted_plan(plan: torch.Tensor, shift: int):
+    """A tensor (..., horizon, D) -- a denoised sample or per-step outputs -- moved ``shift``
+    ticks along the horizon, the tail padded with the last step; None when nothing overlaps.
 
-    The warm-start guess for a chunk planned ``shift`` ticks after the one that produced
-    ``outputs``; the tail is padded with the last step. None when nothing overlaps.
+    The warm-start guess for a chunk planned ``shift`` ticks after the one that produced it.
     """
-    if shift >= outputs.shape[2]:
+    if shift >= plan.shape[-2]:
         return None
-    tail = outputs[:, :, shift:]
-    return torch.cat([tail, tail[:, :, -1:].expand(-1, -1, shift, -1)], dim=2)
+    tail = plan[..., shift:, :]
+    return torch.cat([tail, tail[..., -1:, :].expand(*tail.shape[:-2], shift, tail.shape[-1])], dim=-2)
 
 
 def check_number(name: str, value, minimum_exclusive=0.0):
@@ -137,7 +137,7 @@ class Controller:
         self.warm_start = warm_start
         self._closed = False
         self._act_lock = threading.Lock()
-        self.chunk_latency_ms, self.act_latency_ms, self.rounds = [], [], []
+        self.chunk_latency_ms, self.act_latency_ms, self.rounds, self.nfe = [], [], [], []
         self.measured_delay_ticks, self.jumps = [], []
         self.deadline_misses, self.empty_queue_waits, self.late_chunks, self.fallbacks = 0, 0, 0, 0
         self._inflight = None
@@ -153,7 +153,7 @@ class Controller:
         self._plan: list[np.ndarray] = []  # actions for ticks self._tick, self._tick + 1, ...
         self._tick = 0
         self._inflight = None
-        self._last_outputs = None  # (per-step denoiser outputs, tick they were planned at)
+        self._last_sample = None  # (denoised sample in normalized units, tick it was planned at)
         self._chunk = None  # (tick planned at, every action the chunk planned from there on)
         self._last_action, self._switch_tick = None, None
 
@@ -244,6 +244,7 @@ class Controller:
             "jump_at_switch": {"count": int(jumps.size), "mean": float(jumps.mean()) if jumps.size else 0.0,
                                "max": float(jumps.max()) if jumps.size else 0.0},
             "rounds_per_chunk": float(np.mean(self.rounds)) if self.rounds else 0.0,
+            "nfe_per_chunk": float(np.mean(self.nfe)) if self.nfe else 0.0,
             "fallbacks": int(self.fallbacks),
             "period_ms": self.period_s * 1000.0,
         }
@@ -290,10 +291,10 @@ class Controller:
                             max_guidance_weight=self.max_guidance_weight)
 
     def _warm_guess(self):
-        if self._last_outputs is None:
+        if self._last_sample is None:
             return None
-        outputs, planned_at = self._last_outputs  # (steps, B, horizon, D)
-        return shifted_outputs(outputs, self._tick - planned_at)
+        sample, planned_at = self._last_sample  # (B, horizon, D)
+        return shifted_plan(sample, self._tick - planned_at)
 
     def _infer(self, obs, guess, prefix, check):
         kwargs = {"generator": self.generator, "initial_guess": guess}
@@ -316,11 +317,12 @@ class Controller:
             raise ControllerError(f"inference failed: {type(exc).__name__}: {exc}") from exc
         out = inflight.result
         self.chunk_latency_ms.append(out["stats"]["latency_ms"])
-        rounds, _, fallback = sampler_counts(out["stats"])
+        rounds, nfe, fallback = sampler_counts(out["stats"])
         self.rounds.append(rounds)
+        self.nfe.append(nfe)
         self.fallbacks += fallback is not None
-        if "denoiser_outputs" in out:
-            self._last_outputs = (out["denoiser_outputs"].detach(), inflight.planned_at)
+        if "sample" in out:
+            self._last_sample = (out["sample"].detach(), inflight.planned_at)
         spec = self.policy.spec
         start = 0 if spec.pred_action_steps_only else spec.action_start
         planned = out["action_pred"][0, start:].detach().cpu().numpy()

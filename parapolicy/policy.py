@@ -20,6 +20,7 @@ from parapolicy.errors import (AccelerationError, InputError, NonFiniteSampleErr
 from parapolicy.models.normalizer import LinearNormalizer
 from parapolicy.samplers import (EAGER, DenoisingProblem, SampleResult, Sampler, Sequential, draw_noises, make_sampler,
                                  make_step_rule)
+from parapolicy.samplers.newton_prior import prior_trajectory
 from parapolicy.samplers.prefix import ActionPrefix, constrained_denoiser
 
 # How observations enter the denoiser.
@@ -105,11 +106,14 @@ class Policy(nn.Module):
 
         ``prepare`` -> ``sampler.sample`` -> ``decode``. Returns ``action`` (B, n_action_steps,
         Da), ``action_pred`` (B, horizon, Da), ``stats`` (``SampleStats`` names plus
-        ``latency_ms``) and ``denoiser_outputs`` (steps, B, horizon, D), each step's latest
-        network output. ``initial_guess`` is a guess of those outputs (e.g. the previous
-        chunk's, shifted by the executed steps): a sampler that accepts one starts from the
-        trajectory they imply with this call's noise, which changes its rounds, not its answer;
-        other samplers ignore it (``stats["initial_guess"]`` says whether it was used).
+        ``latency_ms``), ``sample`` (B, horizon, D), the denoised trajectory in normalized
+        units, and ``denoiser_outputs`` (steps, B, horizon, D), each step's latest network
+        output. ``initial_guess`` is a guess of either: a ``sample`` (e.g. the previous
+        chunk's, shifted by the executed steps; the trajectory whose denoiser always predicts
+        it, with this call's noises) or per-step outputs (the trajectory they imply with this
+        call's noises). A sampler that accepts one starts from that trajectory, which changes
+        its rounds, not its answer; other samplers ignore it (``stats["initial_guess"]`` says
+        whether it was used).
         ``prefix`` (an ``ActionPrefix``) fixes the chunk's first executed actions (real-time
         chunking, ``parapolicy.samplers.prefix``); ``callback(event)`` is called by the sampler
         between rounds (raising ``SamplingCancelled`` there cancels the call).
@@ -140,8 +144,12 @@ class Policy(nn.Module):
             extra = self.sampler.extra_draws(draws.x_T, generator)
             guess = None
             if initial_guess is not None and self.sampler.accepts_initial_guess:
-                eps = self._checked_guess(initial_guess, draws.x_T)
-                guess = self.rule.trajectory_from_outputs(draws.x_T, draws.noises, eps, cond_data, cond_mask)
+                guess = self._checked_guess(initial_guess, draws.x_T)
+                if guess.dim() == draws.x_T.dim():  # a clean sample: the point-mass denoiser at it
+                    guess = prior_trajectory(self.rule, draws.x_T, draws.noises, cond_data, cond_mask, std=0.0,
+                                             mean=guess)
+                else:
+                    guess = self.rule.trajectory_from_outputs(draws.x_T, draws.noises, guess, cond_data, cond_mask)
         net = self.model if self._accelerated is None else self._accelerated
         denoise = BoundDenoiser(net, **conditions)
         executor = EAGER
@@ -176,7 +184,7 @@ class Policy(nn.Module):
             action = action_pred
         else:
             action = action_pred[:, spec.action_start : spec.action_start + spec.n_action_steps]
-        out = {"action": action, "action_pred": action_pred, "stats": result.stats.as_dict()}
+        out = {"action": action, "action_pred": action_pred, "sample": result.sample.clone(), "stats": result.stats.as_dict()}
         if result.eps is not None:
             out["denoiser_outputs"] = result.eps
         if spec.cond_mode == INPAINT and "obs" in self.normalizer.fields and self.obs_encoder is None:
@@ -206,19 +214,23 @@ class Policy(nn.Module):
         return prefix
 
     def _checked_guess(self, initial_guess, x_T: torch.Tensor) -> torch.Tensor:
-        """Network outputs (steps, B or 1, *S) -> (steps, B, *S) on the policy's device, or one clear error."""
-        want = f"({self.rule.num_steps}, {x_T.shape[0]} or 1, {', '.join(map(str, x_T.shape[1:]))})"
+        """A sample (B or 1, *S) -> (B, *S), or network outputs (steps, B or 1, *S) -> (steps, B, *S),
+        on the policy's device; anything else is one clear error."""
+        sample = f"({x_T.shape[0]} or 1, {', '.join(map(str, x_T.shape[1:]))})"
+        outputs = f"({self.rule.num_steps}, {sample[1:]}"
+        want = f"a sample {sample} or per-step network outputs {outputs}"
         try:
             guess = torch.as_tensor(initial_guess, dtype=torch.float32, device=self.device)
         except (TypeError, ValueError, RuntimeError) as exc:
-            raise InputError(f"initial_guess must be a float tensor {want}, got {type(initial_guess).__name__}: "
+            raise InputError(f"initial_guess must be a float tensor, {want}; got {type(initial_guess).__name__}: "
                              f"{exc}") from None
-        if (guess.dim() != x_T.dim() + 1 or guess.shape[0] != self.rule.num_steps
-                or guess.shape[1] not in (1, x_T.shape[0]) or tuple(guess.shape[2:]) != tuple(x_T.shape[1:])):
+        lead = guess.dim() - x_T.dim()  # 0: a sample, 1: per-step outputs
+        if (lead not in (0, 1) or (lead and guess.shape[0] != self.rule.num_steps)
+                or guess.shape[lead] not in (1, x_T.shape[0]) or tuple(guess.shape[lead + 1 :]) != tuple(x_T.shape[1:])):
             raise InputError(f"initial_guess has shape {tuple(guess.shape)}, expected {want}")
         if not bool(torch.isfinite(guess).all()):
             raise InputError("initial_guess contains NaN or inf")
-        return guess.expand(-1, x_T.shape[0], *guess.shape[2:])
+        return guess.expand(*guess.shape[:lead], x_T.shape[0], *guess.shape[lead + 1 :])
 
     def _checked_obs(self, obs_dict: dict) -> dict:
         """One clear error naming expected vs got for missing keys, wrong shapes or types, NaN."""

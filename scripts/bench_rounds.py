@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import gymnasium as gym
 import numpy as np
@@ -80,9 +82,9 @@ def open_loop(policy, observations, samplers, batch=1):
 
 
 def closed_loop(policy, env_id, seeds, max_steps, name, settings, warm):
-    """Per seed: score (max reward) and rounds per chunk of a one-robot Controller."""
+    """Per seed: score (max reward); per chunk: rounds and NFE of a one-robot Controller."""
     policy.set_sampler(name, **settings)
-    scores, rounds = [], []
+    scores, rounds, nfe = [], [], []
     for seed in seeds:
         env = gym.make(env_id)
         obs, _ = env.reset(seed=seed)
@@ -95,8 +97,32 @@ def closed_loop(policy, env_id, seeds, max_steps, name, settings, warm):
                 if terminated or truncated:
                     break
             rounds.extend(ctl.rounds)
+            nfe.extend(ctl.nfe)
         scores.append(best)
-    return {"scores": scores, "rounds": float(np.mean(rounds)), "chunks": len(rounds)}
+    return {"scores": scores, "rounds_all": rounds, "nfe_all": nfe}
+
+
+def _closed_part(job):
+    """One worker's share of the seeds (a fresh process: its own policy, one thread)."""
+    checkpoint, env_id, seeds, max_steps, name, settings, warm = job
+    torch.set_num_threads(1)
+    _ensure_envs_importable()
+    return closed_loop(parapolicy.load_policy(checkpoint), env_id, seeds, max_steps, name, settings, warm)
+
+
+def closed_loop_parallel(checkpoint, env_id, seeds, max_steps, name, settings, warm, workers):
+    """``closed_loop`` with the seeds split over ``workers`` processes, merged in seed order."""
+    parts = [list(p) for p in np.array_split(seeds, max(1, min(workers, len(seeds)))) if len(p)]
+    jobs = [(checkpoint, env_id, [int(x) for x in part], max_steps, name, settings, warm) for part in parts]
+    if len(jobs) == 1:
+        done = [_closed_part(jobs[0])]
+    else:
+        with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+            done = list(pool.map(_closed_part, jobs))
+    merged = {key: sum((d[key] for d in done), []) for key in ("scores", "rounds_all", "nfe_all")}
+    return {"scores": merged["scores"], "rounds": float(np.mean(merged["rounds_all"])),
+            "rounds_max": int(max(merged["rounds_all"])), "nfe": float(np.mean(merged["nfe_all"])),
+            "chunks": len(merged["rounds_all"])}
 
 
 def verdict(value, target, dev=None):
@@ -130,19 +156,22 @@ def closed_table(result, command, device):
              f"({len(result['seeds'])} episodes, at most {result['max_steps']} env steps)** "
              f"(target: <= {TARGETS['closed_loop']:g} rounds/chunk warm, score within sequential's 95% CI)  ",
              f"Command: `{command}`; device: {device}.\n",
-             "| sampler | start | rounds/chunk | chunks | mean score | score - sequential (95% CI) | target |",
-             "|---|---|---|---|---|---|---|"]
+             "| sampler | start | rounds/chunk (max) | NFE/chunk | chunks | mean score | score - sequential (95% CI) "
+             "| target |",
+             "|---|---|---|---|---|---|---|---|"]
     seq = result["rows"]["sequential"]["scores"]
     for label, r in result["rows"].items():
         if label == "sequential":
-            lines.append(f"| sequential | - | 100 | {r['chunks']} | {np.mean(r['scores']):.3f} | 0 | - |")
+            lines.append(f"| sequential | - | 100 | 100 | {r['chunks']} | {np.mean(r['scores']):.3f} | 0 | - |")
             continue
         diff = paired_difference(seq, r["scores"])
         inside = diff["ci95"][0] <= 0.0 <= diff["ci95"][1]
         target = verdict(r["rounds"], TARGETS["closed_loop"]) if r["warm"] else "-"
         if r["warm"] and not inside:
             target = "score outside sequential's CI" if target == "met" else target + "; score outside sequential's CI"
-        lines.append(f"| {r['sampler']} | {'warm' if r['warm'] else 'cold'} | {r['rounds']:.2f} | {r['chunks']} | "
+        rounds = f"{r['rounds']:.2f}" + (f" ({r['rounds_max']})" if "rounds_max" in r else "")
+        nfe = f"{r['nfe']:.0f}" if "nfe" in r else "-"
+        lines.append(f"| {r['sampler']} | {'warm' if r['warm'] else 'cold'} | {rounds} | {nfe} | {r['chunks']} | "
                      f"{np.mean(r['scores']):.3f} | {diff['mean']:+.3f} [{diff['ci95'][0]:+.3f}, {diff['ci95'][1]:+.3f}]"
                      f"{'' if inside else ' (0 outside)'} | {target} |")
     return "\n".join(lines) + "\n"
@@ -169,6 +198,8 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=50)
     p.add_argument("--closed-loop-episodes", type=int, default=50)
     p.add_argument("--max-steps", type=int, default=300)
+    p.add_argument("--closed-starts", default="cold,warm", help="closed loop: cold, warm or both")
+    p.add_argument("--workers", type=int, default=1, help="closed loop: processes sharing the seeds")
     p.add_argument("--seed", type=int, default=100000)
     p.add_argument("--env", default="parapolicy/PushT-keypoints-v0")
     p.add_argument("--only", default="cold,extra,ddim16,batched,closed", help="comma-separated cases")
@@ -202,12 +233,14 @@ def main(argv=None) -> int:
     if "closed" in wanted:
         _ensure_envs_importable()
         seeds = list(range(args.seed, args.seed + args.closed_loop_episodes))
-        rows = {"sequential": closed_loop(policy, args.env, seeds, args.max_steps, "sequential", {}, False)}
+        run = lambda name, settings, warm: closed_loop_parallel(  # noqa: E731
+            args.checkpoint, args.env, seeds, args.max_steps, name, settings, warm, args.workers)
+        rows = {"sequential": run("sequential", {}, False)}
         for label, name, settings in samplers:
-            for warm in (False, True):
-                r = closed_loop(policy, args.env, seeds, args.max_steps, name, settings, warm)
-                rows[f"{label}/{'warm' if warm else 'cold'}"] = {**r, "sampler": label, "warm": warm}
-                print(json.dumps({"closed": {label: r["rounds"], "warm": warm}}), flush=True)
+            for start in args.closed_starts.split(","):
+                r = run(name, settings, start == "warm")
+                rows[f"{label}/{start}"] = {**r, "sampler": label, "warm": start == "warm"}
+                print(json.dumps({"closed": {label: r["rounds"], "nfe": r["nfe"], "start": start}}), flush=True)
         result["closed"] = {"rows": rows, "seeds": seeds, "max_steps": args.max_steps, "command": command}
         write_json_atomic(args.out, result)
     write_block(args.md, markdown(result))

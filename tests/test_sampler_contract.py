@@ -77,8 +77,13 @@ def test_samplers_without_initial_guesses_ignore_them_and_say_so(toy):
 
 def test_a_badly_shaped_initial_guess_is_one_clear_error(toy):
     toy.set_sampler("picard")
-    with pytest.raises(InputError, match=r"initial_guess has shape \(3, 2, 16, 2\), expected \(\d+, 2 or 1, 16, 2\)"):
+    want = r"expected a sample \(2 or 1, 16, 2\) or per-step network outputs \(\d+, 2 or 1, 16, 2\)"
+    with pytest.raises(InputError, match=r"initial_guess has shape \(3, 2, 16, 2\), " + want):
         toy.predict_action(_obs(toy), initial_guess=torch.zeros(3, 2, 16, 2))
+    with pytest.raises(InputError, match=r"initial_guess has shape \(2, 16, 3\), " + want):
+        toy.predict_action(_obs(toy), initial_guess=torch.zeros(2, 16, 3))
+    with pytest.raises(InputError, match="initial_guess contains NaN or inf"):
+        toy.predict_action(_obs(toy), initial_guess=torch.full((1, 16, 2), float("nan")))
     with pytest.raises(InputError, match="generator must be a torch.Generator or None, got int"):
         toy.predict_action(_obs(toy), generator=0)
     toy.set_sampler("sequential")

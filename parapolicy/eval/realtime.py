@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from parapolicy.controller import check_number, sampler_counts, shifted_outputs
+from parapolicy.controller import check_number, sampler_counts, shifted_plan
 from parapolicy.errors import ControllerConfigError
 from parapolicy.samplers.prefix import DEFAULT_MAX_GUIDANCE_WEIGHT, GUIDANCE_FORMS, ActionPrefix
 
@@ -44,7 +44,7 @@ class RealtimeSettings:
     guidance: str = "soft"
     max_guidance_weight: float = DEFAULT_MAX_GUIDANCE_WEIGHT  # soft guidance only (RTC's beta)
     ensemble_decay: float = 0.01  # ACT's m
-    warm_start: bool = False  # samplers that take a guess start each chunk from the previous chunk's outputs
+    warm_start: bool = False  # samplers that take a guess start each chunk from the previous chunk's plan
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -168,16 +168,16 @@ def run_realtime(policy, make_env, seeds, settings: RealtimeSettings, generator=
         obs.append(o)
     done = np.zeros(len(seeds), dtype=bool)
     result = RealtimeResult(settings, d, s, [], [], [])
-    clock, previous, last_outputs = _Clock(settings, d, s), None, None
+    clock, previous, last_sample = _Clock(settings, d, s), None, None
     tick = 0
     try:
         while not done.all():
             if clock.plans_now(tick):
                 rows = np.flatnonzero(~done) if drop_finished else np.arange(len(seeds))
                 guess = None
-                if settings.warm_start and last_outputs is not None:
-                    outputs, planned_at, out_rows = last_outputs
-                    guess = shifted_outputs(outputs[:, np.searchsorted(out_rows, rows)], tick - planned_at)
+                if settings.warm_start and last_sample is not None:
+                    sample, planned_at, out_rows = last_sample
+                    guess = shifted_plan(sample[np.searchsorted(out_rows, rows)], tick - planned_at)
                 out = policy.predict_action(_batch([obs[i] for i in rows], obs_key), generator=generator,
                                             initial_guess=guess, prefix=clock.prefix(tick, rows))
                 rounds, nfe, fallback = sampler_counts(out["stats"])
@@ -187,8 +187,7 @@ def run_realtime(policy, make_env, seeds, settings: RealtimeSettings, generator=
                 planned = np.full((len(seeds), available, spec.action_dim), np.nan)
                 planned[rows] = out["action_pred"][:, start : start + available].detach().cpu().numpy()
                 clock.chunks.append((tick, clock.usable_from(tick), planned))
-                if "denoiser_outputs" in out:
-                    last_outputs = (out["denoiser_outputs"].detach(), tick, rows)
+                last_sample = (out["sample"].detach(), tick, rows)
             actions, switch = clock.action(tick)
             for i in np.flatnonzero(~done):
                 if previous is not None:

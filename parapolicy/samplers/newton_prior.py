@@ -11,6 +11,10 @@ high-noise states. The refinement is ``newton_picard``'s (secant-slope Newton ro
 batched network call each), so the fixed point, the tolerance test and the non-finite
 fallback are unchanged: the answer is the sequential one, only the rounds change. A
 caller's ``init_guess`` (e.g. the controller's warm start) replaces the prior guess.
+
+The same stand-in with a mean builds warm starts: ``prior_trajectory(..., mean=m, std=0)``
+is the chain whose denoiser always predicts the clean sample ``m`` (e.g. the previous
+chunk's plan, shifted), so its states carry this call's noises around a guessed answer.
 """
 
 from __future__ import annotations
@@ -28,11 +32,17 @@ from parapolicy.samplers.step_rule import make_step_rule
 PRIOR_STD = 0.5  # std of the stand-in Gaussian target, in normalized units (data spans [-1, 1])
 
 
-def gaussian_denoiser_output(x: torch.Tensor, alpha_bar: float, prediction_type: str, std: float = PRIOR_STD):
-    """What an exact denoiser of N(0, std^2) data predicts at x, in the scheduler's parametrisation."""
+def gaussian_denoiser_output(x: torch.Tensor, alpha_bar: float, prediction_type: str, std: float = PRIOR_STD,
+                             mean: torch.Tensor | None = None):
+    """What an exact denoiser of N(mean, std^2) data (mean 0 when None) predicts at x, in the
+    scheduler's parametrisation; std = 0 is the point mass at ``mean``."""
     signal = alpha_bar * std**2 + (1 - alpha_bar)
-    eps = math.sqrt(1 - alpha_bar) / signal * x
-    x0 = math.sqrt(alpha_bar) * std**2 / signal * x
+    if mean is None:
+        eps = math.sqrt(1 - alpha_bar) / signal * x
+        x0 = math.sqrt(alpha_bar) * std**2 / signal * x
+    else:
+        x0 = mean + math.sqrt(alpha_bar) * std**2 / signal * (x - math.sqrt(alpha_bar) * mean)
+        eps = (x - math.sqrt(alpha_bar) * x0) / math.sqrt(1 - alpha_bar)
     if prediction_type == "sample":
         return x0
     if prediction_type == "v_prediction":
@@ -40,8 +50,10 @@ def gaussian_denoiser_output(x: torch.Tensor, alpha_bar: float, prediction_type:
     return eps
 
 
-def prior_trajectory(rule, x_T, noises=None, cond_data=None, cond_mask=None, std: float = PRIOR_STD):
-    """The whole trajectory (N+1, *x_T.shape) of the chain driven by the Gaussian stand-in denoiser."""
+def prior_trajectory(rule, x_T, noises=None, cond_data=None, cond_mask=None, std: float = PRIOR_STD,
+                     mean: torch.Tensor | None = None):
+    """The whole trajectory (N+1, *x_T.shape) of the chain driven by the Gaussian stand-in denoiser
+    (``mean``: None, or a clean-sample guess broadcastable to x_T)."""
     rule = make_step_rule(rule)
     prediction = getattr(rule.config, "prediction_type", "epsilon")
     alphas = rule.alphas_cumprod.double()
@@ -49,7 +61,7 @@ def prior_trajectory(rule, x_T, noises=None, cond_data=None, cond_mask=None, std
     states, x = [x_T], x_T
     for i in range(rule.num_steps):
         x = impose(x, cond_data, cond_mask)
-        out = gaussian_denoiser_output(x, float(alphas[int(rule.timesteps[i])]), prediction, std)
+        out = gaussian_denoiser_output(x, float(alphas[int(rule.timesteps[i])]), prediction, std, mean)
         step_noise = noises[i : i + 1] if noises is not None else None
         x = rule.transition(i, x[None], out[None], step_noise, memory)[0]
         states.append(x)
