@@ -152,10 +152,12 @@ def table(title, rows, target, command, device):
 
 
 def closed_table(result, command, device):
+    commands = list(dict.fromkeys(r.get("command", command) for r in result["rows"].values()))
     lines = [f"**Closed loop, one robot, PushT seeds {result['seeds'][0]}..{result['seeds'][-1]} "
              f"({len(result['seeds'])} episodes, at most {result['max_steps']} env steps)** "
              f"(target: <= {TARGETS['closed_loop']:g} rounds/chunk warm, score within sequential's 95% CI)  ",
-             f"Command: `{command}`; device: {device}.\n",
+             "Command" + ("s" if len(commands) > 1 else "") + ": " + "; ".join(f"`{c}`" for c in commands)
+             + f"; device: {device}.\n",
              "| sampler | start | rounds/chunk (max) | NFE/chunk | chunks | mean score | score - sequential (95% CI) "
              "| target |",
              "|---|---|---|---|---|---|---|---|"]
@@ -235,12 +237,15 @@ def main(argv=None) -> int:
         seeds = list(range(args.seed, args.seed + args.closed_loop_episodes))
         run = lambda name, settings, warm: closed_loop_parallel(  # noqa: E731
             args.checkpoint, args.env, seeds, args.max_steps, name, settings, warm, args.workers)
-        rows = {"sequential": run("sequential", {}, False)}
+        rows = {"sequential": {**run("sequential", {}, False), "command": command}}
         for label, name, settings in samplers:
             for start in args.closed_starts.split(","):
                 r = run(name, settings, start == "warm")
-                rows[f"{label}/{start}"] = {**r, "sampler": label, "warm": start == "warm"}
+                rows[f"{label}/{start}"] = {**r, "sampler": label, "warm": start == "warm", "command": command}
                 print(json.dumps({"closed": {label: r["rounds"], "nfe": r["nfe"], "start": start}}), flush=True)
+        before = result.get("closed", {})
+        if before.get("seeds") == seeds and before.get("max_steps") == args.max_steps:  # same episodes: add rows
+            rows = {**before["rows"], **rows}
         result["closed"] = {"rows": rows, "seeds": seeds, "max_steps": args.max_steps, "command": command}
         write_json_atomic(args.out, result)
     write_block(args.md, markdown(result))

@@ -64,6 +64,32 @@ def test_warm_started_picard_matches_cold_picard_with_no_more_rounds(toy_ckpt): 
     assert np.mean(warm_rounds) <= np.mean(cold_rounds)
 
 
+class _GuessRecorder:
+    """The real policy, recording each call's initial guess and output."""
+
+    def __init__(self, policy):
+        self.policy, self.spec, self.calls = policy, policy.spec, []
+
+    def predict_action(self, obs, generator=None, initial_guess=None, callback=None):
+        out = self.policy.predict_action(obs, generator=generator, initial_guess=initial_guess, callback=callback)
+        self.calls.append((initial_guess, out))
+        return out
+
+
+def test_the_warm_start_is_the_previous_sample_moved_by_the_executed_ticks(toy_ckpt):  # noqa: F811
+    recorder = _GuessRecorder(parapolicy.load_policy(toy_ckpt).set_sampler("jacobian_newton"))
+    obs = np.array([0.1, -0.5, 0.2, 0.3], dtype=np.float32)
+    with parapolicy.Controller(recorder, mode="sync", warm_start=True, generator=torch.Generator().manual_seed(4)) as c:
+        for _ in range(16):
+            c.act(obs)
+    (first_guess, first), (second_guess, second) = recorder.calls
+    assert first_guess is None and not first["stats"]["initial_guess"]
+    ticks = recorder.spec.n_action_steps
+    sample = first["sample"]
+    expected = torch.cat([sample[:, ticks:], sample[:, -1:].expand(-1, ticks, -1)], dim=1)
+    assert torch.equal(second_guess, expected) and second["stats"]["initial_guess"]
+
+
 class _SlowPolicy:
     def __init__(self, policy, delay, fail=False):
         self.policy, self.delay, self.fail, self.spec = policy, delay, fail, policy.spec

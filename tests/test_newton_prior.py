@@ -112,3 +112,29 @@ def test_settings_and_registry():
     assert make_sampler("newton_prior").config() == {"name": "newton_prior", "window": 100, "tolerance": 0.01}
     with pytest.raises(Exception, match="newton_prior tolerance must be a finite number > 0"):
         NewtonPrior(tolerance=0.0)
+
+
+@pytest.mark.parametrize("kind", ["ddpm", "ddim", "dpm"])
+def test_a_stand_in_with_the_data_mean_is_the_sequential_chain(kind):
+    """Data N(MU, S^2) and ``prior_trajectory(mean=MU, std=S)``: the guess is the answer, one round."""
+    sched = make_scheduler(kind)
+    den = GaussianDenoiser(sched, MU, S)
+    draws = draw_noises(sched, (3, 16, 2), torch.Generator().manual_seed(6))
+    ref = solve(Sequential(), den, sched, draws.x_T, draws.noises).sample
+    guess = prior_trajectory(sched, draws.x_T, draws.noises, std=S, mean=torch.full((16, 2), MU))
+    assert (guess[-1] - ref).abs().max() < 1e-4
+    off = prior_trajectory(sched, draws.x_T, draws.noises, std=S, mean=torch.full((16, 2), MU + 0.3))
+    assert (off[-1] - ref).abs().max() > 0.1  # the mean is used, not ignored
+    problem = DenoisingProblem(den, sched, draws.x_T, draws.noises, init_guess=guess)
+    assert NewtonPrior(tolerance=1e-3).sample(problem).stats.rounds == 1
+
+
+@pytest.mark.parametrize("kind", ["ddpm", "ddim"])
+def test_the_point_mass_stand_in_lands_on_its_mean(kind):
+    """std = 0 (a warm start's guessed sample m): every step predicts m, so the chain ends at m."""
+    sched = make_scheduler(kind)
+    draws = draw_noises(sched, (2, 16, 2), torch.Generator().manual_seed(7))
+    mean = torch.rand((2, 16, 2), generator=torch.Generator().manual_seed(8)) * 1.6 - 0.8
+    traj = prior_trajectory(sched, draws.x_T, draws.noises, std=0.0, mean=mean)
+    assert (traj[-1] - mean).abs().max() < 1e-4
+    assert (traj[1] - mean).abs().max() > 0.5  # the early states carry this call's noise, not the guess
