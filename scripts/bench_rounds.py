@@ -110,12 +110,13 @@ def _closed_part(job):
     return closed_loop(parapolicy.load_policy(checkpoint), env_id, seeds, max_steps, name, settings, warm)
 
 
-def closed_loop_parallel(checkpoint, env_id, seeds, max_steps, name, settings, warm, workers):
-    """``closed_loop`` with the seeds split over ``workers`` processes, merged in seed order."""
+def closed_loop_parallel(policy, checkpoint, env_id, seeds, max_steps, name, settings, warm, workers):
+    """``closed_loop`` with the seeds split over ``workers`` processes (each loads ``checkpoint``;
+    one worker runs here on ``policy``), merged in seed order."""
     parts = [list(p) for p in np.array_split(seeds, max(1, min(workers, len(seeds)))) if len(p)]
     jobs = [(checkpoint, env_id, [int(x) for x in part], max_steps, name, settings, warm) for part in parts]
     if len(jobs) == 1:
-        done = [_closed_part(jobs[0])]
+        done = [closed_loop(policy, env_id, seeds, max_steps, name, settings, warm)]
     else:
         with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
             done = list(pool.map(_closed_part, jobs))
@@ -236,7 +237,7 @@ def main(argv=None) -> int:
         _ensure_envs_importable()
         seeds = list(range(args.seed, args.seed + args.closed_loop_episodes))
         run = lambda name, settings, warm: closed_loop_parallel(  # noqa: E731
-            args.checkpoint, args.env, seeds, args.max_steps, name, settings, warm, args.workers)
+            policy, args.checkpoint, args.env, seeds, args.max_steps, name, settings, warm, args.workers)
         rows = {"sequential": {**run("sequential", {}, False), "command": command}}
         for label, name, settings in samplers:
             for start in args.closed_starts.split(","):
