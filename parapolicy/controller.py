@@ -15,8 +15,7 @@ repeating the first, as upstream's MultiStepWrapper) and a queue of planned acti
   default, or "hard", see ``parapolicy.samplers.prefix``), so it continues the old plan instead of
   jumping. d is ``delay_ticks`` when given, else the measured latency in ticks plus one.
 
-``warm_start=True`` (any sampler that accepts an initial guess: ``picard``,
-``newton_picard``, ``newton_prior``, ``jacobian_newton``) starts each chunk's iteration from
+``warm_start=True`` (any sampler that declares ``accepts_initial_guess``) starts each chunk's iteration from
 the previous chunk's denoised sample, shifted along the horizon by the ticks since it was
 planned: the trajectory whose denoiser always predicts that plan, pushed through this
 chunk's fresh x_T and noises. The answer is unchanged; only the number of rounds drops.

@@ -18,8 +18,8 @@ from parapolicy.acceleration import GraphedDenoiser, GraphExecutor, make_denoise
 from parapolicy.errors import (AccelerationError, InputError, NonFiniteSampleError, ObservationError, PrefixError,
                                SamplerConfigError)
 from parapolicy.models.normalizer import LinearNormalizer
-from parapolicy.samplers import (EAGER, DenoisingProblem, SampleResult, Sampler, Sequential, draw_noises, make_sampler,
-                                 make_step_rule)
+from parapolicy.samplers import (EAGER, SAMPLERS, DenoisingProblem, SampleResult, Sampler, Sequential, draw_noises,
+                                 make_sampler, make_step_rule)
 from parapolicy.samplers.newton_prior import prior_trajectory
 from parapolicy.samplers.prefix import ActionPrefix, constrained_denoiser
 
@@ -28,7 +28,6 @@ GLOBAL = "global"  # UNet: flattened obs features appended to the step embedding
 LOCAL = "local"  # UNet: per-timestep obs features (lowdim only)
 INPAINT = "inpaint"  # obs written into the trajectory and re-imposed every step
 TOKENS = "tokens"  # transformer: one condition token per observation step
-PREFIX_SAMPLERS = ("sequential", "picard", "newton_picard", "newton_prior")  # exact, denoise(x, int t)
 
 
 @dataclass
@@ -208,9 +207,10 @@ class Policy(nn.Module):
     def _checked_prefix(self, prefix) -> ActionPrefix:
         if not isinstance(prefix, ActionPrefix):
             raise PrefixError(f"prefix must be a parapolicy.samplers.prefix.ActionPrefix, got {type(prefix).__name__}")
-        if prefix.constrains and getattr(self.sampler, "name", None) not in PREFIX_SAMPLERS:
-            raise PrefixError(f"prefix sampling needs an exact discrete-time sampler {PREFIX_SAMPLERS}, "
-                              f"got {getattr(self.sampler, 'name', type(self.sampler).__name__)!r}")
+        if prefix.constrains and not getattr(self.sampler, "supports_prefix", False):
+            able = sorted(name for name, cls in SAMPLERS.items() if cls.supports_prefix)
+            raise PrefixError(f"prefix sampling needs an exact discrete-time sampler (supports_prefix: "
+                              f"{', '.join(able)}), got {getattr(self.sampler, 'name', type(self.sampler).__name__)!r}")
         return prefix
 
     def _checked_guess(self, initial_guess, x_T: torch.Tensor) -> torch.Tensor:

@@ -23,8 +23,8 @@ def test_wheel_install_runs_the_cli_from_an_empty_folder(tmp_path):
                    check=True, capture_output=True, timeout=300)
     (wheel,) = glob.glob(str(tmp_path / "dist" / "parapolicy-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
-    assert {"parapolicy/configs/rollout.yaml", "parapolicy/configs/sampler/picard.yaml",
-            "parapolicy/configs/env/toy.yaml", "parapolicy/assets/checkpoints/toy_reach_unet.ckpt"} <= set(names)
+    assert {"parapolicy/configs/rollout.yaml", "parapolicy/configs/env/toy.yaml",
+            "parapolicy/configs/logger/offline.yaml", "parapolicy/assets/checkpoints/toy_reach_unet.ckpt"} <= set(names)
     site = tmp_path / "site"
     subprocess.run([*pip, "install", "--no-deps", "--target", str(site), wheel], check=True, capture_output=True,
                    timeout=300)

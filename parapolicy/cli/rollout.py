@@ -76,7 +76,9 @@ def main() -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
-    from parapolicy.eval.build import CONFIG_DIR
+    from parapolicy.eval.build import CONFIG_DIR, register_sampler_configs
+
+    register_sampler_configs()  # samplers registered since import (a user's own) become sampler=<name> too
 
     @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="rollout")
     def _app(cfg):

@@ -58,6 +58,18 @@ def make_env_factory(env_cfg, spec, wrappers=()):
     return make
 
 
+def register_sampler_configs() -> None:
+    """Every registered sampler as an option of Hydra's ``sampler`` group, its settings' defaults
+    read from its dataclass: one place for each default, and a new sampler needs no config file."""
+    from hydra.core.config_store import ConfigStore
+
+    from parapolicy.samplers import SAMPLERS
+
+    store = ConfigStore.instance()
+    for name, cls in SAMPLERS.items():
+        store.store(group="sampler", name=name, node=cls().config())
+
+
 def sampler_settings(sampler_cfg) -> tuple[str, dict]:
     settings = {k: v for k, v in dict(sampler_cfg).items() if k != "name"}
     return str(sampler_cfg["name"]), settings
@@ -76,3 +88,6 @@ def device_name(device: str) -> str:
     if str(device).startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device))
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+register_sampler_configs()

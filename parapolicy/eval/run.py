@@ -112,7 +112,7 @@ def run_rollout(cfg, output_dir: str, on_chunk=None, obs_adapter=None) -> dict:
     results = {
         "checkpoint": policy.spec.source.get("path", os.path.abspath(ckpt)),
         "env": cfg.env.id,
-        "sampler": {"name": name, **settings},
+        "sampler": policy.sampler.config(),  # as it ran: every setting, defaults included
         "device": device_name(cfg.policy.device),
         "versions": versions(),
         "seeds": seeds,

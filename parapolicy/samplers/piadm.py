@@ -45,6 +45,7 @@ class PIADM(SamplerBase):
     iterations: int = 2
     mode: str = "sde"
     name = "piadm"
+    capturable = True
 
     def __post_init__(self):
         for field_name in ("blocks", "points", "iterations"):

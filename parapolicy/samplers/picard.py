@@ -31,7 +31,10 @@ class Picard(SamplerBase):
     tolerance: float = 0.1
     rounds_per_sync: int = 1
     name = "picard"
+    exact = True
     accepts_initial_guess = True
+    supports_prefix = True
+    capturable = True
     update = PicardUpdate()
 
     def __post_init__(self):

@@ -112,7 +112,8 @@ class _StepLookup:
 
     def __call__(self, t: torch.Tensor):
         if t.is_floating_point():
-            raise PrefixError("prefix sampling needs a discrete-time sampler (sequential, picard, newton_picard)")
+            raise PrefixError("prefix sampling needs a discrete-time sampler (one that declares supports_prefix); this one "
+                             "passed continuous timesteps")
         return self.table[t], self.alphas[t]
 
 

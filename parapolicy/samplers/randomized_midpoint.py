@@ -121,6 +121,7 @@ class RandomizedMidpoint(SamplerBase):
     points: int = 1
     iterations: int = 2
     name = "randomized_midpoint"
+    capturable = True
 
     def __post_init__(self):
         for field_name in ("blocks", "points", "iterations"):

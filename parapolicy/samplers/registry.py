@@ -1,19 +1,32 @@
-"""Sampler lookup by name, for ``Policy.set_sampler`` and the Hydra configs."""
+"""Sampler lookup by name: every ``SamplerBase`` subclass that names itself registers here.
+
+A sampler is one module: defining the class (with ``name`` and its capabilities) is all it
+takes for ``Policy.set_sampler``, the rollout CLI (``sampler=<name>``, its settings from the
+dataclass defaults) and the real-time controller to know it.
+"""
 
 from __future__ import annotations
 
 from parapolicy.errors import SamplerConfigError
-from parapolicy.samplers.jacobian_newton import JacobianNewton
-from parapolicy.samplers.newton_picard import NewtonPicard
-from parapolicy.samplers.newton_prior import NewtonPrior
-from parapolicy.samplers.piadm import PIADM
-from parapolicy.samplers.picard import Picard
-from parapolicy.samplers.randomized_midpoint import RandomizedMidpoint
-from parapolicy.samplers.sequential import Sequential
 
-SAMPLERS = {"sequential": Sequential, "picard": Picard, "newton_picard": NewtonPicard, "piadm": PIADM,
-            "randomized_midpoint": RandomizedMidpoint, "newton_prior": NewtonPrior,
-            "jacobian_newton": JacobianNewton}
+SAMPLERS: dict[str, type] = {}
+
+
+def register(cls: type) -> type:
+    """Add ``cls`` under ``cls.name``; a second class may not take a name already registered."""
+    name = cls.__dict__.get("name")
+    if not isinstance(name, str) or not name.isidentifier():
+        raise SamplerConfigError(f"a sampler's name must be an identifier, got {name!r} on {cls.__qualname__}")
+    known = SAMPLERS.get(name)
+    if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise SamplerConfigError(f"sampler name {name!r} is taken by {known.__module__}.{known.__qualname__}")
+    SAMPLERS[name] = cls
+    return cls
+
+
+def unregister(name: str) -> None:
+    """Forget a sampler (a test's toy sampler, say)."""
+    SAMPLERS.pop(name, None)
 
 
 def make_sampler(name: str, **settings):

@@ -18,6 +18,9 @@ class Sequential(SamplerBase):
     """Every step in order; the reference every exact parallel sampler converges to."""
 
     name = "sequential"
+    exact = True
+    supports_prefix = True
+    capturable = True
 
     def sample(self, problem: DenoisingProblem) -> SampleResult:
         return solve_chain(problem, self.name)
