@@ -109,11 +109,13 @@ def solve_chain(problem: DenoisingProblem, name: str = "sequential") -> SampleRe
     return SampleResult(sample, stats, eps=buf["eps"].clone())
 
 
-def fallback_to_chain(problem: DenoisingProblem, name: str, rounds: int, nfe: int, settings: dict) -> SampleResult:
-    """What a parallel sampler returns after NaN/inf in round ``rounds``: the sequential answer, saying so."""
+def fallback_to_chain(problem: DenoisingProblem, name: str, rounds: int, nfe: int, settings: dict,
+                      widest: int = 1) -> SampleResult:
+    """What a parallel sampler returns after NaN/inf in round ``rounds``: the sequential answer, saying so.
+    ``widest``: the most rows per sample one of its rounds evaluated."""
     result = solve_chain(problem.replace(callback=None))
     n_steps = problem.rule.num_steps
-    result.stats = SampleStats(name, rounds=rounds + n_steps, nfe=nfe + n_steps,
+    result.stats = SampleStats(name, rounds=rounds + n_steps, nfe=nfe + n_steps, max_rows_per_round=max(1, widest),
                                fallback=f"sequential: non-finite values in Picard round {rounds}", settings=settings)
     return result
 
@@ -163,7 +165,7 @@ def solve_windowed(problem: DenoisingProblem, update, *, name: str, window: int,
     _start_trajectory(buf, problem, update)
     tol2 = float(tolerance) ** 2 if tolerance is not None else None
     extra_points = getattr(update, "extra_points", 0)  # points a round evaluates besides the window's states
-    start, rounds, nfe, max_error, block_rounds = 0, 0, 0, 0.0, 0
+    start, rounds, nfe, max_error, block_rounds, widest = 0, 0, 0, 0.0, 0, 0
     while start < n_steps:
         end = min(start + width, n_steps)
         count = end - start
@@ -173,9 +175,10 @@ def solve_windowed(problem: DenoisingProblem, update, *, name: str, window: int,
             buf["slots"] = all_slots[:count]  # eager: live slots only
         run()
         rounds, nfe = rounds + 1, nfe + count + extra_points
+        widest = max(widest, (width if executor.captures else count) + extra_points)  # a replay runs padded rows
         flags = buf["flags"].detach().cpu()  # the one host sync of the round
         if flags[-1]:
-            return fallback_to_chain(problem, name, rounds, nfe, settings)
+            return fallback_to_chain(problem, name, rounds, nfe, settings, widest)
         worst = flags[:count]
         if sweeps is None:
             bad = torch.nonzero(worst > tol2).flatten()
@@ -198,7 +201,7 @@ def solve_windowed(problem: DenoisingProblem, update, *, name: str, window: int,
     buf["slots"] = all_slots
     sample = impose(traj[n_steps], problem.cond_data, problem.cond_mask).clone()
     stats = SampleStats(name, rounds=rounds, nfe=nfe, max_error=max_error, captured=executor.captures,
-                        initial_guess=problem.init_guess is not None, settings=settings)
+                        initial_guess=problem.init_guess is not None, max_rows_per_round=widest, settings=settings)
     return SampleResult(sample, stats, eps=buf["eps"][:n_steps].clone())
 
 
@@ -245,11 +248,12 @@ def solve_windowed_synced(problem: DenoisingProblem, update, *, name: str, windo
         snapshot = torch.cat([buf["start"].view(1).to(buf["status"].dtype), buf["status"]]).tolist()  # the sync
         new_start, rounds, nfe = int(snapshot[0]), int(snapshot[1]), int(snapshot[2])
         if snapshot[4]:
-            return fallback_to_chain(problem, name, rounds, nfe, settings)
+            return fallback_to_chain(problem, name, rounds, nfe, settings, width)
         if problem.callback is not None:
             problem.callback({"round": rounds, "start": start, "accepted": new_start - start})
         start = new_start
     sample = impose(traj[n_steps], problem.cond_data, problem.cond_mask).clone()
     stats = SampleStats(name, rounds=rounds, nfe=nfe, max_error=float(buf["status"][2].sqrt()),
-                        captured=executor.captures, initial_guess=problem.init_guess is not None, settings=settings)
+                        captured=executor.captures, initial_guess=problem.init_guess is not None,
+                        max_rows_per_round=width, settings=settings)
     return SampleResult(sample, stats, eps=buf["eps"][:n_steps].clone())

@@ -193,6 +193,7 @@ class JacobianNewton(SamplerBase):
     refresh: int = 1
     jacobian: str = "difference"
     name = "jacobian_newton"
+    exact = True
     accepts_initial_guess = True
 
     def __post_init__(self):
@@ -214,5 +215,6 @@ class JacobianNewton(SamplerBase):
         result = solve_windowed(problem.replace(executor=EAGER), JacobianUpdate(network, rule), name=self.name,
                                 window=self.window, tolerance=self.tolerance, settings=settings, kernel=jacobian_round)
         result.stats.nfe += network.extra_rows // problem.batch
+        result.stats.max_rows_per_round *= network.size + 1  # every state's row and its D directions
         result.stats.initial_guess = given
         return result

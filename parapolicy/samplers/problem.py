@@ -79,7 +79,8 @@ class DenoisingProblem:
 @dataclass
 class SampleStats:
     """One name per quantity. ``rounds``: sequential network-call depth; ``nfe``: network
-    evaluations per sample; ``max_error``: the largest accepted change in tolerance units
+    evaluations (rows) per sample; ``max_rows_per_round``: the most rows per sample one call
+    evaluated (with ``nfe / rounds`` the mean, the two numbers a call's cost grows with); ``max_error``: the largest accepted change in tolerance units
     (0 for samplers without a convergence test); ``fallback``: why the sequential chain was
     used instead, or None; ``captured``: whether the rounds ran as CUDA-graph replays;
     ``initial_guess``: whether the run started from the problem's initial guess.
@@ -89,14 +90,22 @@ class SampleStats:
     rounds: int
     nfe: int
     max_error: float = 0.0
+    max_rows_per_round: int = 1
     fallback: str | None = None
     captured: bool = False
     initial_guess: bool = False
     settings: dict = field(default_factory=dict)
 
+    @property
+    def rows_per_round(self) -> float:
+        """Mean network rows per sample in one call."""
+        return self.nfe / self.rounds if self.rounds else 0.0
+
     def as_dict(self) -> dict:
         """Flat dict for results.json, wandb and controller stats."""
-        return {"sampler": self.sampler, "rounds": self.rounds, "nfe": self.nfe, "max_error": self.max_error,
+        return {"sampler": self.sampler, "rounds": self.rounds, "nfe": self.nfe,
+                "rows_per_round": self.rows_per_round, "max_rows_per_round": self.max_rows_per_round,
+                "max_error": self.max_error,
                 "fallback": self.fallback, "captured": self.captured, "initial_guess": self.initial_guess, **self.settings}
 
 
