@@ -117,7 +117,7 @@ def test_bad_picard_settings_are_rejected(settings, message):
 
 
 def test_unknown_sampler_name_lists_choices():
-    with pytest.raises(SamplerConfigError, match="unknown sampler 'parallel'; choose one of: jacobian_newton, newton_picard, newton_prior, piadm, picard, randomized_midpoint, sequential"):
+    with pytest.raises(SamplerConfigError, match="unknown sampler 'parallel'; choose one of: jacobian_newton, newton_picard, newton_prior, piadm, picard, quasi_newton, randomized_midpoint, sequential"):
         make_sampler("parallel")
 
 

@@ -4,9 +4,10 @@
 (``DenoisingProblem`` in, ``SampleResult`` with ``SampleStats`` out, the ``Sampler``
 protocol); ``kernels`` the work of one round; ``driver`` the one host loop every sampler
 shares; ``executor`` who runs a kernel. Each sampler module is which kernel, which driver
-settings. ``Sequential`` reproduces upstream's loop; ``Picard`` and ``NewtonPicard``
-converge to the same trajectory in parallel rounds; ``PIADM`` and ``RandomizedMidpoint``
-trade exactness for a fixed round budget.
+settings, and declares its capabilities (``SamplerBase``); defining it registers it
+(``registry``). ``Sequential`` reproduces upstream's loop; ``Picard``, ``NewtonPicard``,
+``NewtonPrior``, ``JacobianNewton`` and ``QuasiNewton`` converge to the same trajectory in
+parallel rounds; ``PIADM`` and ``RandomizedMidpoint`` trade exactness for a fixed round budget.
 """
 
 from parapolicy.samplers.base import SamplerBase
@@ -18,6 +19,7 @@ from parapolicy.samplers.noise import NoiseDraws, draw_noises
 from parapolicy.samplers.piadm import PIADM
 from parapolicy.samplers.picard import Picard
 from parapolicy.samplers.problem import DenoisingProblem, SampleResult, Sampler, SampleStats, SamplingCancelled
+from parapolicy.samplers.quasi_newton import QuasiNewton
 from parapolicy.samplers.randomized_midpoint import RandomizedMidpoint
 from parapolicy.samplers.registry import SAMPLERS, make_sampler
 from parapolicy.samplers.sequential import Sequential
@@ -34,6 +36,7 @@ __all__ = [
     "NoiseDraws",
     "PIADM",
     "Picard",
+    "QuasiNewton",
     "RandomizedMidpoint",
     "SAMPLERS",
     "SampleResult",
