@@ -28,6 +28,7 @@ GLOBAL = "global"  # UNet: flattened obs features appended to the step embedding
 LOCAL = "local"  # UNet: per-timestep obs features (lowdim only)
 INPAINT = "inpaint"  # obs written into the trajectory and re-imposed every step
 TOKENS = "tokens"  # transformer: one condition token per observation step
+INFERENCE_SCHEDULERS = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler", "dpmsolver": "DPMSolverMultistepScheduler"}
 
 
 @dataclass
@@ -76,6 +77,44 @@ class Policy(nn.Module):
         else:
             self.sampler = make_sampler(name, **settings)
         return self
+
+    def with_inference(self, scheduler: str | None = None, num_inference_steps: int | None = None) -> "Policy":
+        """The same network and normalizer with another inference schedule: the user's sequential
+        alternative (e.g. DDIM with 16 steps) beside this checkpoint's own DDPM-100.
+
+        ``scheduler``: ``"ddpm"``, ``"ddim"`` or ``"dpmsolver"`` (None: keep the checkpoint's kind),
+        built from the checkpoint's scheduler config (betas, prediction type, clipping), as
+        upstream's ``noise_scheduler`` and LeRobot's ``noise_scheduler_type`` choose it;
+        ``num_inference_steps`` as upstream and LeRobot define it (None: keep the current count).
+        The sampler is copied over; the network's weights are shared, not copied.
+        """
+        import dataclasses
+
+        kind = type(self.scheduler).__name__
+        if scheduler is not None:
+            kind = INFERENCE_SCHEDULERS.get(scheduler) if isinstance(scheduler, str) else None
+            if kind is None:
+                raise SamplerConfigError(f"scheduler must be one of {', '.join(INFERENCE_SCHEDULERS)}, got {scheduler!r}")
+        train_steps = int(self.scheduler.config.num_train_timesteps)
+        steps = len(self.scheduler.timesteps) if num_inference_steps is None else num_inference_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= train_steps:
+            raise SamplerConfigError(f"num_inference_steps must be an integer in [1, num_train_timesteps={train_steps}], "
+                                     f"got {steps!r}")
+        import diffusers
+
+        new_scheduler = getattr(diffusers, kind).from_config(self.scheduler.config)
+        spec = dataclasses.replace(self.spec, num_inference_steps=steps,
+                                   step_kwargs={} if kind != "DDIMScheduler" else dict(self.spec.step_kwargs))
+        other = Policy(spec, self.model, self.normalizer, new_scheduler, self.obs_encoder)
+        other.sampler, other.acceleration, other._accelerated = self.sampler, self.acceleration, self._accelerated
+        return other
+
+    @property
+    def inference(self) -> dict:
+        """The inference schedule a chunk runs: scheduler kind and number of steps (for results.json)."""
+        kind = type(self.scheduler).__name__
+        name = next((k for k, v in INFERENCE_SCHEDULERS.items() if v == kind), kind)
+        return {"scheduler": name, "num_inference_steps": self.rule.num_steps}
 
     def accelerate(self, mode: str = "cuda_graph") -> "Policy":
         """How the network runs: ``"eager"`` PyTorch, ``"cuda_graph"`` replays, or ``"compile"``.

@@ -80,6 +80,8 @@ def prepare(cfg):
     ckpt = resolve_checkpoint(cfg)
     policy = parapolicy.load_policy(ckpt, device=cfg.policy.device, use_ema=cfg.policy.use_ema,
                                     trust_checkpoint=bool(cfg.policy.trust_checkpoint))
+    if cfg.policy.get("scheduler") is not None or cfg.policy.get("num_inference_steps") is not None:
+        policy = policy.with_inference(cfg.policy.get("scheduler"), cfg.policy.get("num_inference_steps"))
     policy.accelerate(cfg.policy.get("acceleration", "eager"))
     name, settings = sampler_settings(cfg.sampler)
     if cfg.compare_sampler:
@@ -113,6 +115,7 @@ def run_rollout(cfg, output_dir: str, on_chunk=None, obs_adapter=None) -> dict:
         "checkpoint": policy.spec.source.get("path", os.path.abspath(ckpt)),
         "env": cfg.env.id,
         "sampler": policy.sampler.config(),  # as it ran: every setting, defaults included
+        "inference": policy.inference,  # scheduler kind and steps a chunk ran
         "device": device_name(cfg.policy.device),
         "versions": versions(),
         "seeds": seeds,

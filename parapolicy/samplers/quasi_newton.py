@@ -284,13 +284,14 @@ def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, s
 class QuasiNewton(SamplerBase):
     """Settings: ``tolerance`` (in units of each step's noise std, as every exact sampler),
     ``max_rows`` (network rows per round and sample, probes included), ``probes`` (spend the
-    rows a round has left under ``max_rows`` on Jacobian columns: fewer rounds where rows are
-    nearly free, as on a GPU; more work per round on a CPU), ``history`` (secant pairs per
-    step) and ``reuse_jacobians`` (keep measured columns for the next calls)."""
+    rows a round has left under ``max_rows`` on Jacobian columns: fewer rounds where a row
+    costs little, as on a GPU, more work per round on a CPU; None: on for CUDA tensors, off
+    on the CPU), ``history`` (secant pairs per step) and ``reuse_jacobians`` (keep measured
+    columns for the next calls)."""
 
     tolerance: float = 0.1
     max_rows: int = 64
-    probes: bool = True
+    probes: bool | None = None
     history: int = 3
     reuse_jacobians: bool = True
     _stores: dict = field(default_factory=dict, compare=False, repr=False)
@@ -303,15 +304,19 @@ class QuasiNewton(SamplerBase):
         check_tolerance(self.name, self.tolerance)
         check_positive_int(self.name, "max_rows", self.max_rows)
         check_positive_int(self.name, "history", self.history)
-        for flag in ("probes", "reuse_jacobians"):
-            if not isinstance(getattr(self, flag), bool):
-                raise SamplerConfigError(f"{self.name} {flag} must be true or false, got {getattr(self, flag)!r}")
+        if not isinstance(self.reuse_jacobians, bool):
+            raise SamplerConfigError(f"{self.name} reuse_jacobians must be true or false, got {self.reuse_jacobians!r}")
+        if self.probes is not None and not isinstance(self.probes, bool):
+            raise SamplerConfigError(f"{self.name} probes must be true, false or null, got {self.probes!r}")
+
+    def probing(self, x_T: torch.Tensor) -> bool:
+        return self.probes if self.probes is not None else x_T.device.type == "cuda"
 
     def store_for(self, rule, x_T: torch.Tensor, slopes: torch.Tensor) -> JacobianStore | None:
         """The Jacobian store this call builds on: kept across calls when reusing (one schedule
         and shape at a time); None without probes or where N x D x D exceeds MAX_STORE_ENTRIES."""
         size = math.prod(x_T.shape[1:])
-        if not self.probes or rule.num_steps * size * size > MAX_STORE_ENTRIES:
+        if not self.probing(x_T) or rule.num_steps * size * size > MAX_STORE_ENTRIES:
             return None
         key = store_key(rule, x_T)
         store = self._stores.get(key) if self.reuse_jacobians else None
@@ -329,7 +334,7 @@ class QuasiNewton(SamplerBase):
                                      f"{rule.scheduler_name}")
         problem, given = start_from_prior(problem)
         slopes = prior_slopes(rule).to(problem.x_T.device)
-        settings = {"tolerance": float(self.tolerance), "max_rows": self.max_rows, "probes": self.probes,
+        settings = {"tolerance": float(self.tolerance), "max_rows": self.max_rows, "probes": self.probing(problem.x_T),
                     "history": self.history, "reuse_jacobians": self.reuse_jacobians,
                     "start": "warm" if given else "prior"}
         result = solve_quasi_newton(problem, self.store_for(rule, problem.x_T, slopes), slopes, name=self.name,
