@@ -44,13 +44,15 @@ from parapolicy.errors import SamplerConfigError
 from parapolicy.samplers.base import SamplerBase
 from parapolicy.samplers.driver import convergence_weights, fallback_to_chain
 from parapolicy.samplers.inpainting import impose
-from parapolicy.samplers.newton_prior import gaussian_denoiser_output, start_from_prior
+from parapolicy.samplers.newton_prior import gaussian_denoiser_output
 from parapolicy.samplers.problem import (DenoisingProblem, SampleResult, SampleStats, check_positive_int,
                                          check_tolerance)
 
 PROBE_STEP = 1e-3  # finite-difference step, in normalized units (data spans [-1, 1])
-RIDGE = 1e-4  # regularisation of the secant fit, relative to its largest (unit-length) pair
-MAX_STORE_ENTRIES = 1 << 24  # N x D x D floats a Jacobian store may hold (64 MiB); larger chains keep slopes only
+RIDGE = 1e-4  # regularisation of the secant fit (its pairs have unit length)
+MAX_SLOPE = 100.0  # a secant slope beyond this is not a network's: clamped
+MAX_STORE_ENTRIES = 1 << 24  # N x D x D floats a Jacobian store may hold (64 MiB): larger chains do not probe
+MAX_DENSE_ENTRIES = 1 << 24  # N x B x D x D floats of one round's dense models; beyond, slopes only
 
 
 def evaluation_plan(start: int, n_steps: int, max_rows: int) -> torch.Tensor:
@@ -77,12 +79,12 @@ def prior_slopes(rule) -> torch.Tensor:
 
 
 class JacobianStore:
-    """Per step, a D x D estimate of d output / dx shared by the batch: the stand-in's slope
-    times the identity until finite-difference probes replace its columns, oldest first."""
+    """Per step, the measured columns of d output / dx (finite-difference probes, shared by the
+    batch), remeasured oldest first; a column never measured falls back to the step's slope."""
 
-    def __init__(self, slopes: torch.Tensor, size: int):
-        n_steps = slopes.shape[0]
-        self.matrix = slopes.view(-1, 1, 1) * torch.eye(size, dtype=slopes.dtype, device=slopes.device)
+    def __init__(self, n_steps: int, size: int, device):
+        self.matrix = torch.zeros((n_steps, size, size), device=device)
+        self.measured = torch.zeros((n_steps, size), dtype=torch.bool, device=device)
         self.cursor = [0] * n_steps  # the next column to (re)measure
         self.size = size
 
@@ -91,9 +93,12 @@ class JacobianStore:
         self.cursor[step] = (first + count) % self.size
         return [(first + k) % self.size for k in range(count)]
 
-    def write(self, step: int, columns: list[int], values: torch.Tensor) -> None:
-        """``values`` (len(columns), B, D): each probe's difference quotient, per sample."""
-        self.matrix[step][:, columns] = values.mean(1).T.to(self.matrix.dtype)
+    def write(self, steps: list[int], columns: list[int], values: torch.Tensor) -> None:
+        """``values`` (P, B, D): probe p's difference quotient (column ``columns[p]`` of step
+        ``steps[p]``), per sample; the store keeps their batch mean."""
+        step_index, column_index = torch.tensor(steps), torch.tensor(columns)
+        self.matrix[step_index, :, column_index] = values.mean(1).to(self.matrix.dtype)
+        self.measured[step_index, column_index] = True
 
 
 def store_key(rule, x_T: torch.Tensor) -> tuple:
@@ -102,59 +107,73 @@ def store_key(rule, x_T: torch.Tensor) -> tuple:
 
 
 class StepModels:
-    """This call's affine model of every step's network output (module docstring)."""
+    """This call's affine model of every step's network output, on flat states (B, D).
+
+    Step j: out(x) = value_j + slope_j (x - anchor_j) along unmeasured directions + the store's
+    measured columns + U_j V_j^T (x - anchor_j), the multi-secant correction. A step never
+    evaluated has value = anchor = 0: the Gaussian stand-in itself (its output is linear in x).
+    """
 
     def __init__(self, store: JacobianStore | None, slopes: torch.Tensor, x_T: torch.Tensor, history: int):
         n_steps, batch, size = slopes.shape[0], x_T.shape[0], math.prod(x_T.shape[1:])
-        self.store, self.slopes, self.history = store, slopes, history
-        self.anchor = x_T.new_zeros((n_steps, *x_T.shape))
-        self.value = x_T.new_zeros((n_steps, *x_T.shape))
-        self.pairs_x = x_T.new_zeros((n_steps, history, batch, size))
+        self.store, self.history, self.size = store, history, size
+        self.slopes = slopes.view(-1, 1).expand(n_steps, batch).clone()  # the latest secant slope, once there is one
+        self.anchor = x_T.new_zeros((n_steps, batch, size))
+        self.value = x_T.new_zeros((n_steps, batch, size))
+        self.pairs_x = x_T.new_zeros((n_steps, history, batch, size))  # unit-length secant pairs
         self.pairs_e = x_T.new_zeros((n_steps, history, batch, size))
-        self.count = [0] * n_steps
-        self.known = [False] * n_steps
-        self.left = [None] * n_steps  # (B, D, m) and (B, m, D): the low-rank secant correction
-        self.right = [None] * n_steps
+        self.count = torch.zeros(n_steps, dtype=torch.long)
+        self.known = torch.zeros(n_steps, dtype=torch.bool)
+        self.left = x_T.new_zeros((n_steps, batch, size, history))  # U
+        self.right = x_T.new_zeros((n_steps, batch, history, size))  # V^T
+        self.dense = store is not None or n_steps * batch * size * size <= MAX_DENSE_ENTRIES
 
-    def record(self, steps: list[int], states: torch.Tensor, outputs: torch.Tensor) -> None:
-        """This round's evaluations; a step evaluated before gains a secant pair (unit length)."""
-        flat_x, flat_e = states.flatten(2), outputs.flatten(2)
-        for k, j in enumerate(steps):
-            if self.known[j]:
-                dx = flat_x[k] - self.anchor[j].flatten(1)
-                length = dx.norm(dim=-1, keepdim=True)
-                if bool((length > 0).all()):
-                    slot = self.count[j] % self.history
-                    self.pairs_x[j, slot] = dx / length
-                    self.pairs_e[j, slot] = (flat_e[k] - self.value[j].flatten(1)) / length
-                    self.count[j] += 1
-            self.anchor[j], self.value[j], self.known[j] = states[k], outputs[k], True
+    def record(self, steps: torch.Tensor, states: torch.Tensor, outputs: torch.Tensor) -> None:
+        """This round's evaluations (K, B, D) of ``steps`` (K,); a step evaluated before gains a
+        secant pair (x' - x, out' - out) / |x' - x|, and its model is refitted."""
+        dx = states - self.anchor[steps]
+        length = dx.norm(dim=-1, keepdim=True)
+        new_pair = self.known[steps] & (length > 0).all(dim=1).view(-1).cpu()
+        paired = steps[new_pair]
+        if paired.numel():
+            slot = self.count[paired] % self.history
+            self.pairs_x[paired, slot] = (dx / length)[new_pair]
+            self.pairs_e[paired, slot] = ((outputs - self.value[steps]) / length)[new_pair]
+            self.count[paired] += 1
+        self.anchor[steps], self.value[steps] = states, outputs
+        self.known[steps] = True
+        if paired.numel():
+            self._fit(paired)
 
-    def fit(self, step: int) -> None:
-        """The least-squares low-rank correction that makes the model reproduce the step's pairs."""
-        m = min(self.count[step], self.history)
-        if m == 0:
+    def _fit(self, steps: torch.Tensor) -> None:
+        latest = (self.count[steps] - 1) % self.history
+        rayleigh = (self.pairs_x[steps, latest] * self.pairs_e[steps, latest]).sum(-1)  # (K, B): slope along it
+        self.slopes[steps] = torch.where(torch.isfinite(rayleigh), rayleigh.clamp(0, MAX_SLOPE), self.slopes[steps])
+        if not self.dense:
             return
-        dx = self.pairs_x[step, :m].transpose(0, 1)  # (B, m, D)
-        de = self.pairs_e[step, :m].transpose(0, 1)
-        gram = dx @ dx.transpose(1, 2)
-        gram = gram + RIDGE * torch.eye(m, dtype=gram.dtype, device=gram.device)
-        self.left[step] = (de - self.base(step, dx)).transpose(1, 2)
-        self.right[step] = torch.linalg.solve(gram, dx)
+        dx = self.pairs_x[steps].transpose(1, 2)  # (K, B, H, D); unfilled slots are zero and fit to zero
+        de = self.pairs_e[steps].transpose(1, 2)
+        gram = dx @ dx.transpose(-1, -2) + RIDGE * torch.eye(self.history, dtype=dx.dtype, device=dx.device)
+        self.right[steps] = torch.linalg.solve(gram, dx)
+        self.left[steps] = (de - dx @ self.base(steps).transpose(-1, -2)).transpose(-1, -2)
 
-    def base(self, step: int, dx: torch.Tensor) -> torch.Tensor:
-        """The stored Jacobian (or the stand-in's slope) applied to flat displacements ``dx`` (..., D)."""
+    def base(self, steps: torch.Tensor) -> torch.Tensor:
+        """(K, B, D, D): the measured columns, and the latest slope along the unmeasured axes."""
+        eye = torch.eye(self.size, dtype=self.value.dtype, device=self.value.device)
         if self.store is None:
-            return self.slopes[step] * dx
-        return dx @ self.store.matrix[step].T
+            return self.slopes[steps][..., None, None] * eye
+        measured = self.store.measured[steps][:, None, None, :]  # (K, 1, 1, D) columns
+        return torch.where(measured, self.store.matrix[steps][:, None], self.slopes[steps][..., None, None] * eye)
 
-    def output(self, step: int, x: torch.Tensor) -> torch.Tensor:
-        """The modelled network output of ``step`` at states ``x`` (B, *S)."""
-        dx = (x - self.anchor[step]).flatten(1)
-        change = self.base(step, dx)
-        if self.left[step] is not None:
-            change = change + (self.left[step] @ (self.right[step] @ dx.unsqueeze(-1))).squeeze(-1)
-        return self.value[step] + change.view(x.shape)
+    def affine(self, steps: torch.Tensor):
+        """Each step's model as out(x) = offset + J x: ``(offset (K, B, D), J)``, J dense (K, B, D, D),
+        or a slope (K, B, 1) where dense models would not fit MAX_DENSE_ENTRIES."""
+        anchor = self.anchor[steps]
+        if not self.dense:
+            slope = self.slopes[steps][..., None]
+            return self.value[steps] - slope * anchor, slope
+        jacobian = self.base(steps) + self.left[steps] @ self.right[steps]
+        return self.value[steps] - (jacobian @ anchor.unsqueeze(-1)).squeeze(-1), jacobian
 
 
 def plan_probes(steps: list[int], spare: int, store: JacobianStore | None) -> list[tuple[int, int]]:
@@ -170,12 +189,11 @@ def plan_probes(steps: list[int], spare: int, store: JacobianStore | None) -> li
     return probes
 
 
-def probe_states(anchors: torch.Tensor, probes: list[tuple[int, int]], shape) -> torch.Tensor:
-    """The anchors of the probed steps, each moved by PROBE_STEP along its column's axis."""
-    moved = anchors.flatten(2).clone()
-    for k, (_, column) in enumerate(probes):
-        moved[k, :, column] += PROBE_STEP
-    return moved.view(len(probes), *shape)
+def probe_states(anchors: torch.Tensor, columns: list[int]) -> torch.Tensor:
+    """``anchors`` (P, B, D), probe p moved by PROBE_STEP along axis ``columns[p]``."""
+    moved = anchors.clone()
+    moved[torch.arange(len(columns)), :, torch.tensor(columns, dtype=torch.long)] += PROBE_STEP
+    return moved
 
 
 def step_function(rule, x_T: torch.Tensor):
@@ -192,75 +210,79 @@ def step_function(rule, x_T: torch.Tensor):
 
     def step(j, x, out, noise):
         first, x0_scale, eps_scale, x_scale, noise_std, drawn = table[j]
-        x0 = (x - eps_scale * out) / x_scale
+        x0 = torch.add(x, out, alpha=-eps_scale).div_(x_scale)
         if clip is not None:
-            x0 = x0.clamp(-clip, clip)
-        mean = x0_scale * x0 + first * (out if ddim else x)
-        return mean + noise_std * noise if (drawn and noise is not None) else mean
+            x0.clamp_(-clip, clip)
+        mean = x0.mul_(x0_scale).add_(out if ddim else x, alpha=first)
+        return mean.add_(noise, alpha=noise_std) if (drawn and noise is not None) else mean
 
     return step
 
 
-def first_outputs(rule, traj: torch.Tensor) -> torch.Tensor:
-    """The Gaussian stand-in's output at every guessed state: the model of a step never evaluated."""
-    prediction = getattr(rule.config, "prediction_type", "epsilon")
-    alphas = rule.alphas_cumprod.double()
-    return torch.stack([gaussian_denoiser_output(traj[j], float(alphas[int(t)]), prediction)
-                        for j, t in enumerate(rule.timesteps.tolist())])
+def propagate(models: StepModels, step, traj: torch.Tensor, start: int, fresh: torch.Tensor, problem) -> torch.Tensor:
+    """The chain from state ``start`` to the end through the models (no network): a new trajectory.
 
-
-def evaluate(problem: DenoisingProblem, states: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
-    """The network on ``states`` (K, B, *S) at ``steps`` (K,): ONE batched call."""
-    shape = problem.x_T.shape[1:]
-    t_rows = problem.rule.timesteps.to(states.device).index_select(0, steps).repeat_interleave(problem.batch)
-    return problem.denoise(states.reshape(-1, *shape), t_rows).reshape(states.shape)
+    A step not evaluated this round between two that were is modelled by their mean."""
+    n_steps, shape = fresh.shape[0] - 1, traj.shape[1:]
+    steps = torch.arange(start, n_steps)
+    offset, jacobian = models.affine(steps)
+    evaluated, no = fresh[:n_steps], torch.zeros(1, dtype=torch.bool)
+    between = ~evaluated & torch.cat([no, evaluated[:-1]]) & torch.cat([evaluated[1:], no])
+    where = torch.nonzero(between[start:]).flatten()  # never the first (evaluated) or the last step
+    if where.numel():
+        offset[where] = 0.5 * (offset[where - 1] + offset[where + 1])
+        jacobian[where] = 0.5 * (jacobian[where - 1] + jacobian[where + 1])
+    dense = jacobian.dim() == 4
+    cond_data, cond_mask, noises = problem.cond_data, problem.cond_mask, problem.noises
+    new = traj.clone()
+    x = traj[start]
+    batch = x.shape[0]
+    for k, j in enumerate(range(start, n_steps)):
+        x = impose(x, cond_data, cond_mask)
+        flat = x.reshape(batch, -1, 1) if dense else x.reshape(batch, -1)
+        out = torch.baddbmm(offset[k].unsqueeze(-1), jacobian[k], flat) if dense else torch.addcmul(offset[k],
+                                                                                                      jacobian[k], flat)
+        x = step(j, x, out.view(x.shape), None if noises is None else noises[j])
+        new[j + 1] = x
+    return new
 
 
 def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, slopes: torch.Tensor, *, name: str,
                        tolerance: float, max_rows: int, history: int, settings: dict) -> SampleResult:
-    """The rounds (module docstring). ``store`` None: slopes only, no probes."""
+    """The rounds (module docstring). ``store`` None: no probes."""
     rule, x_T = problem.rule, problem.x_T
-    n_steps, shape = rule.num_steps, x_T.shape[1:]
-    cond_data, cond_mask, noises = problem.cond_data, problem.cond_mask, problem.noises
+    n_steps, batch, shape = rule.num_steps, problem.batch, x_T.shape[1:]
     tol2 = float(tolerance) ** 2
     inv_var = convergence_weights(rule, shape, n_steps + 1, x_T.device).cpu()
-    traj = problem.init_guess.clone()
-    traj[0] = x_T
     models = StepModels(store, slopes, x_T, history)
-    models.anchor.copy_(traj[:n_steps])
-    models.value.copy_(first_outputs(rule, traj))
     step = step_function(rule, x_T)
+    nothing = torch.zeros(n_steps + 1, dtype=torch.bool)
+    if problem.init_guess is not None:
+        traj = problem.init_guess.clone()
+        traj[0] = x_T
+    else:  # the chain of the Gaussian stand-in: newton_prior's start
+        traj = propagate(models, step, x_T.expand(n_steps + 1, *x_T.shape).clone(), 0, nothing, problem)
+    timesteps = rule.timesteps.to(x_T.device)
     start, rounds, nfe, max_error, widest = 0, 0, 0, 0.0, 0
     while start < n_steps:
         plan = evaluation_plan(start, n_steps, max_rows)
         steps = plan.tolist()
-        states = impose(traj.index_select(0, plan.to(x_T.device)), cond_data, cond_mask)
+        states = impose(traj.index_select(0, plan.to(x_T.device)), problem.cond_data, problem.cond_mask).flatten(2)
         probes = plan_probes(steps, max_rows - len(steps), store if rounds else None)
         probed = [steps.index(j) for j, _ in probes]
-        outputs = evaluate(problem, torch.cat([states, probe_states(states[probed], probes, x_T.shape)]),
-                           torch.tensor(steps + [j for j, _ in probes], device=x_T.device))
-        rounds, nfe, widest = rounds + 1, nfe + outputs.shape[0], max(widest, outputs.shape[0])
+        rows = torch.cat([states, probe_states(states[probed], [c for _, c in probes])]) if probes else states
+        t_rows = timesteps.index_select(0, torch.tensor(steps + [j for j, _ in probes], device=x_T.device))
+        outputs = problem.denoise(rows.reshape(-1, *shape), t_rows.repeat_interleave(batch)).reshape(rows.shape)
+        rounds, nfe, widest = rounds + 1, nfe + rows.shape[0], max(widest, rows.shape[0])
         if not bool(torch.isfinite(outputs).all()):
             return fallback_to_chain(problem, name, rounds, nfe, settings, widest)
         outputs, probe_outputs = outputs[: len(steps)], outputs[len(steps) :]
-        for k, (j, column) in enumerate(probes):
-            store.write(j, [column], (probe_outputs[k : k + 1] - outputs[probed[k]]).flatten(2) / PROBE_STEP)
-        models.record(steps, states, outputs)
-        for j in steps:
-            models.fit(j)
-        fresh = [False] * (n_steps + 1)
-        for j in steps:
-            fresh[j] = True
-        new = traj.clone()
-        x = traj[start]
-        for j in range(start, n_steps):  # the remaining chain through the models: no network
-            x = impose(x, cond_data, cond_mask)
-            if not fresh[j] and fresh[j - 1] and fresh[j + 1]:
-                out = 0.5 * (models.output(j - 1, x) + models.output(j + 1, x))
-            else:
-                out = models.output(j, x)
-            x = step(j, x, out, None if noises is None else noises[j])
-            new[j + 1] = x
+        if probes:
+            store.write([j for j, _ in probes], [c for _, c in probes], (probe_outputs - outputs[probed]) / PROBE_STEP)
+        models.record(plan, states, outputs)
+        fresh = nothing.clone()
+        fresh[plan] = True
+        new = propagate(models, step, traj, start, fresh, problem)
         if not bool(torch.isfinite(new[start + 1 :]).all()):
             return fallback_to_chain(problem, name, rounds, nfe, settings, widest)
         change = (new - traj).pow(2).flatten(2).sum(-1).amax(1).cpu() * inv_var  # worst sample, per state
@@ -274,10 +296,10 @@ def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, s
         if problem.callback is not None:
             problem.callback({"round": rounds, "start": start, "accepted": accepted})
         start += accepted
-    sample = impose(traj[n_steps], cond_data, cond_mask).clone()
+    sample = impose(traj[n_steps], problem.cond_data, problem.cond_mask).clone()
     stats = SampleStats(name, rounds=rounds, nfe=nfe, max_error=max_error, initial_guess=problem.init_guess is not None,
                         max_rows_per_round=widest, settings=settings)
-    return SampleResult(sample, stats, eps=models.value.clone())
+    return SampleResult(sample, stats, eps=models.value.view(n_steps, *x_T.shape).clone())
 
 
 @dataclass(frozen=True)
@@ -321,7 +343,7 @@ class QuasiNewton(SamplerBase):
         key = store_key(rule, x_T)
         store = self._stores.get(key) if self.reuse_jacobians else None
         if store is None:
-            store = JacobianStore(slopes, size)
+            store = JacobianStore(rule.num_steps, size, x_T.device)
             if self.reuse_jacobians:
                 self._stores.clear()
                 self._stores[key] = store
@@ -332,7 +354,7 @@ class QuasiNewton(SamplerBase):
         if rule.history_length:
             raise SamplerConfigError(f"{self.name} needs a one-step scheduler (DDPM, DDIM), got the multistep "
                                      f"{rule.scheduler_name}")
-        problem, given = start_from_prior(problem)
+        given = problem.init_guess is not None
         slopes = prior_slopes(rule).to(problem.x_T.device)
         settings = {"tolerance": float(self.tolerance), "max_rows": self.max_rows, "probes": self.probing(problem.x_T),
                     "history": self.history, "reuse_jacobians": self.reuse_jacobians,

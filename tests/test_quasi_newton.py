@@ -1,0 +1,157 @@
+"""quasi_newton: Newton rounds under a row budget, with modelled network Jacobians.
+
+Checked against closed forms (Gaussian data: every step is affine, the network's Jacobian
+is a known scalar per step, and the sequential answer is computed in float64 from the
+schedule), against the sequential sampler on a nonlinear denoiser, and by counting the
+rows of every network call.
+"""
+
+import pytest
+import torch
+from helpers import (CountingDenoiser, GaussianDenoiser, SmoothNetDenoiser, inpainting_condition, make_scheduler,
+                     nan_on_batches_above, solve)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_analytic import MU, S, _affine_steps
+
+from parapolicy.errors import SamplerConfigError
+from parapolicy.samplers import DenoisingProblem, QuasiNewton, Sequential, draw_noises, make_sampler, make_step_rule
+from parapolicy.samplers.quasi_newton import PROBE_STEP, evaluation_plan
+
+
+def _closed_form(sched, draws, stochastic):
+    x = draws.x_T.double()
+    for i, (a, c, sigma) in enumerate(_affine_steps(sched, stochastic)):
+        x = a * x + c + (sigma * draws.noises[i].double() if stochastic else 0.0)
+    return x
+
+
+@pytest.mark.parametrize("probes", [False, True])
+@pytest.mark.parametrize("kind, steps, rows", [("ddpm", 100, 64), ("ddpm", 100, 100), ("ddim", 16, 16)])
+def test_converges_to_the_closed_form_sequential_answer(kind, steps, rows, probes):
+    sched = make_scheduler(kind, steps)
+    draws = draw_noises(sched, (3, 16, 2), torch.Generator().manual_seed(3))
+    expected = _closed_form(sched, draws, stochastic=kind == "ddpm")
+    out = solve(QuasiNewton(tolerance=1e-4, max_rows=rows, probes=probes, reuse_jacobians=False),
+                GaussianDenoiser(sched, MU, S), sched, draws.x_T, draws.noises)
+    assert out.stats.sampler == "quasi_newton" and out.stats.fallback is None
+    assert (out.sample.double() - expected).abs().max() < 5e-5
+    assert out.stats.rounds <= {"ddpm": 10, "ddim": 6}[kind]
+
+
+def test_one_secant_pair_makes_an_affine_step_exact():
+    """Gaussian data: the network is affine with slope c_j != the stand-in's, so after one pair the
+    multi-secant model is exact and the next round is exact Newton: DDIM-16 in three rounds."""
+    sched = make_scheduler("ddim", 16)
+    draws = draw_noises(sched, (2, 16, 2), torch.Generator().manual_seed(1))
+    den = GaussianDenoiser(sched, MU, S)
+    out = solve(QuasiNewton(tolerance=1e-3, probes=False), den, sched, draws.x_T)
+    no_secant = solve(QuasiNewton(tolerance=1e-3, probes=False, history=1), den, sched, draws.x_T)
+    assert out.stats.rounds == 3, out.stats
+    assert no_secant.stats.rounds == 3  # one pair is all an affine step needs
+    assert (out.sample.double() - _closed_form(sched, draws, False)).abs().max() < 1e-5
+
+
+def test_probed_jacobian_columns_are_the_networks_derivative_and_are_reused():
+    """Probes measure d eps/dx by finite differences: for Gaussian data that is c_j times the
+    identity, column by column; a second call starts from them and needs no more rounds."""
+    sched = make_scheduler("ddpm", 100)
+    draws = draw_noises(sched, (1, 16, 2), torch.Generator().manual_seed(2))
+    den = GaussianDenoiser(sched, MU, S)
+    sampler = QuasiNewton(tolerance=1e-3, max_rows=64, probes=True)
+    first = solve(sampler, den, sched, draws.x_T, draws.noises)
+    (store,) = sampler._stores.values()
+    alphas = sched.alphas_cumprod[sched.timesteps.long()].double()
+    slope = ((1 - alphas).sqrt() / (alphas * S**2 + 1 - alphas)).float()  # d eps/dx of GaussianDenoiser
+    measured = store.matrix[99]  # the last step is probed first: all 32 columns in the first spare rows
+    assert torch.allclose(measured, slope[99] * torch.eye(32), atol=PROBE_STEP)
+    assert bool(store.measured[99].all()) and not bool(store.measured[0].any())  # never probed: the slope stands in
+    second = solve(sampler, den, sched, draws.x_T, draws.noises)
+    assert second.stats.rounds <= first.stats.rounds and first.stats.fallback is None
+
+
+@pytest.mark.parametrize("probes", [False, True])
+@pytest.mark.parametrize("kind, steps, rows, batch", [("ddpm", 100, 64, 1), ("ddpm", 100, 7, 3), ("ddim", 16, 16, 2),
+                                                      ("ddim", 16, 5, 1)])
+def test_no_call_exceeds_max_rows_per_sample(kind, steps, rows, batch, probes):
+    sched = make_scheduler(kind, steps)
+    draws = draw_noises(sched, (batch, 16, 2), torch.Generator().manual_seed(4))
+    counting = CountingDenoiser(SmoothNetDenoiser(32, scheduler=sched))
+    out = solve(QuasiNewton(tolerance=1e-3, max_rows=rows, probes=probes), counting, sched, draws.x_T, draws.noises)
+    assert counting.calls and max(counting.calls) <= rows * batch
+    assert all(c % batch == 0 for c in counting.calls)
+    assert len(counting.calls) == out.stats.rounds
+    assert out.stats.nfe == sum(counting.calls) // batch
+    assert out.stats.max_rows_per_round == max(counting.calls) // batch
+    assert out.stats.as_dict()["rows_per_round"] == pytest.approx(out.stats.nfe / out.stats.rounds)
+
+
+@settings(max_examples=200, deadline=None)
+@given(n_steps=st.integers(1, 300), max_rows=st.integers(1, 128), data=st.data())
+def test_evaluation_plan_is_a_budgeted_sorted_plan_that_starts_at_the_window(n_steps, max_rows, data):
+    start = data.draw(st.integers(0, n_steps - 1))
+    plan = evaluation_plan(start, n_steps, max_rows).tolist()
+    assert plan[0] == start and plan == sorted(set(plan)) and len(plan) <= max_rows
+    assert start <= plan[-1] < n_steps
+    if n_steps - start <= max_rows:
+        assert plan == list(range(start, n_steps))
+    elif n_steps - start < 2 * max_rows:  # every other step reaches the end: no gap wider than one step
+        assert plan[-1] >= n_steps - 2 and all(b - a <= 2 for a, b in zip(plan, plan[1:]))
+
+
+def test_nonlinear_denoiser_reaches_the_sequential_answer_as_tolerance_shrinks():
+    sched = make_scheduler("ddpm", 50)
+    draws = draw_noises(sched, (2, 16, 2), torch.Generator().manual_seed(5))
+    den = SmoothNetDenoiser(32, seed=1, scheduler=sched)
+    ref = solve(Sequential(), den, sched, draws.x_T, draws.noises).sample
+    errors = []
+    for tol in (1.0, 0.1, 1e-3):
+        out = solve(QuasiNewton(tolerance=tol, reuse_jacobians=False), den, sched, draws.x_T, draws.noises)
+        errors.append(float((out.sample - ref).abs().max()))
+        assert out.stats.rounds < 25
+    assert errors[-1] < 1e-4 and errors[-1] <= errors[0]
+
+
+def test_an_exact_initial_guess_is_certified_in_one_round():
+    sched = make_scheduler("ddpm", 100)
+    draws = draw_noises(sched, (1, 16, 2), torch.Generator().manual_seed(6))
+    den = SmoothNetDenoiser(32, seed=2, scheduler=sched)
+    seq = solve(Sequential(), den, sched, draws.x_T, draws.noises)
+    guess = make_step_rule(sched).trajectory_from_outputs(draws.x_T, draws.noises, seq.eps)
+    out = QuasiNewton(max_rows=100).sample(DenoisingProblem(den, sched, draws.x_T, draws.noises, init_guess=guess))
+    assert out.stats.rounds == 1 and out.stats.initial_guess and out.stats.settings["start"] == "warm"
+    assert (out.sample - seq.sample).abs().max() < 1e-5
+
+
+def test_inpainted_entries_are_held_and_the_answer_is_sequentials():
+    sched = make_scheduler("ddpm", 50)
+    draws = draw_noises(sched, (2, 16, 2), torch.Generator().manual_seed(7))
+    cond_data, cond_mask = inpainting_condition((2, 16, 2))
+    den = SmoothNetDenoiser(32, seed=3, scheduler=sched)
+    ref = solve(Sequential(), den, sched, draws.x_T, draws.noises, cond_data, cond_mask).sample
+    out = solve(QuasiNewton(tolerance=1e-3), den, sched, draws.x_T, draws.noises, cond_data, cond_mask)
+    assert torch.equal(out.sample[cond_mask], cond_data[cond_mask])
+    assert (out.sample - ref).abs().max() < 1e-3
+
+
+def test_nan_in_a_parallel_round_falls_back_to_the_sequential_chain():
+    sched = make_scheduler("ddpm", 100)
+    draws = draw_noises(sched, (2, 16, 2), torch.Generator().manual_seed(8))
+    net = SmoothNetDenoiser(32, scheduler=sched)
+    ref = solve(Sequential(), net, sched, draws.x_T, draws.noises).sample
+    out = solve(QuasiNewton(), nan_on_batches_above(net, 2), sched, draws.x_T, draws.noises)
+    assert out.stats.fallback.startswith("sequential: non-finite values in Picard round 1")
+    assert torch.equal(out.sample, ref) and out.stats.max_rows_per_round == 64
+
+
+def test_bad_settings_and_multistep_schedulers_are_one_clear_error():
+    with pytest.raises(SamplerConfigError, match="quasi_newton max_rows must be an integer >= 1, got 0"):
+        make_sampler("quasi_newton", max_rows=0)
+    with pytest.raises(SamplerConfigError, match="quasi_newton probes must be true, false or null, got 'yes'"):
+        QuasiNewton(probes="yes")
+    with pytest.raises(SamplerConfigError, match="quasi_newton tolerance must be a finite number"):
+        QuasiNewton(tolerance=float("nan"))
+    sched = make_scheduler("dpm")
+    draws = draw_noises(sched, (1, 16, 2), torch.Generator().manual_seed(0))
+    with pytest.raises(SamplerConfigError, match="needs a one-step scheduler .* DPMSolverMultistepScheduler"):
+        solve(QuasiNewton(), GaussianDenoiser(sched), sched, draws.x_T, draws.noises)
