@@ -40,11 +40,11 @@ def test_prefix_is_kept_bit_for_bit_and_exact_parallel_samplers_agree(toy_ckpt, 
     prefix = ActionPrefix(known, frozen=3, guidance=guidance)
     answers = {}
     for name, settings in (("sequential", {}), ("picard", {"window": 4, "tolerance": 1e-3}),
-                           ("newton_picard", {"window": 10, "tolerance": 1e-3})):
+                           ("newton_picard", {"window": 10, "tolerance": 1e-3}), ("quasi_newton", {"tolerance": 1e-3})):
         answers[name] = _predict(policy.set_sampler(name, **settings), prefix=prefix)
         assert torch.equal(answers[name][:, 1:4], known[:, :3])
     assert not torch.allclose(answers["sequential"][:, 4:], free[:, 4:], atol=1e-3)  # the constraint acts
-    for name in ("picard", "newton_picard"):
+    for name in ("picard", "newton_picard", "quasi_newton"):
         assert (answers[name] - answers["sequential"]).abs().max() < 1e-2
 
 
