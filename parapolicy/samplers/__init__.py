@@ -10,6 +10,7 @@ settings, and declares its capabilities (``SamplerBase``); defining it registers
 parallel rounds; ``PIADM`` and ``RandomizedMidpoint`` trade exactness for a fixed round budget.
 """
 
+from parapolicy.samplers.auto import Auto
 from parapolicy.samplers.base import SamplerBase
 from parapolicy.samplers.executor import EAGER, EagerExecutor, Executor
 from parapolicy.samplers.jacobian_newton import JacobianNewton
@@ -26,6 +27,7 @@ from parapolicy.samplers.sequential import Sequential
 from parapolicy.samplers.step_rule import StepCoefficients, StepRule, make_step_rule
 
 __all__ = [
+    "Auto",
     "DenoisingProblem",
     "EAGER",
     "EagerExecutor",

@@ -1,0 +1,172 @@
+"""``auto``: the fastest exact sampler for this network on this device, chosen by measurement.
+
+A chunk's latency is the sum over its rounds of one batched call's cost, and that cost grows
+with the rows in the call at a rate only the device knows (a CPU pays for every row, a GPU
+barely until it is full). So on the first call for a schedule and batch shape, ``auto``
+1. times the network on this problem at a few row counts (the cost curve),
+2. runs each exact candidate once on one sample of the problem (its rounds and rows per
+   round; sequential needs no run: N rounds of one row), timing the host work around the
+   network (model updates, propagation) apart from the network itself,
+3. predicts each candidate's chunk time at the real batch as rounds x cost(rows per round x
+   batch) + host time, and keeps the fastest, sequential included.
+Later calls run the choice. Every candidate is exact, so the choice moves the latency, never
+the answer beyond the candidates' tolerance. ``calibration`` holds the cost curve, each
+candidate's prediction and the choice (results.json's ``auto`` block).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from parapolicy.samplers.base import SamplerBase
+from parapolicy.samplers.problem import DenoisingProblem, SampleResult, check_positive_int
+from parapolicy.samplers.registry import make_sampler
+
+CANDIDATES = (  # (label, sampler name, settings): exact samplers that accept guesses and prefixes
+    ("newton_prior", "newton_prior", {}),
+    ("quasi_newton", "quasi_newton", {"probes": False}),
+    ("quasi_newton_probes", "quasi_newton", {"probes": True}),
+)
+REPEATS = 3  # timed calls per row count (the median is kept), after one warm-up call
+
+
+def _synchronize(x: torch.Tensor) -> None:
+    if x.is_cuda:
+        torch.cuda.synchronize(x.device)
+
+
+def cost_curve(problem: DenoisingProblem, rows_per_sample, repeats: int = REPEATS) -> dict[int, float]:
+    """Median milliseconds of one network call on ``r`` x batch rows, for each r."""
+    x_T, batch = problem.x_T, problem.batch
+    t = problem.rule.timesteps[:1].to(x_T.device)
+    curve = {}
+    for rows in rows_per_sample:
+        x = x_T.repeat(rows, *([1] * (x_T.dim() - 1)))
+        times = []
+        for r in range(repeats + 1):
+            _synchronize(x)
+            started = time.perf_counter()
+            problem.denoise(x, t.repeat(rows * batch))
+            _synchronize(x)
+            if r:
+                times.append((time.perf_counter() - started) * 1000.0)
+        curve[rows] = sorted(times)[len(times) // 2]
+    return curve
+
+
+def call_cost(curve: dict[int, float], rows: float) -> float:
+    """The curve's cost at ``rows`` per sample: linear between measured points, and beyond the last
+    point extended along its last segment."""
+    points = sorted(curve.items())
+    if rows <= points[0][0] or len(points) == 1:
+        return points[0][1]
+    for (r0, c0), (r1, c1) in zip(points, points[1:]):
+        if rows <= r1 or (r1, c1) == points[-1]:
+            return c0 + (c1 - c0) * (rows - r0) / (r1 - r0)
+    return points[-1][1]
+
+
+class TimedDenoiser:
+    """The problem's denoiser, with the milliseconds spent inside it summed."""
+
+    def __init__(self, denoise):
+        self.denoise, self.ms = denoise, 0.0
+
+    def __call__(self, x, t):
+        _synchronize(x)
+        started = time.perf_counter()
+        out = self.denoise(x, t)
+        _synchronize(out)
+        self.ms += (time.perf_counter() - started) * 1000.0
+        return out
+
+
+def one_sample(problem: DenoisingProblem) -> DenoisingProblem:
+    """The problem restricted to its first sample: a candidate's rounds barely depend on the batch."""
+    if problem.batch == 1:
+        return problem.replace(callback=None)
+    pick = (lambda v: None if v is None else v[:1])
+    denoise, batch = problem.denoise, problem.batch
+    if hasattr(denoise, "first_sample"):  # the policy's bound network: rebind the first sample's conditioning
+        single = denoise.first_sample()
+    else:  # any other denoiser: tile the one sample over the batch it is bound to, keep the first
+        def single(x, t):
+            return denoise(x.repeat_interleave(batch, dim=0), t.repeat_interleave(batch))[::batch]
+
+    return problem.replace(denoise=single, x_T=problem.x_T[:1], noises=None if problem.noises is None else
+                           problem.noises[:, :1], cond_data=pick(problem.cond_data), cond_mask=pick(problem.cond_mask),
+                           init_guess=None if problem.init_guess is None else problem.init_guess[:, :1],
+                           extra={}, callback=None)
+
+
+@dataclass(frozen=True)
+class Auto(SamplerBase):
+    """Settings: ``tolerance_scale`` (multiplies every candidate's default tolerance; 1 keeps them)."""
+
+    tolerance_scale: float = 1.0
+    _chosen: dict = field(default_factory=dict, compare=False, repr=False)
+    name = "auto"
+    exact = True
+    accepts_initial_guess = True
+    supports_prefix = True
+
+    def __post_init__(self):
+        if isinstance(self.tolerance_scale, bool) or not isinstance(self.tolerance_scale, (int, float)) \
+                or not 0 < self.tolerance_scale <= 100:
+            from parapolicy.errors import SamplerConfigError
+
+            raise SamplerConfigError(f"auto tolerance_scale must be a number in (0, 100], got {self.tolerance_scale!r}")
+
+    @property
+    def calibration(self) -> dict | None:
+        """The latest calibration: cost curve, each candidate's prediction, the choice."""
+        return self._chosen.get("latest")
+
+    def candidates(self) -> list[tuple[str, object]]:
+        out = []
+        for label, name, settings in CANDIDATES:
+            sampler = make_sampler(name, **settings)
+            if self.tolerance_scale != 1.0:
+                sampler = make_sampler(name, **settings, tolerance=sampler.tolerance * self.tolerance_scale)
+            out.append((label, sampler))
+        return out
+
+    def sample(self, problem: DenoisingProblem) -> SampleResult:
+        key = (problem.rule.scheduler_name, tuple(problem.rule.timesteps.tolist()), tuple(problem.x_T.shape),
+               str(problem.x_T.device))
+        if key not in self._chosen:
+            self._chosen[key] = self._calibrate(problem)
+            self._chosen["latest"] = self._chosen[key]["report"]
+        chosen = self._chosen[key]["sampler"]
+        result = chosen.sample(problem) if chosen is not None else make_sampler("sequential").sample(problem)
+        result.stats.settings = {**result.stats.settings, "chosen": self._chosen[key]["report"]["chosen"]}
+        result.stats.sampler = self.name
+        return result
+
+    def _calibrate(self, problem: DenoisingProblem) -> dict:
+        started = time.perf_counter()
+        batch, n_steps = problem.batch, problem.rule.num_steps
+        predictions = {"sequential": {"rounds": n_steps, "rows_per_round": 1.0, "host_ms": 0.0}}
+        samplers = {"sequential": None}
+        single = one_sample(problem)
+        for label, sampler in self.candidates():
+            timed = TimedDenoiser(single.denoise)
+            run_started = time.perf_counter()
+            stats = sampler.sample(single.replace(denoise=timed)).stats
+            host_ms = max(0.0, (time.perf_counter() - run_started) * 1000.0 - timed.ms)
+            predictions[label] = {"rounds": stats.rounds, "rows_per_round": stats.nfe / stats.rounds,
+                                  "host_ms": host_ms, "fallback": stats.fallback}
+            samplers[label] = sampler
+        needed = sorted({1, *(max(1, round(p["rows_per_round"])) for p in predictions.values())})
+        curve = cost_curve(problem, needed)  # at the rows the candidates need, times this batch
+        for p in predictions.values():
+            p["predicted_ms"] = p["rounds"] * call_cost(curve, p["rows_per_round"]) + p["host_ms"]
+        usable = {k: v for k, v in predictions.items() if not v.get("fallback")}
+        chosen = min(usable, key=lambda k: usable[k]["predicted_ms"])
+        report = {"chosen": chosen, "config": samplers[chosen].config() if samplers[chosen] else {"name": "sequential"},
+                  "batch": batch, "cost_curve_ms": {str(k): v for k, v in curve.items()}, "candidates": predictions,
+                  "calibration_s": time.perf_counter() - started}
+        return {"sampler": samplers[chosen], "report": report}
