@@ -25,6 +25,16 @@ For each scheduler (DDPM-100, DDIM-16, DPM-Solver-16) and batch it times whole
 and the speed ratios of each against the others, all from this one run. On a CPU the graph
 rows run eagerly (labelled so). ``--quick``: one tiny configuration (shipped PushT policy,
 batch 1, one timed chunk, DDPM-100 and DDIM-16), to check the script runs.
+
+``--table samplers`` measures instead every exact sampler against the user's sequential
+alternatives on one policy at batch 1, interleaved (each observation runs every mode before
+the next): time per chunk, its ratio to sequential DDPM-100 and to sequential on the same
+schedule, rounds, rows per round (mean and max), NFE and the max action deviation from
+sequential on the same schedule, observations and noise; plus a *modelled* time per chunk on
+a device that is not here, from a stored cost curve (``--cost-curve``, default the H100's):
+rounds x the curve's cost at each chunk's rows per round. Example:
+
+    python scripts/bench_latency.py --table samplers --policies shipped_pusht --chunks 10 --out benchmarks/latency_cpu
 """
 
 from __future__ import annotations
@@ -252,6 +262,125 @@ def markdown(result, args) -> str:
     return "".join(lines)
 
 
+SAMPLER_MODES = (  # (label, schedule, sampler, settings): the exact samplers and the sequential alternatives
+    ("sequential", "DDPM-100", "sequential", {}),
+    ("picard", "DDPM-100", "picard", {}),
+    ("newton_picard", "DDPM-100", "newton_picard", {}),
+    ("newton_prior", "DDPM-100", "newton_prior", {}),
+    ("jacobian_newton", "DDPM-100", "jacobian_newton", {}),
+    ("quasi_newton", "DDPM-100", "quasi_newton", {"probes": False}),
+    ("quasi_newton_probes", "DDPM-100", "quasi_newton", {"probes": True}),
+    ("auto", "DDPM-100", "auto", {}),
+    ("sequential", "DDIM-16", "sequential", {}),
+    ("newton_prior", "DDIM-16", "newton_prior", {}),
+    ("quasi_newton", "DDIM-16", "quasi_newton", {"probes": False, "max_rows": 16}),
+    ("quasi_newton_probes", "DDIM-16", "quasi_newton", {"probes": True, "max_rows": 16}),
+    ("auto", "DDIM-16", "auto", {}),
+    ("sequential", "DDIM-10", "sequential", {}),
+    ("quasi_newton", "DDIM-10", "quasi_newton", {"probes": False, "max_rows": 10}),
+)
+INFERENCE = {"DDPM-100": ("ddpm", 100), "DDIM-16": ("ddim", 16), "DDIM-10": ("ddim", 10)}
+
+
+def modelled_cost(path: str, mode: str = "cuda_graph"):
+    """``rows -> ms`` of one call from a stored ``bench_network_call`` curve (linear between its points)."""
+    from parapolicy.samplers.auto import call_cost
+
+    stored = json.load(open(path))
+    curve = {r["rows"]: r["median_ms"] for r in stored["rows"] if r["mode"] == mode}
+    return (lambda rows: call_cost(curve, rows)), stored["device"], sorted(curve)
+
+
+def table_observations(policy, count: int, pname: str) -> list:
+    """The recorded PushT observations for the shipped policy, seeded random ones otherwise."""
+    if pname == "shipped_pusht":
+        recorded = json.load(open(os.path.join(os.path.dirname(__file__), "..", "benchmarks", "samplers.json")))
+        return [{"obs": torch.as_tensor(np.array(o, dtype=np.float32))[None]} for o in recorded["observations"][:count]]
+    return [random_obs(policy, 1) if i == 0 else {k: v.roll(i, dims=-1) for k, v in random_obs(policy, 1).items()}
+            for i in range(count)]
+
+
+def sampler_table(base, pname: str, args) -> list[dict]:
+    """Every mode of SAMPLER_MODES on ``args.chunks`` observations, interleaved; one row per mode."""
+    cost, _, _ = modelled_cost(args.cost_curve)
+    policies = {name: base.with_inference(*INFERENCE[name]) for name in INFERENCE}
+    samplers = {(label, sched): parapolicy.samplers.make_sampler(name, **settings)
+                for label, sched, name, settings in SAMPLER_MODES}
+    observations = table_observations(base, args.chunks, pname)
+    runs = {key: [] for key in samplers}
+    for warm in (True, False):  # one untimed pass (first calls, auto's calibration), then the timed one
+        for i, obs in enumerate(observations[:1] if warm else observations):
+            reference = {}
+            for (label, sched), sampler in samplers.items():
+                policy = policies[sched].set_sampler(sampler)
+                started = time.perf_counter()
+                out = policy.predict_action(obs, generator=torch.Generator().manual_seed(i))
+                ms = (time.perf_counter() - started) * 1000.0
+                if label == "sequential":
+                    reference[sched] = out["action"]
+                if not warm:
+                    stats = out["stats"]
+                    runs[(label, sched)].append({"ms": ms, "rounds": stats["rounds"], "nfe": stats["nfe"],
+                                                 "rows": stats["rows_per_round"], "max_rows": stats["max_rows_per_round"],
+                                                 "dev": float((out["action"] - reference[sched]).abs().max()),
+                                                 "chosen": stats.get("chosen")})
+    rows = []
+    for (label, sched), chunks in runs.items():
+        rows.append({"policy": pname, "label": label, "schedule": sched, "chunks": len(chunks),
+                     "config": samplers[(label, sched)].config(),
+                     "p50_ms": float(np.median([c["ms"] for c in chunks])),
+                     "rounds": float(np.mean([c["rounds"] for c in chunks])), "rounds_max": max(c["rounds"] for c in chunks),
+                     "rows_per_round": float(np.mean([c["rows"] for c in chunks])),
+                     "max_rows_per_round": max(c["max_rows"] for c in chunks),
+                     "nfe": float(np.mean([c["nfe"] for c in chunks])), "max_dev": max(c["dev"] for c in chunks),
+                     "modelled_ms": float(np.mean([c["rounds"] * cost(c["rows"]) for c in chunks])),
+                     "chosen": sorted({c["chosen"] for c in chunks if c["chosen"]}),
+                     "calibration": samplers[(label, sched)].calibration if label == "auto" else None})
+    seq = {r["schedule"]: r for r in rows if r["label"] == "sequential"}
+    for r in rows:
+        r["vs_seq_ddpm100"] = seq["DDPM-100"]["p50_ms"] / r["p50_ms"]
+        r["vs_seq_same"] = seq[r["schedule"]]["p50_ms"] / r["p50_ms"]
+        r["modelled_vs_seq_ddim16"] = seq["DDIM-16"]["modelled_ms"] / r["modelled_ms"]
+    return rows
+
+
+def sampler_markdown(result, args) -> str:
+    _, curve_device, points = modelled_cost(args.cost_curve)
+    lines = [f"# Time per chunk of every exact sampler and the sequential alternatives ({result['device']})\n\n",
+             f"Command: `{result['command']}`  \n",
+             f"torch {result['torch']}; batch 1; {args.chunks} observations, each running every mode before the next "
+             "(interleaved), after one untimed pass (first calls, `auto`'s calibration); p50 of whole `predict_action` "
+             "calls. Ratios are time ratios from this one run (> 1: faster than the named sequential sampler). "
+             "Deviation: max |action - sequential action| on the same schedule, observations and noise (action units: "
+             "PushT pixels). Modelled: rounds x the cost of one call at that round's rows per sample on "
+             f"{curve_device} ({os.path.basename(args.cost_curve)}, cuda_graph, measured at rows {points}, linear "
+             "between and beyond), for the network whose rounds are in the row; not measured here.\n\n",
+             "| policy | schedule | sampler | ms/chunk | vs seq DDPM-100 | vs seq same schedule | rounds (max) | "
+             "rows/round (max) | NFE | max dev | modelled ms | modelled vs seq DDIM-16 |\n",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|\n"]
+    for r in result["rows"]:
+        chosen = f" -> {'/'.join(r['chosen'])}" if r["chosen"] else ""
+        lines.append(f"| {r['policy']} | {r['schedule']} | {r['label']}{chosen} | {r['p50_ms']:.1f} | "
+                     f"{r['vs_seq_ddpm100']:.2f}x | {r['vs_seq_same']:.2f}x | {r['rounds']:.2f} ({r['rounds_max']}) | "
+                     f"{r['rows_per_round']:.1f} ({r['max_rows_per_round']}) | {r['nfe']:.0f} | {r['max_dev']:.3g} | "
+                     f"{r['modelled_ms']:.1f} | {r['modelled_vs_seq_ddim16']:.2f}x |\n")
+    return "".join(lines)
+
+
+def main_sampler_table(args, argv) -> int:
+    torch.set_num_threads(args.threads)
+    result = {"device": device_name(args.device), "torch": torch.__version__, "python": platform.python_version(),
+              "rows": [], "command": "python scripts/bench_latency.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+    for pname in args.policies.split(","):
+        rows = sampler_table(POLICIES[pname](args.device), pname, args)
+        result["rows"].extend(rows)
+        for r in rows:
+            print(json.dumps({k: v for k, v in r.items() if k != "calibration"}), flush=True)
+        if args.out:
+            write_report(args.out, result, sampler_markdown(result, args))
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="cpu")
@@ -268,7 +397,18 @@ def main(argv=None) -> int:
     p.add_argument("--fresh", action="store_true", help="recompute rows already in <out>.json")
     p.add_argument("--rounds-per-sync", default="1", help="candidate rounds per graph replay, e.g. 1,2,4,8")
     p.add_argument("--quick", action="store_true", help="one tiny configuration, to check the script runs")
+    p.add_argument("--table", choices=["configs", "samplers"], default="configs",
+                   help="configs: the graphed GPU table; samplers: every exact sampler vs the sequential alternatives")
+    p.add_argument("--chunks", type=int, default=10, help="--table samplers: observations per mode")
+    p.add_argument("--threads", type=int, default=1, help="--table samplers: torch threads")
+    p.add_argument("--cost-curve", default=os.path.join(os.path.dirname(__file__), "..", "benchmarks",
+                                                        "network_call_h100.json"),
+                   help="--table samplers: a bench_network_call result for the modelled column")
     args = p.parse_args(argv)
+    if args.table == "samplers":
+        if args.quick:
+            args.chunks = 1
+        return main_sampler_table(args, argv)
     if args.quick:
         args.policies, args.batches, args.schedulers, args.repeats = "shipped_pusht", "1", "DDPM-100,DDIM-16", 1
     cuda = args.device.startswith("cuda")

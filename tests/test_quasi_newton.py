@@ -16,6 +16,7 @@ from test_analytic import MU, S, _affine_steps
 
 from parapolicy.errors import SamplerConfigError
 from parapolicy.samplers import DenoisingProblem, QuasiNewton, Sequential, draw_noises, make_sampler, make_step_rule
+from parapolicy.samplers.inpainting import impose
 from parapolicy.samplers.quasi_newton import PROBE_STEP, evaluation_plan
 
 
@@ -155,3 +156,32 @@ def test_bad_settings_and_multistep_schedulers_are_one_clear_error():
     draws = draw_noises(sched, (1, 16, 2), torch.Generator().manual_seed(0))
     with pytest.raises(SamplerConfigError, match="needs a one-step scheduler .* DPMSolverMultistepScheduler"):
         solve(QuasiNewton(), GaussianDenoiser(sched), sched, draws.x_T, draws.noises)
+
+
+LINEAR_ROUNDS = 12
+
+
+def test_the_linearised_scan_propagation_converges_to_the_same_answer():
+    """The GPU's propagation (every step linearised, one doubling scan) has the sequential fixed point too."""
+    from parapolicy.samplers import quasi_newton
+
+    sched = make_scheduler("ddpm", 50)
+    draws = draw_noises(sched, (2, 16, 2), torch.Generator().manual_seed(9))
+    cond_data, cond_mask = inpainting_condition((2, 16, 2))
+    den = SmoothNetDenoiser(32, seed=4, scheduler=sched)
+    problem = DenoisingProblem(den, sched, draws.x_T, draws.noises, cond_data, cond_mask)
+    ref = Sequential().sample(problem).sample
+    models = quasi_newton.StepModels(None, quasi_newton.prior_slopes(problem.rule), draws.x_T, 3)
+    fresh = torch.zeros(51, dtype=torch.bool)
+    traj = draws.x_T.expand(51, 2, 16, 2).clone()
+    fresh[:50] = True
+    for rounds in range(1, 61):  # Newton on the exact network: evaluate everything, then propagate linearly
+        imposed = impose(traj[:50], cond_data, cond_mask)
+        out = den(imposed.reshape(-1, 16, 2), problem.rule.timesteps.repeat_interleave(2)).reshape(imposed.shape)
+        models.record(torch.arange(50), imposed.flatten(2), out.flatten(2))
+        new = quasi_newton.propagate_linear(models, traj, 0, fresh, problem)
+        moved, traj = float((new - traj).abs().max()), new
+        if moved < 1e-6:
+            break
+    assert (impose(traj[-1], cond_data, cond_mask) - ref).abs().max() < 1e-4
+    assert rounds <= LINEAR_ROUNDS  # superlinear: a damped or mis-indexed correction needs many more

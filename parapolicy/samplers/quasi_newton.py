@@ -25,7 +25,8 @@ the model of the network instead:
   input (the output varies smoothly with the noise level), so the tail is refined from the
   first round on.
 
-Each round propagates the remaining chain through the models (no network), then accepts
+Each round propagates the remaining chain through the models (no network; on a GPU as a
+linearised doubling scan, a handful of kernels instead of N small steps), then accepts
 the leading evaluated states whose change is below ``tolerance`` (in units of that step's
 noise std, as every exact sampler here). The window start is exact after every round, so
 the answer is the sequential one for the same noise draws: the models move the rounds,
@@ -44,6 +45,7 @@ from parapolicy.errors import SamplerConfigError
 from parapolicy.samplers.base import SamplerBase
 from parapolicy.samplers.driver import convergence_weights, fallback_to_chain
 from parapolicy.samplers.inpainting import impose
+from parapolicy.samplers.jacobian_newton import carry_corrections
 from parapolicy.samplers.newton_prior import gaussian_denoiser_output
 from parapolicy.samplers.problem import (DenoisingProblem, SampleResult, SampleStats, check_positive_int,
                                          check_tolerance)
@@ -219,19 +221,25 @@ def step_function(rule, x_T: torch.Tensor):
     return step
 
 
-def propagate(models: StepModels, step, traj: torch.Tensor, start: int, fresh: torch.Tensor, problem) -> torch.Tensor:
-    """The chain from state ``start`` to the end through the models (no network): a new trajectory.
-
-    A step not evaluated this round between two that were is modelled by their mean."""
-    n_steps, shape = fresh.shape[0] - 1, traj.shape[1:]
-    steps = torch.arange(start, n_steps)
-    offset, jacobian = models.affine(steps)
+def round_models(models: StepModels, start: int, fresh: torch.Tensor):
+    """(offset, J) of steps start..N-1 for this round: a step not evaluated this round between
+    two that were is modelled by their mean."""
+    n_steps = fresh.shape[0] - 1
+    offset, jacobian = models.affine(torch.arange(start, n_steps))
     evaluated, no = fresh[:n_steps], torch.zeros(1, dtype=torch.bool)
     between = ~evaluated & torch.cat([no, evaluated[:-1]]) & torch.cat([evaluated[1:], no])
     where = torch.nonzero(between[start:]).flatten()  # never the first (evaluated) or the last step
     if where.numel():
         offset[where] = 0.5 * (offset[where - 1] + offset[where + 1])
         jacobian[where] = 0.5 * (jacobian[where - 1] + jacobian[where + 1])
+    return offset, jacobian
+
+
+def propagate(models: StepModels, step, traj: torch.Tensor, start: int, fresh: torch.Tensor, problem) -> torch.Tensor:
+    """The chain from state ``start`` to the end through the models, step by step (no network):
+    each modelled output goes through the scheduler's own transition, clipping included."""
+    n_steps = fresh.shape[0] - 1
+    offset, jacobian = round_models(models, start, fresh)
     dense = jacobian.dim() == 4
     cond_data, cond_mask, noises = problem.cond_data, problem.cond_mask, problem.noises
     new = traj.clone()
@@ -247,6 +255,35 @@ def propagate(models: StepModels, step, traj: torch.Tensor, start: int, fresh: t
     return new
 
 
+def propagate_linear(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.Tensor, problem) -> torch.Tensor:
+    """``propagate`` with every step linearised at the current trajectory, solved by a doubling
+    scan: log2(N) batched matrix products instead of N dependent steps (a handful of kernels
+    on a GPU). The transition's partials are elementwise (jvp along ones); a new clipping
+    pattern is met by the next round, as in any Newton step."""
+    rule, n_steps = problem.rule, fresh.shape[0] - 1
+    offset, model = round_models(models, start, fresh)
+    steps = torch.arange(start, n_steps, device=traj.device)
+    states = impose(traj[start:n_steps], problem.cond_data, problem.cond_mask)
+    flat = states.flatten(2)
+    if model.dim() == 4:
+        out = offset + (model @ flat.unsqueeze(-1)).squeeze(-1)
+    else:
+        out = offset + model * flat
+        model = model[..., None] * torch.eye(flat.shape[-1], dtype=flat.dtype, device=flat.device)
+    out = out.view(states.shape)
+    noise = None if problem.noises is None else problem.noises[start:n_steps]
+    ones = torch.ones_like(states)
+    nxt, along_x = torch.func.jvp(lambda x: rule.transition(steps, x, out, noise), (states,), (ones,))
+    _, along_out = torch.func.jvp(lambda o: rule.transition(steps, states, o, noise), (out,), (ones,))
+    jacobian = along_out.flatten(2)[..., None] * model + torch.diag_embed(along_x.flatten(2))
+    if problem.cond_mask is not None:  # imposed entries are overwritten before every step: no derivative
+        jacobian = jacobian * (~problem.cond_mask).flatten(1).to(jacobian.dtype)[None, :, None, :]
+    residual = (nxt - traj[start + 1 :]).flatten(2)
+    new = traj.clone()
+    new[start + 1 :] += carry_corrections(residual, jacobian).view(residual.shape[0], *traj.shape[1:])
+    return new
+
+
 def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, slopes: torch.Tensor, *, name: str,
                        tolerance: float, max_rows: int, history: int, settings: dict) -> SampleResult:
     """The rounds (module docstring). ``store`` None: no probes."""
@@ -256,6 +293,7 @@ def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, s
     inv_var = convergence_weights(rule, shape, n_steps + 1, x_T.device).cpu()
     models = StepModels(store, slopes, x_T, history)
     step = step_function(rule, x_T)
+    linear = x_T.is_cuda and models.dense and rule.coefficients is not None  # few kernels a round, not N
     nothing = torch.zeros(n_steps + 1, dtype=torch.bool)
     if problem.init_guess is not None:
         traj = problem.init_guess.clone()
@@ -282,7 +320,8 @@ def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, s
         models.record(plan, states, outputs)
         fresh = nothing.clone()
         fresh[plan] = True
-        new = propagate(models, step, traj, start, fresh, problem)
+        new = propagate_linear(models, traj, start, fresh, problem) if linear else \
+            propagate(models, step, traj, start, fresh, problem)
         if not bool(torch.isfinite(new[start + 1 :]).all()):
             return fallback_to_chain(problem, name, rounds, nfe, settings, widest)
         change = (new - traj).pow(2).flatten(2).sum(-1).amax(1).cpu() * inv_var  # worst sample, per state
