@@ -282,12 +282,16 @@ SAMPLER_MODES = (  # (label, schedule, sampler, settings): the exact samplers an
 INFERENCE = {"DDPM-100": ("ddpm", 100), "DDIM-16": ("ddim", 16), "DDIM-10": ("ddim", 10)}
 
 
-def modelled_cost(path: str, mode: str = "cuda_graph"):
-    """``rows -> ms`` of one call from a stored ``bench_network_call`` curve (linear between its points)."""
+def modelled_cost(path: str, mode: str = "cuda_graph", network: str = "upstream_size_unet"):
+    """``rows -> ms`` of one call from a stored ``bench_network_call`` curve (linear between its points;
+    curves without a network name are the 65.8M upstream-size UNet's)."""
     from parapolicy.samplers.auto import call_cost
 
     stored = json.load(open(path))
-    curve = {r["rows"]: r["median_ms"] for r in stored["rows"] if r["mode"] == mode}
+    curve = {r["rows"]: r["median_ms"] for r in stored["rows"]
+             if r["mode"] == mode and r.get("network", "upstream_size_unet") == network}
+    if not curve:
+        return None, stored["device"], []
     return (lambda rows: call_cost(curve, rows)), stored["device"], sorted(curve)
 
 
@@ -302,7 +306,12 @@ def table_observations(policy, count: int, pname: str) -> list:
 
 def sampler_table(base, pname: str, args) -> list[dict]:
     """Every mode of SAMPLER_MODES on ``args.chunks`` observations, interleaved; one row per mode."""
-    cost, _, _ = modelled_cost(args.cost_curve)
+    cost, _, _ = modelled_cost(args.cost_curve, args.cost_mode, pname)
+    curve_network = pname
+    if cost is None:  # no curve of this network: the 65.8M UNet's
+        curve_network = "upstream_size_unet"
+        cost, _, _ = modelled_cost(args.cost_curve, args.cost_mode, curve_network)
+    base.accelerate(args.acceleration or ("cuda_graph" if args.device.startswith("cuda") else "eager"))
     policies = {name: base.with_inference(*INFERENCE[name]) for name in INFERENCE}
     samplers = {(label, sched): parapolicy.samplers.make_sampler(name, **settings)
                 for label, sched, name, settings in SAMPLER_MODES}
@@ -334,6 +343,7 @@ def sampler_table(base, pname: str, args) -> list[dict]:
                      "max_rows_per_round": max(c["max_rows"] for c in chunks),
                      "nfe": float(np.mean([c["nfe"] for c in chunks])), "max_dev": max(c["dev"] for c in chunks),
                      "modelled_ms": float(np.mean([c["rounds"] * cost(c["rows"]) for c in chunks])),
+                     "modelled_network": curve_network,
                      "chosen": sorted({c["chosen"] for c in chunks if c["chosen"]}),
                      "calibration": samplers[(label, sched)].calibration if label == "auto" else None})
     seq = {r["schedule"]: r for r in rows if r["label"] == "sequential"}
@@ -345,7 +355,7 @@ def sampler_table(base, pname: str, args) -> list[dict]:
 
 
 def sampler_markdown(result, args) -> str:
-    _, curve_device, points = modelled_cost(args.cost_curve)
+    _, curve_device, points = modelled_cost(args.cost_curve, args.cost_mode, result["rows"][0]["modelled_network"])
     lines = [f"# Time per chunk of every exact sampler and the sequential alternatives ({result['device']})\n\n",
              f"Command: `{result['command']}`  \n",
              f"torch {result['torch']}; batch 1; {args.chunks} observations, each running every mode before the next "
@@ -353,22 +363,26 @@ def sampler_markdown(result, args) -> str:
              "calls. Ratios are time ratios from this one run (> 1: faster than the named sequential sampler). "
              "Deviation: max |action - sequential action| on the same schedule, observations and noise (action units: "
              "PushT pixels). Modelled: rounds x the cost of one call at that round's rows per sample on "
-             f"{curve_device} ({os.path.basename(args.cost_curve)}, cuda_graph, measured at rows {points}, linear "
-             "between and beyond), for the network whose rounds are in the row; not measured here.\n\n",
+             f"{curve_device} ({os.path.basename(args.cost_curve)}, {args.cost_mode}, measured at rows {points}, linear "
+             "between and beyond) for the network named in the column (the row's own where the curve has it, else "
+             "the 65.8M UNet); a model from a stored curve, not a measurement of these rows.\n\n",
              "| policy | schedule | sampler | ms/chunk | vs seq DDPM-100 | vs seq same schedule | rounds (max) | "
-             "rows/round (max) | NFE | max dev | modelled ms | modelled vs seq DDIM-16 |\n",
+             "rows/round (max) | NFE | max dev | modelled ms (network) | modelled vs seq DDIM-16 |\n",
              "|---|---|---|---|---|---|---|---|---|---|---|---|\n"]
     for r in result["rows"]:
         chosen = f" -> {'/'.join(r['chosen'])}" if r["chosen"] else ""
         lines.append(f"| {r['policy']} | {r['schedule']} | {r['label']}{chosen} | {r['p50_ms']:.1f} | "
                      f"{r['vs_seq_ddpm100']:.2f}x | {r['vs_seq_same']:.2f}x | {r['rounds']:.2f} ({r['rounds_max']}) | "
                      f"{r['rows_per_round']:.1f} ({r['max_rows_per_round']}) | {r['nfe']:.0f} | {r['max_dev']:.3g} | "
-                     f"{r['modelled_ms']:.1f} | {r['modelled_vs_seq_ddim16']:.2f}x |\n")
+                     f"{r['modelled_ms']:.1f} ({r['modelled_network']}) | {r['modelled_vs_seq_ddim16']:.2f}x |\n")
     return "".join(lines)
 
 
 def main_sampler_table(args, argv) -> int:
-    torch.set_num_threads(args.threads)
+    if not args.device.startswith("cuda"):
+        torch.set_num_threads(args.threads)
+    else:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not args.no_tf32
     result = {"device": device_name(args.device), "torch": torch.__version__, "python": platform.python_version(),
               "rows": [], "command": "python scripts/bench_latency.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     for pname in args.policies.split(","):
@@ -404,6 +418,7 @@ def main(argv=None) -> int:
     p.add_argument("--cost-curve", default=os.path.join(os.path.dirname(__file__), "..", "benchmarks",
                                                         "network_call_h100.json"),
                    help="--table samplers: a bench_network_call result for the modelled column")
+    p.add_argument("--cost-mode", default="cuda_graph", help="--table samplers: the curve's acceleration mode")
     args = p.parse_args(argv)
     if args.table == "samplers":
         if args.quick:
