@@ -28,7 +28,10 @@ the model of the network instead:
 Each round propagates the remaining chain through the models (no network; on a GPU as a
 linearised doubling scan, a handful of kernels instead of N small steps), then accepts
 the leading evaluated states whose change is below ``tolerance`` (in units of that step's
-noise std, as every exact sampler here). The window start is exact after every round, so
+noise std, as every exact sampler here) and whose step has been evaluated twice, unless
+nothing before it moved: after one evaluation the model knows nothing of how the network
+amplifies an error, and a sharp one (a randomly initialised upstream-size UNet) would carry
+a small accepted error to the actions many times over. The window start is exact after every round, so
 the answer is the sequential one for the same noise draws: the models move the rounds,
 never the fixed point. NaN/inf falls back to the sequential chain. The start is
 ``newton_prior``'s Gaussian stand-in trajectory, or the caller's initial guess.
@@ -53,6 +56,7 @@ from parapolicy.samplers.problem import (DenoisingProblem, SampleResult, SampleS
 PROBE_STEP = 1e-3  # finite-difference step, in normalized units (data spans [-1, 1])
 RIDGE = 1e-4  # regularisation of the secant fit (its pairs have unit length)
 MAX_SLOPE = 100.0  # a secant slope beyond this is not a network's: clamped
+UNPAIRED = 1e-3  # a step evaluated once is accepted only if nothing before it moved more than this (noise stds)
 MAX_STORE_ENTRIES = 1 << 24  # N x D x D floats a Jacobian store may hold (64 MiB): larger chains do not probe
 MAX_DENSE_ENTRIES = 1 << 24  # N x B x D x D floats of one round's dense models; beyond, slopes only
 
@@ -255,29 +259,36 @@ def propagate(models: StepModels, step, traj: torch.Tensor, start: int, fresh: t
     return new
 
 
-def propagate_linear(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.Tensor, problem) -> torch.Tensor:
-    """``propagate`` with every step linearised at the current trajectory, solved by a doubling
-    scan: log2(N) batched matrix products instead of N dependent steps (a handful of kernels
-    on a GPU). The transition's partials are elementwise (jvp along ones); a new clipping
-    pattern is met by the next round, as in any Newton step."""
+def linearise(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.Tensor, problem):
+    """Every remaining step at the current trajectory: its modelled next state (K, B, *S) and its
+    Jacobian, (K, B, D, D) with dense models, else its diagonal (K, B, D). The transition's
+    partials are elementwise (jvp along ones); inpainted inputs have none."""
     rule, n_steps = problem.rule, fresh.shape[0] - 1
     offset, model = round_models(models, start, fresh)
     steps = torch.arange(start, n_steps, device=traj.device)
     states = impose(traj[start:n_steps], problem.cond_data, problem.cond_mask)
     flat = states.flatten(2)
-    if model.dim() == 4:
-        out = offset + (model @ flat.unsqueeze(-1)).squeeze(-1)
-    else:
-        out = offset + model * flat
-        model = model[..., None] * torch.eye(flat.shape[-1], dtype=flat.dtype, device=flat.device)
-    out = out.view(states.shape)
+    dense = model.dim() == 4
+    out = (offset + (model @ flat.unsqueeze(-1)).squeeze(-1) if dense else offset + model * flat).view(states.shape)
     noise = None if problem.noises is None else problem.noises[start:n_steps]
     ones = torch.ones_like(states)
     nxt, along_x = torch.func.jvp(lambda x: rule.transition(steps, x, out, noise), (states,), (ones,))
     _, along_out = torch.func.jvp(lambda o: rule.transition(steps, states, o, noise), (out,), (ones,))
+    free = None if problem.cond_mask is None else (~problem.cond_mask).flatten(1).to(flat.dtype)
+    if not dense:
+        diagonal = along_x.flatten(2) + along_out.flatten(2) * model
+        return nxt, diagonal if free is None else diagonal * free
     jacobian = along_out.flatten(2)[..., None] * model + torch.diag_embed(along_x.flatten(2))
-    if problem.cond_mask is not None:  # imposed entries are overwritten before every step: no derivative
-        jacobian = jacobian * (~problem.cond_mask).flatten(1).to(jacobian.dtype)[None, :, None, :]
+    return nxt, jacobian if free is None else jacobian * free[None, :, None, :]
+
+
+def propagate_linear(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.Tensor, problem) -> torch.Tensor:
+    """``propagate`` with every step linearised at the current trajectory, solved by a doubling
+    scan: log2(N) batched matrix products instead of N dependent steps (a handful of kernels
+    on a GPU); a new clipping pattern is met by the next round, as in any Newton step."""
+    nxt, jacobian = linearise(models, traj, start, fresh, problem)
+    if jacobian.dim() == 3:
+        jacobian = torch.diag_embed(jacobian)
     residual = (nxt - traj[start + 1 :]).flatten(2)
     new = traj.clone()
     new[start + 1 :] += carry_corrections(residual, jacobian).view(residual.shape[0], *traj.shape[1:])
@@ -326,11 +337,14 @@ def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, s
             return fallback_to_chain(problem, name, rounds, nfe, settings, widest)
         change = (new - traj).pow(2).flatten(2).sum(-1).amax(1).cpu() * inv_var  # worst sample, per state
         traj = new
-        accepted = 0  # the leading evaluated states; the first is exact (its input was)
-        while start + accepted < n_steps and fresh[start + accepted]:
-            accepted += 1
-            if change[start + accepted] > tol2:
+        accepted, upstream = 0, 0.0  # the leading evaluated states: the first is exact (its input was);
+        while start + accepted < n_steps and fresh[start + accepted]:  # a later one needs a small change
+            accepted += 1  # and, unless nothing before it moved, a secant pair on its step
+            moved = float(change[start + accepted])
+            unknown_gain = not bool(models.count[start + accepted - 1] > 0) and upstream > UNPAIRED ** 2
+            if moved > tol2 or unknown_gain:
                 break
+            upstream = max(upstream, moved)
             max_error = max(max_error, float(change[start + accepted].sqrt()))
         if problem.callback is not None:
             problem.callback({"round": rounds, "start": start, "accepted": accepted})
@@ -350,7 +364,7 @@ class QuasiNewton(SamplerBase):
     on the CPU), ``history`` (secant pairs per step) and ``reuse_jacobians`` (keep measured
     columns for the next calls)."""
 
-    tolerance: float = 0.1
+    tolerance: float = 0.02  # <= 1 px on a random-init upstream-size UNet, DDPM-100 and DDIM-16 (benchmarks/)
     max_rows: int = 64
     probes: bool | None = None
     history: int = 3
