@@ -25,7 +25,8 @@ def main(argv=None) -> int:
     args = p.parse_intermixed_args(argv)
     config = load_sweep(args.sweep_file)
     total = planned_runs(config, args.max_runs)
-    print(f"sweep {args.sweep_file}: {total if total else 'unbounded (use --max-runs)'} runs in {args.dir}", flush=True)
+    count = f"{total} run{'s' if total != 1 else ''}" if total else "unbounded runs (limit them with --max-runs)"
+    print(f"sweep {args.sweep_file}: {count} in {args.dir}", flush=True)
 
     def announce(k, n, overrides):
         print(f"{run_label(k, n)}: {' '.join(overrides)}", flush=True)

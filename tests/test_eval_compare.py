@@ -1,6 +1,7 @@
 """Paired sampler runs: Ctrl-C in the first pass skips the others and says so; every pass shows
 progress; the compare side may run another inference schedule."""
 
+from helpers import ProgressRecorder
 from omegaconf import OmegaConf
 
 import parapolicy
@@ -40,36 +41,10 @@ def test_ctrl_c_in_a_paired_run_skips_the_remaining_passes(toy_ckpt):
     assert "max action deviation b vs a: - env action units" in table
 
 
-class Recorder:
-    """A stand-in for ``eval.progress.Progress``: records every pass and how far it got."""
-
-    def __init__(self):
-        self.passes = []
-
-    def episodes(self, desc, n_episodes):
-        entry = {"desc": desc, "kind": "steps", "total": n_episodes, "calls": 0, "finished": 0}
-        self.passes.append(entry)
-
-        def on_chunk(steps, finished):
-            entry["calls"] += 1
-            entry["finished"] += len(finished)
-
-        return on_chunk
-
-    def chunks(self, desc, total):
-        entry = {"desc": desc, "kind": "chunks", "total": total, "calls": 0}
-        self.passes.append(entry)
-
-        def on_check(*_):
-            entry["calls"] += 1
-
-        return on_check
-
-
 def test_every_pass_of_a_paired_run_shows_progress_and_the_deviation_pass_counts_chunks(toy_ckpt):
     policy = parapolicy.load_policy(toy_ckpt).set_sampler("picard", window=4)
     other = compare_policy(policy, "sequential", {})
-    progress = Recorder()
+    progress = ProgressRecorder()
     run_a, paired = run_paired(policy, other, make_env_factory(TOY, policy.spec), [100000, 100001],
                                progress=progress)
     assert [p["desc"] for p in progress.passes] == ["pass 1/3 picard", "pass 2/3 sequential",

@@ -169,7 +169,8 @@ def test_the_local_sweep_command_runs_and_counts_its_runs(toy_ckpt, tmp_path):
                            "env=toy", "n_episodes=1", "logger=disabled"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "runs in" in proc.stdout and "sweep run 1 of 1: sampler=picard sampler.window=4" in proc.stdout
+    assert "picard_window.yaml: 1 run in" in proc.stdout
+    assert "sweep run 1 of 1: sampler=picard sampler.tolerance=0.05 sampler.window=4 " in proc.stdout
     assert "sweep run 1 of 1: pass 3/3 deviation check" in proc.stderr  # the rollout's bars carry the label
     assert "1 of 1 runs wrote results" in proc.stdout and "run 1 a picard " in proc.stdout
     assert "run-0: sampler=picard sampler.tolerance=0.05 sampler.window=4  rollout/latency_at_equal_score_ms=" in \

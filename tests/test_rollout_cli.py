@@ -12,6 +12,7 @@ import textwrap
 
 import pytest
 from conftest import toy_ckpt  # noqa: F401  (tests/test_controller.py still imports the fixture from here)
+from helpers import ProgressRecorder
 from hydra import compose, initialize_config_dir
 
 from parapolicy.eval.build import CONFIG_DIR
@@ -196,7 +197,9 @@ def test_video_of_first_episode_is_written_as_mp4(toy_ckpt, tmp_path):
 
     cfg = compose_rollout([f"checkpoint={toy_ckpt}", "env=toy", "n_episodes=1", "logger=disabled",
                            "video_episodes=1"])
-    results = run_rollout(cfg, str(tmp_path))
+    progress = ProgressRecorder()
+    results = run_rollout(cfg, str(tmp_path), progress=progress)
+    assert [(p["desc"], p["finished"]) for p in progress.passes] == [("sequential", 1), ("video", 1)]
     frames = imageio.mimread(str(tmp_path / "episode_100000.mp4"))
     assert len(frames) == results["steps_by_seed"]["100000"] and frames[0].shape[:2] == (64, 64)
     assert json.load(open(tmp_path / "eval_info.json"))["overall"]["video_paths"] == [

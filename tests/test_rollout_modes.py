@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+from helpers import ProgressRecorder
 from hydra import compose, initialize_config_dir
 
 import parapolicy.logging
@@ -53,8 +54,10 @@ def rollout(toy_ckpt, path, overrides):
         cfg = compose("rollout", overrides=[f"checkpoint={toy_ckpt}", "env=toy", "n_episodes=2", "logger=offline",
                                             "env.max_episode_steps=24", "progress=false", *overrides])
     FakeWandb.runs.clear()
-    results = run_rollout(cfg, str(path))
+    progress = ProgressRecorder()
+    results = run_rollout(cfg, str(path), progress=progress)
     (wandb,) = FakeWandb.runs
+    rollout.passes = progress.passes
     return results, json.load(open(path / "results.json")), json.load(open(path / "eval_info.json")), wandb
 
 
@@ -64,7 +67,10 @@ def runs(toy_ckpt, tmp_path_factory):
     patch = pytest.MonkeyPatch()
     patch.setattr(parapolicy.logging, "RunLogger", FakeWandb)
     try:
-        yield {mode: rollout(toy_ckpt, tmp_path_factory.mktemp(mode), o) for mode, o in MODES.items()}
+        done = {}
+        for mode, overrides in MODES.items():
+            done[mode] = (*rollout(toy_ckpt, tmp_path_factory.mktemp(mode), overrides), rollout.passes)
+        yield done
     finally:
         patch.undo()
 
@@ -76,7 +82,7 @@ def _numbers(table: str, label: str) -> list:
 
 @pytest.mark.parametrize("mode", list(MODES))
 def test_every_mode_writes_the_true_counts_everywhere(runs, mode):
-    results, written, info, wandb = runs[mode]
+    results, written, info, wandb, _ = runs[mode]
     assert {k: written[k] for k in RUN_KEYS} == {k: results[k] for k in RUN_KEYS}
     assert (written["n_episodes"], written["n_completed"], written["n_failed"], written["n_not_finished"]) == (2, 2, 0, 0)
     assert sorted(written["rewards_by_seed"]) == ["100000", "100001"] and written["n_chunks"] > 0
@@ -98,7 +104,7 @@ def test_every_mode_writes_the_true_counts_everywhere(runs, mode):
 
 
 def test_the_realtime_mode_reports_its_delay_and_jumps_on_the_console_and_in_wandb(runs):
-    _, written, _, _ = runs["realtime"]
+    _, written, _, _, _ = runs["realtime"]
     realtime = written["realtime"]
     assert (realtime["mode"], realtime["delay_ticks"], realtime["guidance"]) == ("rtc", 4, "hard")
     assert realtime["n_switches"] > 0 and realtime["max_jump"] >= realtime["mean_jump"] > 0
@@ -111,7 +117,7 @@ def test_the_realtime_mode_reports_its_delay_and_jumps_on_the_console_and_in_wan
 
 
 def test_the_paired_mode_reports_both_sides_with_units(runs):
-    _, written, _, _ = runs["paired"]
+    _, written, _, _, _ = runs["paired"]
     paired = written["paired"]
     assert (paired["b"]["n_episodes"], paired["b"]["n_completed"]) == (2, 2)
     assert paired["sampler_b"] == {"name": "sequential"} and paired["inference_b"] == written["inference"]
@@ -120,6 +126,18 @@ def test_the_paired_mode_reports_both_sides_with_units(runs):
     b = _numbers(table, "b sequential")
     assert b[0] == "2/2" and b[2] != "-"  # the compare side's success is measured, not "-"
     assert "max action deviation b vs a: " in table and "env action units" in table
+
+
+PASSES = {"plain": ["sequential"], "paired": ["pass 1/3 picard", "pass 2/3 sequential", "pass 3/3 deviation check"],
+          "realtime": ["rtc d=4 sequential"]}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_every_pass_of_every_mode_shows_progress(runs, mode):
+    passes = runs[mode][4]
+    assert [p["desc"] for p in passes] == PASSES[mode]
+    for p in passes:
+        assert p["calls"] > 0 and (p["kind"] == "chunks" or p["finished"] == 2), p  # every episode's end seen
 
 
 @pytest.mark.parametrize("mode", list(MODES))

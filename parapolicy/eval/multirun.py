@@ -57,7 +57,7 @@ class MultirunSummary(Callback):
     def on_multirun_start(self, config, **kwargs) -> None:
         total = os.environ.get(TOTAL_ENV)
         if total:
-            print(f"multirun: {total} runs in {config.hydra.sweep.dir}", flush=True)
+            print(f"multirun: {total} run{'s' if total != '1' else ''} in {config.hydra.sweep.dir}", flush=True)
 
     def on_multirun_end(self, config, **kwargs) -> None:
         total = os.environ.get(TOTAL_ENV)

@@ -165,8 +165,10 @@ def run_rollout(cfg, output_dir: str, progress=None, obs_adapter=None) -> dict:
         if int(cfg.video_episodes) > 0 and not run.interrupted:
             from parapolicy.eval.video import record_videos
 
-            videos = record_videos(policy, cfg.env, seeds[: int(cfg.video_episodes)], output_dir,
-                                   noise_seed=int(cfg.noise_seed), obs_adapter=adapter)
+            filmed = seeds[: int(cfg.video_episodes)]
+            bar = progress.episodes("video", len(filmed)) if progress else None
+            videos = record_videos(policy, cfg.env, filmed, output_dir, noise_seed=int(cfg.noise_seed),
+                                   obs_adapter=adapter, on_chunk=bar)
             for path in videos:
                 logger.video(f"rollout/video_{os.path.basename(path)[:-4]}", path)
     except KeyboardInterrupt:  # keep what finished; the run says it was interrupted
