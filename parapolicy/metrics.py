@@ -26,10 +26,12 @@ def latency_summary(values_ms) -> dict:
 
 
 def paired_difference(a, b, z=1.96) -> dict:
-    """Mean of b - a over paired episodes with a normal-approximation 95% CI."""
+    """Mean of b - a over paired episodes with a normal-approximation 95% CI (None without pairs)."""
     diff = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
     n = diff.size
-    mean = float(diff.mean()) if n else 0.0
+    if n == 0:
+        return {"mean": None, "ci95": None, "n": 0}
+    mean = float(diff.mean())
     half = float(z * diff.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
     return {"mean": mean, "ci95": [mean - half, mean + half], "n": int(n)}
 

@@ -47,7 +47,10 @@ def run_row(policy, seeds, settings, sampler, args) -> dict:
     res = run_realtime(policy, lambda: gym.make(ENV_ID).unwrapped, seeds, settings,
                        generator=torch.Generator().manual_seed(args.noise_seed), max_steps=args.max_steps,
                        drop_finished=True)
-    row = res.summary()
+    out = res.to_json()
+    row = {key: out[key] for key in ("n_episodes", "mean_score", "success_rate", "n_chunks", "rounds_per_chunk",
+                                     "nfe_per_chunk", "n_fallbacks")}
+    row.update(out["realtime"])
     row.update(sampler=name, seeds=[int(seeds[0]), int(seeds[-1])], score_ci95=score_ci(res.scores),
                wall_s=time.perf_counter() - started)
     return row

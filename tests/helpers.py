@@ -132,3 +132,32 @@ def inpainting_condition(shape, seed: int = 0):
     cond_mask = torch.zeros(*shape, dtype=torch.bool)
     cond_mask[:, :2, -1] = True
     return cond_data, cond_mask
+
+
+class ProgressRecorder:
+    """Stands in for ``parapolicy.eval.progress.Progress``: records every pass and how far it got."""
+
+    def __init__(self):
+        self.passes = []
+
+    def episodes(self, desc, n_episodes):
+        entry = {"desc": desc, "kind": "steps", "total": n_episodes, "calls": 0, "finished": 0}
+        self.passes.append(entry)
+
+        def on_chunk(steps, finished):
+            entry["calls"] += 1
+            entry["finished"] += len(finished)
+
+        return on_chunk
+
+    def chunks(self, desc, total):
+        entry = {"desc": desc, "kind": "chunks", "total": total, "calls": 0}
+        self.passes.append(entry)
+
+        def on_check(*_):
+            entry["calls"] += 1
+
+        return on_check
+
+    def close(self):
+        pass

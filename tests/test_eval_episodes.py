@@ -8,7 +8,8 @@ from omegaconf import OmegaConf
 
 import parapolicy
 from parapolicy.eval.build import make_env_factory
-from parapolicy.eval.episodes import RunResult, run_batch, run_episodes
+from parapolicy.eval.chunks import ChunkLog, ChunkRecord
+from parapolicy.eval.episodes import EpisodeResult, RunResult, run_batch, run_episodes
 from parapolicy.eval.isolation import DONE_KEY, ERROR_KEY, IsolatedEnv
 
 TOY = OmegaConf.create({"id": "parapolicy/ToyReach-v0", "kwargs": {}, "max_episode_steps": 60, "obs_key": "obs"})
@@ -106,19 +107,29 @@ def test_ctrl_c_keeps_the_finished_part_and_counts_the_rest(policy):
             return policy.predict_action(obs, generator=generator)
 
     run = run_episodes(Interrupting(), make, [5, 6, 7, 8], batch_size=2)
-    assert run.interrupted and len(run.chunk_latency_ms) == 2
+    assert run.interrupted and len(run.chunks) == 2
     summary = run.to_json()
     assert (summary["n_episodes"], summary["n_completed"], summary["n_not_finished"]) == (4, 0, 4)
     assert summary["mean_score"] is None and summary["steps_by_seed"] == {}
 
 
 def test_merge_keeps_every_episode_and_chunk():
-    a = RunResult(episodes=[], chunk_latency_ms=[1.0], rounds=[3], nfe=[10], fallbacks=["nan"], wall_s=1.0)
-    b = RunResult(episodes=[], chunk_latency_ms=[2.0], rounds=[5], nfe=[10], wall_s=2.0, interrupted=True)
+    a = RunResult(episodes=[], chunks=ChunkLog([ChunkRecord(1.0, 3, 10, 4, "nan")]), wall_s=1.0)
+    b = RunResult(episodes=[], chunks=ChunkLog([ChunkRecord(2.0, 5, 10, 2)]), wall_s=2.0, interrupted=True)
     m = RunResult.merge([a, b])
-    assert (m.chunk_latency_ms, m.rounds, m.fallbacks, m.wall_s, m.interrupted) == ([1.0, 2.0], [3, 5], ["nan"], 3.0,
-                                                                                    True)
-    assert m.to_json()["n_fallbacks"] == 1 and m.to_json()["rounds_per_chunk"] == 4.0
+    assert (m.chunks.latency_ms, m.chunks.rounds, m.chunks.fallbacks, m.wall_s, m.interrupted) == (
+        [1.0, 2.0], [3, 5], ["nan"], 3.0, True)
+    summary = m.to_json()
+    assert (summary["n_fallbacks"], summary["rounds_per_chunk"], summary["nfe_per_chunk"]) == (1, 4.0, 10.0)
+    assert (summary["rows_per_round"], summary["max_rows_per_round"]) == (20 / 8, 4)  # all rows over all rounds
+
+
+def test_an_empty_run_reports_counts_and_never_a_score_or_a_latency():
+    summary = RunResult(episodes=[EpisodeResult(seed=1)], interrupted=True).to_json()
+    assert (summary["n_episodes"], summary["n_completed"], summary["n_not_finished"], summary["n_chunks"]) == (1, 0, 1, 0)
+    for key in ("mean_score", "success_rate", "latency_chunk_ms", "latency_step_ms", "rounds_per_chunk",
+                "rows_per_round", "max_rows_per_round", "nfe_per_chunk"):
+        assert summary[key] is None, key
 
 
 def test_fallbacks_are_counted_with_their_reasons(policy):
@@ -131,6 +142,6 @@ def test_fallbacks_are_counted_with_their_reasons(policy):
     run = run_batch(FallingBack(), make_env_factory(TOY, policy.spec), [100000],
                     generator=torch.Generator().manual_seed(0))
     summary = run.to_json()
-    assert summary["n_fallbacks"] == summary["n_chunks"] == len(run.chunk_latency_ms) > 0
+    assert summary["n_fallbacks"] == summary["n_chunks"] == len(run.chunks) > 0
     assert summary["fallback_reasons"] == ["non-finite state in round 2"]
     assert run_batch(policy, make_env_factory(TOY, policy.spec), [100000], max_chunks=1).to_json()["n_fallbacks"] == 0

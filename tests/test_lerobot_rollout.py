@@ -37,6 +37,7 @@ def _cli(args, cwd):
                           text=True, timeout=900, env=env)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind, env_config", [("state", "gym_pusht_state"), ("image", "gym_pusht_pixels")])
 def test_lerobot_pusht_checkpoint_rolls_out_through_the_cli(lerobot_dirs, kind, env_config, tmp_path):
     proc = _cli([f"checkpoint={lerobot_dirs[kind]}", f"env={env_config}", "n_episodes=2", "env.max_episode_steps=16",

@@ -179,7 +179,7 @@ def test_simulated_sync_reproduces_the_rollout_runner(toy_ckpt):  # noqa: F811
                     generator=torch.Generator().manual_seed(0), record_actions=True)
     sim = _toy_run(policy, RealtimeSettings("sync"))
     assert sim.scores == [e.max_reward for e in run.episodes]
-    for recorded, (_, planned) in zip(run.actions, sim.chunks):
+    for recorded, (_, planned) in zip(run.actions, sim.plans):
         assert np.array_equal(recorded, planned[:, :8].astype(recorded.dtype))
 
 
@@ -190,7 +190,7 @@ def test_zero_delay_rtc_and_async_equal_sync(toy_ckpt):  # noqa: F811
                      RealtimeSettings("rtc", 0, "soft")):
         other = _toy_run(policy, settings)
         assert other.scores == sync.scores and other.jumps == sync.jumps
-        assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(other.chunks, sync.chunks))
+        assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(other.plans, sync.plans))
 
 
 @pytest.mark.parametrize("guidance", ["hard", "soft"])
@@ -200,12 +200,12 @@ def test_rtc_chunks_start_with_the_frozen_actions_bit_for_bit(toy_ckpt, guidance
     res = _toy_run(policy, RealtimeSettings("rtc", d, guidance))
     naive = _toy_run(policy, RealtimeSettings("async", d))
     s = res.execution_horizon
-    assert (d, s) == (3, 5) and len(res.chunks) >= 4
-    for (t0, old), (t1, new) in zip(res.chunks, res.chunks[1:]):
+    assert (d, s) == (3, 5) and len(res.plans) >= 4
+    for (t0, old), (t1, new) in zip(res.plans, res.plans[1:]):
         assert t1 - t0 == s
         live = ~np.isnan(new[:, 0, 0])
         assert np.array_equal(new[live, :d], old[live, s : s + d])
-    assert not np.array_equal(res.chunks[1][1][:, :d], naive.chunks[1][1][:, :d])
+    assert not np.array_equal(res.plans[1][1][:, :d], naive.plans[1][1][:, :d])
 
 
 def test_simulated_clock_hands_its_guidance_settings_to_every_prefix(toy_ckpt):  # noqa: F811
@@ -250,7 +250,8 @@ def test_rollout_cli_runs_rtc_on_the_simulated_clock(toy_ckpt, tmp_path):  # noq
                                             "progress=false", "controller.mode=rtc", "controller.delay_ticks=2",
                                             "controller.max_guidance_weight=2.5"])
     run_rollout(cfg, str(tmp_path))
-    realtime = json.load(open(tmp_path / "results.json"))["realtime"]
+    results = json.load(open(tmp_path / "results.json"))
+    realtime = results["realtime"]
     assert (realtime["mode"], realtime["delay_ticks"], realtime["guidance"]) == ("rtc", 2, "soft")
     assert realtime["max_guidance_weight"] == 2.5
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
@@ -258,4 +259,4 @@ def test_rollout_cli_runs_rtc_on_the_simulated_clock(toy_ckpt, tmp_path):  # noq
                                             "progress=false", "controller.mode=rtc", "controller.max_guidance_weight=0"])
     with pytest.raises(ControllerConfigError, match="max_guidance_weight must be a finite number > 0, got 0"):
         run_rollout(cfg, str(tmp_path / "zero"))  # 0 is refused, not read as "use the default"
-    assert realtime["n_episodes"] == 2 and realtime["mean_jump"] > 0 and realtime["execution_horizon"] == 6
+    assert results["n_episodes"] == 2 and realtime["mean_jump"] > 0 and realtime["execution_horizon"] == 6

@@ -11,7 +11,7 @@ from parapolicy.errors import RolloutConfigError
 from parapolicy.eval.build import CONFIG_DIR
 from parapolicy.eval.report import SCORE_DROP_PENALTY_MS, latency_at_equal_score
 from parapolicy.eval.run import run_rollout
-from parapolicy.eval.sweep import best_run, load_sweep, run_overrides, run_sweep
+from parapolicy.eval.sweep import best_run, load_sweep, planned_runs, run_overrides, run_sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SWEEP_DIR = os.path.join(ROOT, "configs", "sweeps")
@@ -32,6 +32,18 @@ def test_every_proposed_run_of_every_sweep_file_composes(path):
             cfg = compose("rollout", overrides=overrides)
             assert cfg.compare_sampler.name == "sequential"
             assert config["metric"]["name"] == "rollout/latency_at_equal_score_ms"
+
+
+@pytest.mark.parametrize("path, runs", [("picard_window.yaml", 9), ("sampler_compare.yaml", 3)])
+def test_a_sweep_announces_run_k_of_its_planned_total(path, runs):
+    config = load_sweep(os.path.join(SWEEP_DIR, path))
+    seen = []
+    run_sweep(config, lambda overrides: ({}, 0), on_run=lambda k, total, overrides: seen.append((k, total)))
+    assert planned_runs(config) == runs and seen == [(k, runs) for k in range(1, runs + 1)]
+    seen.clear()
+    run_sweep(config, lambda overrides: ({}, 0), max_runs=2, on_run=lambda k, total, overrides: seen.append((k, total)))
+    assert seen == [(1, 2), (2, 2)]  # --max-runs limits the sweep and its total
+    assert planned_runs(dict(config, method="random")) is None  # random/bayes: unbounded without a limit
 
 
 def test_a_file_outside_the_sweep_schema_is_one_clear_error(tmp_path):

@@ -8,9 +8,12 @@ import subprocess
 import sys
 import zipfile
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow
 def test_wheel_install_runs_the_cli_from_an_empty_folder(tmp_path):
     src = tmp_path / "src"  # build from a copy: setuptools writes build/ and *.egg-info into the source
     src.mkdir()

@@ -1,8 +1,9 @@
 """``parapolicy-rollout``: the Hydra entry point, and only that.
 
-It composes the cfg, runs :func:`parapolicy.eval.run.run_rollout` with a progress bar,
-prints the summary table and maps the outcome to an exit code. A ParapolicyError prints one
-line (``HYDRA_FULL_ERROR=1`` shows the traceback) and leaves no run directory behind.
+It checks the command line (``parapolicy.eval.config_check``), runs
+:func:`parapolicy.eval.run.run_rollout` with a progress bar per pass, prints the summary table
+and maps the outcome to an exit code. A ParapolicyError prints one line (``HYDRA_FULL_ERROR=1``
+shows the traceback) and leaves no run directory behind.
 """
 
 from __future__ import annotations
@@ -42,19 +43,21 @@ def _outcome(results: dict) -> int:
     return EXIT_EPISODES_FAILED if results.get("n_failed") else EXIT_OK
 
 
-def run_job(cfg, output_dir: str) -> int:
-    """One Hydra job: run, report, and return its exit code."""
+def run_job(cfg, output_dir: str, run_label: str = "") -> int:
+    """One Hydra job: run, report, and return its exit code. ``run_label`` ("run 2 of 6") names
+    the job in a multirun, on its progress bars and summary."""
+    from hydra.core.hydra_config import HydraConfig
+
     from parapolicy.errors import ParapolicyError
-    from parapolicy.eval.progress import StepProgress
+    from parapolicy.eval.progress import Progress
     from parapolicy.eval.report import summary_table
     from parapolicy.eval.run import run_rollout
 
-    passes = 2 if cfg.get("compare_sampler") else 1
-    progress = None
-    if cfg.get("progress") and isinstance(cfg.get("n_episodes"), int) and cfg.n_episodes > 0:
-        progress = StepProgress(passes * cfg.n_episodes, cfg.env.max_episode_steps)
+    if run_label:
+        log.info("%s: %s", run_label, " ".join(HydraConfig.get().overrides.task) or "(defaults)")
+    progress = Progress(cfg.env.max_episode_steps, prefix=run_label) if cfg.get("progress") else None
     try:
-        results = run_rollout(cfg, output_dir, on_chunk=progress)
+        results = run_rollout(cfg, output_dir, progress=progress)
     except (ParapolicyError, KeyboardInterrupt) as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
@@ -62,27 +65,57 @@ def run_job(cfg, output_dir: str) -> int:
         if isinstance(exc, KeyboardInterrupt):
             print("parapolicy-rollout: interrupted before the first episode; nothing written", file=sys.stderr)
             return EXIT_INTERRUPTED
-        print(f"parapolicy-rollout: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(_one_line(exc), file=sys.stderr)
         return EXIT_BAD_INPUT
-    finally:
-        if progress is not None:
-            progress.close()
-    log.info(summary_table(results))
+    log.info(("%s\n" % run_label if run_label else "") + summary_table(results))
     log.info("results: %s", os.path.join(output_dir, "results.json"))
     return _outcome(results)
+
+
+def _one_line(exc) -> str:
+    return f"parapolicy-rollout: error: {' '.join(str(exc).split())}"
+
+
+def _check_command() -> None:
+    """Compose and check every job of this command line before Hydra makes any folder: a mistake
+    exits 2 with one line. In a multirun, the number of jobs is passed on to label them."""
+    from hydra._internal.utils import get_args_parser
+
+    from parapolicy.errors import ParapolicyError
+    from parapolicy.eval.config_check import check_command
+    from parapolicy.eval.multirun import TOTAL_ENV
+
+    args, _ = get_args_parser().parse_known_args()  # a read-only look; Hydra parses argv itself
+    if any((args.help, args.hydra_help, args.info, args.shell_completion, args.cfg, args.config_path,
+            args.config_name, args.config_dir, args.experimental_rerun)):
+        return  # Hydra's own modes, or a config tree other than ours
+    try:
+        jobs = check_command(args.overrides, multirun=args.multirun)
+    except ParapolicyError as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(_one_line(exc), file=sys.stderr)
+        sys.exit(EXIT_BAD_INPUT)
+    if args.multirun:
+        os.environ[TOTAL_ENV] = str(len(jobs))
 
 
 def main() -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
     from parapolicy.eval.build import CONFIG_DIR, register_sampler_configs
+    from parapolicy.eval.multirun import run_label
 
     register_sampler_configs()  # samplers registered since import (a user's own) become sampler=<name> too
+    _check_command()
 
     @hydra.main(version_base=None, config_path=CONFIG_DIR, config_name="rollout")
     def _app(cfg):
-        _exit_codes.append(run_job(cfg, HydraConfig.get().runtime.output_dir))
+        hydra_cfg = HydraConfig.get()
+        label = run_label(hydra_cfg.job.num if hydra_cfg.mode == RunMode.MULTIRUN else None)
+        _exit_codes.append(run_job(cfg, hydra_cfg.runtime.output_dir, label))
 
     _app()
     sys.exit(max(_exit_codes, default=EXIT_OK))

@@ -11,9 +11,10 @@ import sys
 
 import torch
 
+from parapolicy.shipped import ASSETS_DIR  # noqa: F401  (re-exported: scripts and tests find shipped files here)
+
 PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(PACKAGE_DIR, "configs")  # the rollout CLI's Hydra configs (package data)
-ASSETS_DIR = os.path.join(PACKAGE_DIR, "assets", "checkpoints")
 
 
 def ensure_envs_importable() -> None:
@@ -37,13 +38,12 @@ def resolve_checkpoint(cfg) -> str:
     return os.path.join(ASSETS_DIR, name)
 
 
-def make_env_factory(env_cfg, spec, wrappers=()):
-    """Environments wrapped for the policy's observation history and action chunk.
+def make_step_env_factory(env_cfg, spec, wrappers=()):
+    """Single-step environments whose observations carry the policy's keys (``adapters``).
 
-    ``wrappers`` wrap the single-step env first (e.g. video frames per control step).
+    ``wrappers`` wrap the adapted env (e.g. video frames per control step).
     """
     ensure_envs_importable()
-    from parapolicy_envs import MultiStepWrapper
     from parapolicy_envs.adapters import make_adapted_env
 
     kwargs = dict(env_cfg.get("kwargs") or {})
@@ -52,7 +52,20 @@ def make_env_factory(env_cfg, spec, wrappers=()):
         env = make_adapted_env(env_cfg.id, kwargs, spec.obs_shapes, env_cfg.get("obs_key", "obs"))
         for wrap in wrappers:
             env = wrap(env)
-        return MultiStepWrapper(env, spec.n_obs_steps, spec.n_action_steps, env_cfg.max_episode_steps)
+        return env
+
+    return make
+
+
+def make_env_factory(env_cfg, spec, wrappers=()):
+    """Environments wrapped for the policy's observation history and action chunk."""
+    ensure_envs_importable()
+    from parapolicy_envs import MultiStepWrapper
+
+    make_step = make_step_env_factory(env_cfg, spec, wrappers)
+
+    def make():
+        return MultiStepWrapper(make_step(), spec.n_obs_steps, spec.n_action_steps, env_cfg.max_episode_steps)
 
     make().close()  # a checkpoint/env mismatch fails here, once, before any episode runs
     return make

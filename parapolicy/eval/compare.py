@@ -1,73 +1,82 @@
-"""Paired comparison of two samplers: same seeds, same noise, score difference and deviation."""
+"""Paired comparison of two samplers: same seeds, same noise, score difference and deviation.
+
+The two sides are two ``Policy`` objects sharing one network (``Policy.with_inference``), so
+the compare side may also run another inference schedule (e.g. DDIM-16 against DDPM-100).
+"""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from parapolicy.eval.episodes import EpisodeResult, RunResult, run_episodes
-from parapolicy.metrics import latency_summary, paired_difference
+from parapolicy.metrics import paired_difference
+
+COMPARE_SCHEDULE_KEYS = ("scheduler", "num_inference_steps")  # compare_sampler keys that pick its schedule
+DEVIATION_UNIT = "env action units (max |action_b - action_a| over chunks, batch rows and entries)"
+
+
+def compare_policy(policy, name: str, settings: dict, scheduler=None, num_inference_steps=None):
+    """The compare side: the same network and normalizer, its own sampler and inference schedule."""
+    return policy.with_inference(scheduler, num_inference_steps).set_sampler(name, **settings)
 
 
 class DeviationRecorder:
-    """Wraps a policy: each call runs the first sampler, then replays the same observation and
-    generator state on the second, and keeps the max |action difference|."""
+    """Plans with policy ``a``, then replays the same observation and generator state on ``b``
+    and keeps the max |action difference|; ``on_check()`` is called once per chunk."""
 
-    def __init__(self, policy, first, second):
-        self.policy, self.first, self.second = policy, first, second
+    def __init__(self, a, b, on_check=None):
+        self.a, self.b, self.on_check = a, b, on_check
+        self.spec = a.spec
         self.max_dev = 0.0
 
     def predict_action(self, obs, generator=None):
         state = generator.get_state() if generator is not None else None
-        self.policy.set_sampler(self.first[0], **self.first[1])
-        out = self.policy.predict_action(obs, generator=generator)
+        out = self.a.predict_action(obs, generator=generator)
         if state is not None:
             replay = torch.Generator().manual_seed(0)
             replay.set_state(state)
-            self.policy.set_sampler(self.second[0], **self.second[1])
-            other = self.policy.predict_action(obs, generator=replay)
+            other = self.b.predict_action(obs, generator=replay)
             self.max_dev = max(self.max_dev, float((other["action_pred"] - out["action_pred"]).abs().max()))
+        if self.on_check is not None:
+            self.on_check()
         return out
 
 
-def run_paired(policy, make_env, seeds, first, second, **episode_kwargs):
-    """Both samplers closed-loop on the same seeds and noise, plus the open-loop deviation.
+def run_paired(a, b, make_env, seeds, progress=None, **episode_kwargs):
+    """Policies ``a`` and ``b`` closed-loop on the same seeds and noise, then the open-loop deviation.
 
-    Returns ``(run_a, paired)``: the first sampler's RunResult and the ``paired`` block of
-    results.json. Exactness is measured on identical inputs: for every chunk of the first
-    sampler's closed-loop run, the second sees the same observations and generator state.
-    After Ctrl-C the remaining passes are skipped and ``paired["interrupted"]`` is set.
+    Returns ``(run_a, paired)``: a's RunResult and the ``paired`` block of results.json, whose
+    ``b`` entry has the same fields as the run's own (counts, score, latency, rounds, ...).
+    Exactness is measured on identical inputs: for every chunk of a's closed-loop run, b sees
+    the same observations and generator state. After Ctrl-C the remaining passes are skipped
+    and ``paired["interrupted"]`` is set. ``progress`` (``eval.progress.Progress``) shows a bar
+    per pass: control steps of both closed-loop passes, then chunks of the deviation check.
     """
     runs = {}
-    for label, (name, settings) in (("a", first), ("b", second)):
-        policy.set_sampler(name, **settings)
-        runs[label] = run_episodes(policy, make_env, seeds, **episode_kwargs)
+    for index, (label, policy) in enumerate((("a", a), ("b", b))):
+        bar = progress.episodes(f"pass {index + 1}/3 {policy.sampler.name}", len(seeds)) if progress else None
+        runs[label] = run_episodes(policy, make_env, seeds, on_chunk=bar, **episode_kwargs)
         if runs[label].interrupted:
             break
-    a = runs["a"]
-    b = runs.get("b") or RunResult(episodes=[EpisodeResult(seed=int(s)) for s in seeds], interrupted=True)
-    deviation, interrupted = None, a.interrupted or b.interrupted
+    run_a = runs["a"]
+    run_b = runs.get("b") or RunResult(episodes=[EpisodeResult(seed=int(s)) for s in seeds], interrupted=True)
+    deviation, interrupted = None, run_a.interrupted or run_b.interrupted
     if not interrupted:
-        recorder = DeviationRecorder(policy, first, second)
-        check = run_episodes(recorder, make_env, seeds, **{k: v for k, v in episode_kwargs.items() if k != "on_chunk"})
+        bar = progress.chunks("pass 3/3 deviation check", len(run_a.chunks)) if progress else None
+        recorder = DeviationRecorder(a, b, on_check=bar)
+        check = run_episodes(recorder, make_env, seeds, **episode_kwargs)
         deviation, interrupted = recorder.max_dev, check.interrupted
-    policy.set_sampler(first[0], **first[1])
-    both = [(ea.max_reward, eb.max_reward) for ea, eb in zip(a.episodes, b.episodes)
+    both = [(ea.max_reward, eb.max_reward) for ea, eb in zip(run_a.episodes, run_b.episodes)
             if ea.status == "completed" and eb.status == "completed"]
     paired = {
-        "sampler_a": {"name": first[0], **first[1]},
-        "sampler_b": {"name": second[0], **second[1]},
-        "mean_score_a": a.mean_score,
-        "mean_score_b": b.mean_score,
+        "sampler_a": a.sampler.config(),
+        "inference_a": a.inference,
+        "sampler_b": b.sampler.config(),
+        "inference_b": b.inference,
+        "b": run_b.to_json(),
         "score_difference_b_minus_a": paired_difference([x for x, _ in both], [y for _, y in both]),
         "max_action_deviation": deviation,
-        "latency_chunk_ms_a": latency_summary(a.chunk_latency_ms),
-        "latency_chunk_ms_b": latency_summary(b.chunk_latency_ms),
-        "rounds_per_chunk_b": float(np.mean(b.rounds)) if b.rounds else None,
-        "nfe_per_chunk_b": float(np.mean(b.nfe)) if b.nfe else None,
-        "rewards_by_seed_b": {str(e.seed): e.max_reward for e in b.episodes if e.status == "completed"},
-        "n_completed_b": sum(e.status == "completed" for e in b.episodes),
-        "n_failed_b": sum(e.status == "failed" for e in b.episodes),
+        "deviation_unit": DEVIATION_UNIT,
         "interrupted": interrupted,
     }
-    return a, paired
+    return run_a, paired

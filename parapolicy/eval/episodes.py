@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from parapolicy.eval.chunks import ChunkLog, ChunkRecord
 from parapolicy.eval.isolation import DONE_KEY, ERROR_KEY, RETURN_KEY, IsolatedEnv
-from parapolicy.eval.stats import chunk_stats
 from parapolicy.metrics import latency_summary
 
 VECTOR_MODES = ("list", "sync", "async")
@@ -46,22 +46,30 @@ class EpisodeResult:
 
 @dataclass
 class RunResult:
+    """Episodes and chunks of one evaluation pass, in every mode (batched, simulated clock).
+
+    ``step_latency_ms`` is None where steps are not timed (the simulated clock decides when a
+    chunk lands, so a step's wait is not a measurement there).
+    """
+
     episodes: list
-    chunk_latency_ms: list = field(default_factory=list)
-    step_latency_ms: list = field(default_factory=list)
-    nfe: list = field(default_factory=list)
-    rounds: list = field(default_factory=list)
-    fallbacks: list = field(default_factory=list)  # one reason per chunk that fell back to sequential
+    chunks: ChunkLog = field(default_factory=ChunkLog)
+    step_latency_ms: list | None = field(default_factory=list)
     actions: list = field(default_factory=list)  # per chunk (B, Ta, Da), when recorded
     wall_s: float = 0.0
     interrupted: bool = False
 
     @classmethod
     def merge(cls, runs) -> "RunResult":
-        merged = cls(episodes=[])
+        runs = list(runs)
+        timed = all(r.step_latency_ms is not None for r in runs)
+        merged = cls(episodes=[], step_latency_ms=[] if timed else None)
         for r in runs:
-            for name in ("episodes", "chunk_latency_ms", "step_latency_ms", "nfe", "rounds", "fallbacks", "actions"):
-                getattr(merged, name).extend(getattr(r, name))
+            merged.episodes.extend(r.episodes)
+            merged.chunks.extend(r.chunks)
+            merged.actions.extend(r.actions)
+            if timed:
+                merged.step_latency_ms.extend(r.step_latency_ms)
             merged.wall_s += r.wall_s
             merged.interrupted = merged.interrupted or r.interrupted
         return merged
@@ -76,8 +84,10 @@ class RunResult:
         return float(np.mean([e.max_reward for e in done])) if done else None
 
     def to_json(self) -> dict:
-        """The run's part of results.json: scores, counts, latency, sampler work, per-seed maps."""
+        """The run's part of results.json: counts, scores, latency, sampler work, per-seed maps.
+        With no completed episode the score and success are None, never a number."""
         done = self.completed()
+        chunks = self.chunks.summary()
         return {
             "mean_score": self.mean_score,
             "success_rate": float(np.mean([e.success for e in done])) if done else None,
@@ -85,13 +95,9 @@ class RunResult:
             "n_completed": len(done),
             "n_failed": sum(e.status == "failed" for e in self.episodes),
             "n_not_finished": sum(e.status == "not_finished" for e in self.episodes),
-            "latency_chunk_ms": latency_summary(self.chunk_latency_ms),
-            "latency_step_ms": latency_summary(self.step_latency_ms),
-            "nfe_per_chunk": float(np.mean(self.nfe)) if self.nfe else None,
-            "rounds_per_chunk": float(np.mean(self.rounds)) if self.rounds else None,
-            "n_chunks": len(self.chunk_latency_ms),
-            "n_fallbacks": len(self.fallbacks),
-            "fallback_reasons": sorted(set(self.fallbacks)),
+            "latency_chunk_ms": chunks.pop("latency_chunk_ms"),
+            "latency_step_ms": latency_summary(self.step_latency_ms) if self.step_latency_ms else None,
+            **chunks,
             "wall_s": self.wall_s,
             "interrupted": self.interrupted,
             "rewards_by_seed": {str(e.seed): e.max_reward for e in self.episodes if e.status == "completed"},
@@ -120,7 +126,7 @@ class ChunkDriver:
 
     def __call__(self, obs: dict):
         out = self.policy.predict_action(obs, generator=self.generator)
-        return out["action"].detach().cpu().numpy(), chunk_stats(out["stats"])
+        return out["action"].detach().cpu().numpy(), ChunkRecord.from_stats(out["stats"])
 
 
 class _ListEnvs:
@@ -238,15 +244,11 @@ def run_batch(policy, make_env, seeds, generator=None, obs_adapter=None, record_
         for i, info in enumerate(infos):
             if info.get(ERROR_KEY):
                 results[i].error, done[i] = str(info[ERROR_KEY]), True
-        _report(on_chunk, 0, [r for r in results if r.error is not None])
+        report_chunk(on_chunk, 0, [r for r in results if r.error is not None])
         chunks = 0
         while not all(done):
             actions, stats = plan(adapt(obs))
-            run.chunk_latency_ms.append(stats.latency_ms)
-            run.nfe.append(stats.nfe)
-            run.rounds.append(stats.rounds)
-            if stats.fallback is not None:
-                run.fallbacks.append(stats.fallback)
+            run.chunks.append(stats)
             if record_actions:
                 run.actions.append(actions)
             t0 = time.perf_counter()
@@ -266,7 +268,7 @@ def run_batch(policy, make_env, seeds, generator=None, obs_adapter=None, record_
                     res.finished, done[i] = True, True
                     finished.append(res)
             chunks += 1
-            _report(on_chunk, steps, finished)
+            report_chunk(on_chunk, steps, finished)
             if max_chunks is not None and chunks >= max_chunks:
                 break
     except KeyboardInterrupt:
@@ -277,7 +279,8 @@ def run_batch(policy, make_env, seeds, generator=None, obs_adapter=None, record_
     return run
 
 
-def _report(on_chunk, steps, finished):
+def report_chunk(on_chunk, steps, finished):
+    """Tell a progress callback what one chunk (or tick) did, if it did anything."""
     if on_chunk is not None and (steps or finished):
         on_chunk(steps, finished)
 

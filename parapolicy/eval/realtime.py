@@ -25,13 +25,16 @@ distance between that action and the previous tick's.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from parapolicy.controller import check_number, sampler_counts, shifted_plan
+from parapolicy.controller import check_number, shifted_plan
 from parapolicy.errors import ControllerConfigError
+from parapolicy.eval.episodes import EpisodeResult, RunResult, report_chunk
+from parapolicy.eval.isolation import DONE_KEY, ERROR_KEY, RETURN_KEY, IsolatedEnv
 from parapolicy.samplers.prefix import DEFAULT_MAX_GUIDANCE_WEIGHT, GUIDANCE_FORMS, ActionPrefix
 
 MODES = ("sync", "async", "ensemble", "rtc")
@@ -73,20 +76,23 @@ class RealtimeSettings:
 
 @dataclass
 class RealtimeResult:
+    """A simulated-clock run: its episodes and chunk log (``run``, as every mode reports them),
+    plus what only real-time control has: the delay, the switches and their jumps."""
+
     settings: RealtimeSettings
     delay: int
     execution_horizon: int
-    scores: list
-    successes: list
-    steps: list
+    run: RunResult = field(default_factory=lambda: RunResult(episodes=[], step_latency_ms=None))
     jumps: list = field(default_factory=list)  # per switch and episode
     step_sizes: list = field(default_factory=list)  # every consecutive pair of executed actions
-    rounds: list = field(default_factory=list)
-    nfe: list = field(default_factory=list)
-    fallbacks: int = 0
-    chunks: list = field(default_factory=list)  # (planned_at, actions (B, L, Da) with NaN rows for done episodes)
+    plans: list = field(default_factory=list)  # (planned_at, actions (B, L, Da) with NaN rows for done episodes)
+
+    @property
+    def scores(self) -> list:
+        return [e.max_reward for e in self.run.episodes]
 
     def summary(self) -> dict:
+        """results.json's ``realtime`` block (scores, counts and rounds are the run's, at the top level)."""
         jumps = np.asarray(self.jumps, dtype=float)
         return {
             "mode": self.settings.mode,
@@ -94,18 +100,25 @@ class RealtimeResult:
             "max_guidance_weight": self.settings.max_guidance_weight if self.settings.soft_guided else None,
             "delay_ticks": self.delay,
             "execution_horizon": self.execution_horizon,
-            "mean_score": float(np.mean(self.scores)),
-            "success_rate": float(np.mean(self.successes)),
-            "n_episodes": len(self.scores),
-            "mean_jump": float(jumps.mean()) if jumps.size else 0.0,
-            "max_jump": float(jumps.max()) if jumps.size else 0.0,
-            "mean_step": float(np.mean(self.step_sizes)) if self.step_sizes else 0.0,
-            "n_chunks": len(self.rounds),
-            "rounds_per_chunk": float(np.mean(self.rounds)) if self.rounds else 0.0,
-            "nfe_per_chunk": float(np.mean(self.nfe)) if self.nfe else 0.0,
-            "fallbacks": int(self.fallbacks),
             "warm_start": self.settings.warm_start,
+            "n_switches": int(jumps.size),
+            "mean_jump": float(jumps.mean()) if jumps.size else None,
+            "max_jump": float(jumps.max()) if jumps.size else None,
+            "mean_step": float(np.mean(self.step_sizes)) if self.step_sizes else None,
         }
+
+    def to_json(self) -> dict:
+        return {**self.run.to_json(), "realtime": self.summary()}
+
+    @classmethod
+    def merge(cls, results) -> "RealtimeResult":
+        first = results[0]
+        merged = cls(first.settings, first.delay, first.execution_horizon,
+                     run=RunResult.merge([r.run for r in results]))
+        for r in results:
+            merged.jumps.extend(r.jumps)
+            merged.step_sizes.extend(r.step_sizes)
+        return merged
 
 
 def _batch(obs_list, obs_key):
@@ -149,11 +162,14 @@ class _Clock:
 
 
 def run_realtime(policy, make_env, seeds, settings: RealtimeSettings, generator=None, obs_key: str = "obs",
-                 max_steps: int = 300, drop_finished: bool = False) -> RealtimeResult:
+                 max_steps: int = 300, drop_finished: bool = False, on_chunk=None) -> RealtimeResult:
     """One episode per seed on the simulated clock; ``make_env()`` returns an unwrapped env.
 
     ``drop_finished=True`` plans only for running episodes (cheaper; the noise each episode
-    sees then depends on which others are still running).
+    sees then depends on which others are still running). ``on_chunk(steps, finished)`` is
+    called after every tick with the control steps executed and the episodes that ended, as
+    in the batched runner. An env that raises is one failed episode; Ctrl-C ends the run with
+    the unfinished episodes counted as not finished.
     """
     from parapolicy_envs import MultiStepWrapper
 
@@ -161,16 +177,19 @@ def run_realtime(policy, make_env, seeds, settings: RealtimeSettings, generator=
     start = 0 if spec.pred_action_steps_only else spec.action_start
     available = (spec.n_action_steps if spec.pred_action_steps_only else spec.horizon) - start
     d, s = settings.horizon(spec.n_action_steps, available)
-    envs = [MultiStepWrapper(make_env(), spec.n_obs_steps, 1, max_steps) for _ in seeds]
-    obs, scores, successes = [], np.zeros(len(seeds)), np.zeros(len(seeds), dtype=bool)
-    for env, seed in zip(envs, seeds):
-        o, info = env.reset(seed=int(seed))
-        obs.append(o)
-    done = np.zeros(len(seeds), dtype=bool)
-    result = RealtimeResult(settings, d, s, [], [], [])
+    started = time.perf_counter()
+    episodes = [EpisodeResult(seed=int(seed)) for seed in seeds]
+    result = RealtimeResult(settings, d, s, run=RunResult(episodes=episodes, step_latency_ms=None))
+    envs = [IsolatedEnv(lambda: MultiStepWrapper(make_env(), spec.n_obs_steps, 1, max_steps)) for _ in seeds]
+    obs, done = [None] * len(seeds), np.zeros(len(seeds), dtype=bool)
     clock, previous, last_sample = _Clock(settings, d, s), None, None
     tick = 0
     try:
+        for i, (env, seed) in enumerate(zip(envs, seeds)):
+            obs[i], info = env.reset(seed=int(seed))
+            if info.get(ERROR_KEY):
+                episodes[i].error, done[i] = str(info[ERROR_KEY]), True
+        report_chunk(on_chunk, 0, [e for e in episodes if e.error is not None])
         while not done.all():
             if clock.plans_now(tick):
                 rows = np.flatnonzero(~done) if drop_finished else np.arange(len(seeds))
@@ -180,59 +199,67 @@ def run_realtime(policy, make_env, seeds, settings: RealtimeSettings, generator=
                     guess = shifted_plan(sample[np.searchsorted(out_rows, rows)], tick - planned_at)
                 out = policy.predict_action(_batch([obs[i] for i in rows], obs_key), generator=generator,
                                             initial_guess=guess, prefix=clock.prefix(tick, rows))
-                rounds, nfe, fallback = sampler_counts(out["stats"])
-                result.rounds.append(rounds)
-                result.nfe.append(nfe)
-                result.fallbacks += fallback is not None
+                result.run.chunks.append(out["stats"])
                 planned = np.full((len(seeds), available, spec.action_dim), np.nan)
                 planned[rows] = out["action_pred"][:, start : start + available].detach().cpu().numpy()
                 clock.chunks.append((tick, clock.usable_from(tick), planned))
                 last_sample = (out["sample"].detach(), tick, rows)
             actions, switch = clock.action(tick)
+            steps, finished = 0, []
             for i in np.flatnonzero(~done):
                 if previous is not None:
                     step = float(np.linalg.norm(actions[i] - previous[i]))
                     result.step_sizes.append(step)
                     if switch:
                         result.jumps.append(step)
-                obs[i], reward, terminated, truncated, info = envs[i].step(actions[i])
-                scores[i] = max(scores[i], float(reward))
-                successes[i] = successes[i] or bool(info.get("is_success", False))
-                done[i] = bool(terminated or truncated)
+                obs[i], reward, _, _, info = envs[i].step(actions[i])
+                episode = episodes[i]
+                if info.get(ERROR_KEY):
+                    episode.error, done[i] = str(info[ERROR_KEY]), True
+                    finished.append(episode)
+                    continue
+                episode.max_reward = max(episode.max_reward, float(reward))
+                episode.success = episode.success or bool(info.get("is_success", False))
+                episode.sum_reward = info.get(RETURN_KEY, episode.sum_reward)
+                episode.steps, steps = int(info.get("episode_steps", episode.steps + 1)), steps + 1
+                if info.get(DONE_KEY):
+                    episode.finished, done[i] = True, True
+                    finished.append(episode)
+            report_chunk(on_chunk, steps, finished)
             previous = actions
             tick += 1
+    except KeyboardInterrupt:
+        result.run.interrupted = True
     finally:
         for env in envs:
             env.close()
-    result.scores, result.successes = scores.tolist(), successes.tolist()
-    result.steps = [len(env.rewards) for env in envs]
-    result.chunks = [(c[0], c[2]) for c in clock.chunks]
+    result.run.wall_s = time.perf_counter() - started
+    result.plans = [(c[0], c[2]) for c in clock.chunks]
     return result
 
 
-def run_realtime_episodes(policy, cfg, seeds) -> dict:
-    """The rollout CLI's ``controller.mode=...`` path: results.json fields for one realtime run.
+def realtime_settings(ctl) -> RealtimeSettings:
+    """The rollout cfg's ``controller`` node as settings (null weight: the library default)."""
+    weight = ctl.get("max_guidance_weight")  # 0 or junk: the settings' own error
+    return RealtimeSettings(str(ctl.mode), int(ctl.get("delay_ticks") or 0), str(ctl.get("guidance", "soft")),
+                            DEFAULT_MAX_GUIDANCE_WEIGHT if weight is None else weight)
 
-    ``cfg.controller`` holds mode, delay_ticks, guidance and max_guidance_weight; seeds run in batches of
-    ``cfg.n_envs`` with one noise generator across the run, as plain rollouts do.
-    """
-    import gymnasium as gym
 
-    ctl = cfg.controller
-    weight = ctl.get("max_guidance_weight")  # null: the library default; 0 or junk: the settings' error
-    settings = RealtimeSettings(str(ctl.mode), int(ctl.get("delay_ticks") or 0), str(ctl.get("guidance", "soft")),
-                                DEFAULT_MAX_GUIDANCE_WEIGHT if weight is None else weight)
-    kwargs = dict(cfg.env.get("kwargs") or {})
-    generator = torch.Generator().manual_seed(int(cfg.noise_seed))
-    size = int(cfg.n_envs) if cfg.get("n_envs") else len(seeds)
-    runs = [run_realtime(policy, lambda: gym.make(cfg.env.id, **kwargs), seeds[i : i + size], settings,
-                         generator=generator, obs_key=cfg.env.obs_key, max_steps=int(cfg.env.max_episode_steps))
-            for i in range(0, len(seeds), size)]
-    merged = runs[0]
-    for other in runs[1:]:
-        for name in ("scores", "successes", "steps", "jumps", "step_sizes", "rounds", "nfe"):
-            getattr(merged, name).extend(getattr(other, name))
-        merged.fallbacks += other.fallbacks
-    summary = merged.summary()
-    return {"mean_score": summary["mean_score"], "success_rate": summary["success_rate"],
-            "realtime": summary, "rewards_by_seed": {str(s): r for s, r in zip(seeds, merged.scores)}}
+def run_realtime_episodes(policy, make_env, seeds, settings: RealtimeSettings, *, noise_seed: int = 0,
+                          batch_size: int | None = None, obs_key: str = "obs", max_steps: int = 300,
+                          on_chunk=None) -> RealtimeResult:
+    """All seeds in batches of ``batch_size`` (None: one batch) with one noise generator across the
+    run, as the batched runner; after Ctrl-C the remaining seeds are counted as not finished."""
+    generator = torch.Generator().manual_seed(int(noise_seed))
+    size = int(batch_size) if batch_size else len(seeds)
+    results = []
+    for i in range(0, len(seeds), size):
+        batch = seeds[i : i + size]
+        if results and results[-1].run.interrupted:
+            skipped = RunResult(episodes=[EpisodeResult(seed=int(s)) for s in batch], step_latency_ms=None,
+                                interrupted=True)
+            results.append(RealtimeResult(settings, results[-1].delay, results[-1].execution_horizon, run=skipped))
+            continue
+        results.append(run_realtime(policy, make_env, batch, settings, generator=generator, obs_key=obs_key,
+                                    max_steps=max_steps, on_chunk=on_chunk))
+    return RealtimeResult.merge(results)

@@ -2,7 +2,8 @@
 
 Everything that can be refused (settings, checkpoint, sampler, env id) is checked before
 anything is written, so a bad input leaves no output behind. results.json is built here and
-nowhere else: the run header, ``RunResult.to_json()``, and the paired block.
+nowhere else: the run header, ``RunResult.to_json()`` (every mode), and the paired or
+real-time block.
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from parapolicy.eval.build import (
     device_name,
     ensure_envs_importable,
     make_env_factory,
+    make_step_env_factory,
     resolve_checkpoint,
     sampler_settings,
     versions,
 )
+from parapolicy.eval.compare import COMPARE_SCHEDULE_KEYS, compare_policy
 from parapolicy.eval.episodes import VECTOR_MODES, RunResult, keyed_obs, run_episodes
 from parapolicy.eval.report import eval_info, flat_metrics
 from parapolicy.metrics import write_json_atomic
@@ -43,6 +46,9 @@ def check_settings(cfg) -> None:
     integer("noise_seed", cfg.noise_seed, 0)
     if cfg.vector not in VECTOR_MODES:
         raise RolloutConfigError(f"vector must be one of {', '.join(VECTOR_MODES)}, got {cfg.vector!r}")
+    if cfg.get("controller") and cfg.controller.mode and cfg.compare_sampler:
+        raise RolloutConfigError("controller.mode and compare_sampler cannot be combined: a paired run compares "
+                                 "samplers in the batched runner; drop one of them")
 
 
 def _check_env(env_cfg) -> None:
@@ -72,7 +78,8 @@ def _check_env(env_cfg) -> None:
 
 
 def prepare(cfg):
-    """Load and configure the policy and env factory; raises before anything is written."""
+    """Load and configure the policy (and the paired run's compare side) and check the env;
+    raises before anything is written. Returns ``(checkpoint, policy, compare or None)``."""
     import parapolicy
 
     check_settings(cfg)
@@ -84,33 +91,44 @@ def prepare(cfg):
         policy = policy.with_inference(cfg.policy.get("scheduler"), cfg.policy.get("num_inference_steps"))
     policy.accelerate(cfg.policy.get("acceleration", "eager"))
     name, settings = sampler_settings(cfg.sampler)
-    if cfg.compare_sampler:
-        other_name, other_settings = sampler_settings(cfg.compare_sampler)
-        policy.set_sampler(other_name, **other_settings)  # a bad compare_sampler is refused now
     policy.set_sampler(name, **settings)
+    compare = None
+    if cfg.compare_sampler:  # a bad compare side is refused now, before any episode runs
+        other, other_settings = sampler_settings(cfg.compare_sampler)
+        schedule = {k: other_settings.pop(k, None) for k in COMPARE_SCHEDULE_KEYS}
+        compare = compare_policy(policy, other, other_settings, **schedule)
     log.info("loaded %s (%s, horizon %d, %d obs steps, %d action steps); sampler %s %s", ckpt,
              policy.spec.family, policy.spec.horizon, policy.spec.n_obs_steps, policy.spec.n_action_steps, name,
              settings)
-    return ckpt, policy, (name, settings)
+    return ckpt, policy, compare
 
 
-def run_rollout(cfg, output_dir: str, on_chunk=None, obs_adapter=None) -> dict:
-    """Everything the CLI does, callable from Python with a composed cfg; returns results.json's dict."""
+def run_rollout(cfg, output_dir: str, progress=None, obs_adapter=None) -> dict:
+    """Everything the CLI does, callable from Python with a composed cfg; returns results.json's dict.
+
+    Every mode (batched, paired, simulated clock) fills the same fields from its episodes and
+    chunk log; ``progress`` (``eval.progress.Progress``) shows a bar for every pass.
+    """
     from omegaconf import OmegaConf
 
     from parapolicy.logging import RunLogger
 
     started = time.time()
-    ckpt, policy, (name, settings) = prepare(cfg)
+    ckpt, policy, compare = prepare(cfg)
+    realtime_mode = bool(cfg.get("controller") and cfg.controller.mode)
+    if realtime_mode:
+        from parapolicy.eval.realtime import realtime_settings
+
+        settings = realtime_settings(cfg.controller)  # refused here, before anything is written
     make_env = make_env_factory(cfg.env, policy.spec)
     seeds = [int(cfg.seed) + i for i in range(int(cfg.n_episodes))]
     adapter = obs_adapter or keyed_obs(cfg.env.obs_key)
     episode_kwargs = dict(noise_seed=int(cfg.noise_seed), batch_size=cfg.n_envs, vector=cfg.vector,
-                          obs_adapter=adapter, on_chunk=on_chunk)
+                          obs_adapter=adapter)
     log.info("%d episodes (seeds %d..%d) on %s, batches of %s, vector=%s", len(seeds), seeds[0], seeds[-1], cfg.env.id,
              cfg.n_envs or len(seeds), cfg.vector)
     logger = RunLogger(mode=cfg.logger.mode, project=cfg.logger.project, directory=output_dir,
-                       config=OmegaConf.to_container(cfg, resolve=True), tags=[name, cfg.env.id])
+                       config=OmegaConf.to_container(cfg, resolve=True), tags=[policy.sampler.name, cfg.env.id])
     results = {
         "checkpoint": policy.spec.source.get("path", os.path.abspath(ckpt)),
         "env": cfg.env.id,
@@ -126,23 +144,31 @@ def run_rollout(cfg, output_dir: str, on_chunk=None, obs_adapter=None) -> dict:
     }
     run, paired, videos, realtime = RunResult(episodes=[]), None, [], None
     try:
-        if cfg.get("controller") and cfg.controller.mode:  # simulated-clock real-time control
+        if realtime_mode:  # simulated-clock real-time control
             from parapolicy.eval.realtime import run_realtime_episodes
 
-            realtime = run_realtime_episodes(policy, cfg, seeds)
-        elif cfg.compare_sampler:
+            desc = f"{settings.mode} d={settings.delay_ticks if settings.mode != 'sync' else 0} {policy.sampler.name}"
+            bar = progress.episodes(desc, len(seeds)) if progress else None
+            result = run_realtime_episodes(policy, make_step_env_factory(cfg.env, policy.spec), seeds, settings,
+                                           noise_seed=int(cfg.noise_seed), batch_size=cfg.n_envs,
+                                           obs_key=cfg.env.obs_key, max_steps=int(cfg.env.max_episode_steps),
+                                           on_chunk=bar)
+            run, realtime = result.run, result.summary()
+        elif compare is not None:
             from parapolicy.eval.compare import run_paired
 
-            other = sampler_settings(cfg.compare_sampler)
-            run, paired = run_paired(policy, make_env, seeds, (name, settings), other, **episode_kwargs)
+            run, paired = run_paired(policy, compare, make_env, seeds, progress=progress, **episode_kwargs)
             run.interrupted = paired["interrupted"]
         else:
-            run = run_episodes(policy, make_env, seeds, **episode_kwargs)
+            bar = progress.episodes(policy.sampler.name, len(seeds)) if progress else None
+            run = run_episodes(policy, make_env, seeds, on_chunk=bar, **episode_kwargs)
         if int(cfg.video_episodes) > 0 and not run.interrupted:
             from parapolicy.eval.video import record_videos
 
-            videos = record_videos(policy, cfg.env, seeds[: int(cfg.video_episodes)], output_dir,
-                                   noise_seed=int(cfg.noise_seed), obs_adapter=adapter)
+            filmed = seeds[: int(cfg.video_episodes)]
+            bar = progress.episodes("video", len(filmed)) if progress else None
+            videos = record_videos(policy, cfg.env, filmed, output_dir, noise_seed=int(cfg.noise_seed),
+                                   obs_adapter=adapter, on_chunk=bar)
             for path in videos:
                 logger.video(f"rollout/video_{os.path.basename(path)[:-4]}", path)
     except KeyboardInterrupt:  # keep what finished; the run says it was interrupted
@@ -150,9 +176,12 @@ def run_rollout(cfg, output_dir: str, on_chunk=None, obs_adapter=None) -> dict:
     except BaseException:
         logger.finish()
         raise
+    finally:
+        if progress:
+            progress.close()
     results.update(run.to_json())
     if realtime is not None:
-        results.update(realtime)
+        results["realtime"] = realtime
     if paired is not None:
         results["paired"] = paired
     results["wall_s"] = time.time() - started
@@ -168,8 +197,8 @@ def _log_to_wandb(logger, results: dict, run: RunResult) -> None:
     flat = results["metrics"]
     logger.log(flat)
     logger.summary(flat)
-    if run.chunk_latency_ms:
-        logger.histogram("rollout/latency_chunk_ms", run.chunk_latency_ms)
+    if run.chunks.latency_ms:
+        logger.histogram("rollout/latency_chunk_ms", run.chunks.latency_ms)
     rewards = results.get("rewards_by_seed", {})
     if rewards:
         logger.table("rollout/per_seed", ["seed", "max_reward"], [[int(k), v] for k, v in rewards.items()])

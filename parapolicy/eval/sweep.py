@@ -52,14 +52,34 @@ def run_overrides(config: dict, run_config: dict, extra=()) -> list[str]:
     return list(merged.values())
 
 
-def cli_runner(sweep_dir: str):
-    """Runs each proposed run as ``parapolicy-rollout`` in ``sweep_dir/<n>``; returns its metrics."""
+def planned_runs(config: dict, max_runs: int | None = None) -> int | None:
+    """How many runs a sweep file asks for: a grid's size (every combination of ``values``), capped
+    by ``max_runs``; random and bayes sweeps run until stopped, so only ``max_runs`` bounds them."""
+    if config.get("method") != "grid":
+        return max_runs
+    size = 1
+    for spec in (config.get("parameters") or {}).values():
+        size *= len(spec["values"]) if "values" in spec else 1
+    return size if max_runs is None else min(size, max_runs)
+
+
+def run_label(k: int, total: int | None) -> str:
+    return f"sweep run {k} of {total}" if total else f"sweep run {k}"
+
+
+def cli_runner(sweep_dir: str, total: int | None = None):
+    """Runs each proposed run as ``parapolicy-rollout`` in ``sweep_dir/<n>``, labelled ``sweep run k
+    of N`` on its progress bars and summary; returns its metrics."""
+    from parapolicy.eval.multirun import LABEL_ENV
+
     count = {"n": 0}
 
     def run(overrides):
         out = os.path.join(sweep_dir, str(count["n"]))
         count["n"] += 1
-        proc = subprocess.run([sys.executable, "-m", "parapolicy.cli.rollout", *overrides, f"hydra.run.dir={out}"])
+        env = dict(os.environ, **{LABEL_ENV: run_label(count["n"], total)})
+        proc = subprocess.run([sys.executable, "-m", "parapolicy.cli.rollout", *overrides, f"hydra.run.dir={out}"],
+                              env=env)
         path = os.path.join(out, "results.json")
         if not os.path.exists(path):
             return {}, proc.returncode
@@ -69,16 +89,22 @@ def cli_runner(sweep_dir: str):
     return run
 
 
-def run_sweep(config: dict, runner, max_runs: int | None = None, extra=()) -> list:
-    """Ask the engine for runs until it has none left (or ``max_runs``); returns the SweepRuns."""
+def run_sweep(config: dict, runner, max_runs: int | None = None, extra=(), on_run=None) -> list:
+    """Ask the engine for runs until it has none left (or ``max_runs``); returns the SweepRuns.
+
+    ``on_run(k, total, overrides)`` is called before run k (1-based) of ``planned_runs`` starts.
+    """
     from sweeps import RunState, next_run
 
-    runs = []
+    runs, total = [], planned_runs(config, max_runs)
     while max_runs is None or len(runs) < max_runs:
         proposed = next_run(config, runs, validate=True)
         if proposed is None:
             break
-        metrics, code = runner(run_overrides(config, proposed.config, extra))
+        overrides = run_overrides(config, proposed.config, extra)
+        if on_run is not None:
+            on_run(len(runs) + 1, total, overrides)
+        metrics, code = runner(overrides)
         proposed.name = f"run-{len(runs)}"
         proposed.summary_metrics = metrics
         proposed.exitcode = code

@@ -31,8 +31,10 @@ class RecordFrames(gym.Wrapper):
         return self.env.reset(**kwargs)
 
 
-def record_videos(policy, env_cfg, seeds, output_dir, *, noise_seed=0, obs_adapter=None, obs_key="obs", fps=10):
-    """Re-run each seed alone with a frame recorder; returns the mp4 paths written."""
+def record_videos(policy, env_cfg, seeds, output_dir, *, noise_seed=0, obs_adapter=None, obs_key="obs", fps=10,
+                  on_chunk=None):
+    """Re-run each seed alone with a frame recorder; returns the mp4 paths written.
+    ``on_chunk(steps, finished)`` reports progress as in the batched runner."""
     import imageio.v2 as imageio
 
     from parapolicy.eval.build import make_env_factory
@@ -43,7 +45,7 @@ def record_videos(policy, env_cfg, seeds, output_dir, *, noise_seed=0, obs_adapt
         frames: list = []
         make = make_env_factory(env_cfg, policy.spec, wrappers=[lambda env, f=frames: RecordFrames(env, f)])
         run_batch(policy, make, [seed], generator=torch.Generator().manual_seed(int(noise_seed)),
-                  obs_adapter=obs_adapter, obs_key=obs_key)
+                  obs_adapter=obs_adapter, obs_key=obs_key, on_chunk=on_chunk)
         if frames:
             path = os.path.join(output_dir, f"episode_{seed}.mp4")
             imageio.mimsave(path, frames, fps=fps)
