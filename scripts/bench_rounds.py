@@ -45,8 +45,12 @@ SAMPLERS = {  # (sampler name, settings): the defaults a user gets; picard's row
     "jacobian_newton_r2": ("jacobian_newton", {"refresh": 2}),
     "jacobian_newton_r3": ("jacobian_newton", {"refresh": 3}),
     "jacobian_newton_tol1": ("jacobian_newton", {"tolerance": 1.0}),  # the accuracy knob's effect on rounds
+    "quasi_newton": ("quasi_newton", {"probes": False}),  # this CPU's default (probes default to CUDA only)
+    "quasi_newton_probes": ("quasi_newton", {"probes": True}),  # spare rows on Jacobian columns, as on a GPU
+    "quasi_newton_probes_r16": ("quasi_newton", {"probes": True, "max_rows": 16}),  # DDIM-16's budget
+    "auto": ("auto", {}),
 }
-TARGETS = {"cold_b1": 7.0, "ddim16": 4.0, "batched": 9.0, "closed_loop": 5.0}
+TARGETS = {"cold_b1": 7.0, "ddim16": 4.0, "batched": 9.0, "closed_loop": 4.0}
 BEGIN, END = "<!-- rounds:begin -->", "<!-- rounds:end -->"
 
 
@@ -56,29 +60,47 @@ def rounds_of(stats: dict) -> int:
 
 
 def open_loop(policy, observations, samplers, batch=1):
-    """Per sampler: rounds, NFE and max |action - sequential action| over the observations.
+    """Per sampler: rounds, rows per round, NFE, time per chunk and max |action - sequential action|
+    over the observations, interleaved with the sequential reference (timed in the same run).
 
     ``batch`` > 1: one call on ``batch`` rows (the observations repeated, each row its own noise).
+    Sampler objects persist across observations (a sampler's caches are part of its cost).
     """
     if batch > 1:
         groups = [np.stack([observations[i % len(observations)] for i in range(batch)])]
     else:
         groups = [o[None] for o in observations]
-    stats = {label: {"rounds": [], "nfe": [], "dev": 0.0} for label, _, _ in samplers}
+    objects = {label: parapolicy.samplers.make_sampler(name, **settings) for label, name, settings in samplers}
+    stats = {label: {"rounds": [], "nfe": [], "rows": [], "max_rows": 0, "ms": [], "dev": 0.0}
+             for label in ["sequential", *objects]}
     for g, group in enumerate(groups):
         obs = {"obs": torch.as_tensor(group)}
-        policy.set_sampler("sequential")
-        ref = policy.predict_action(obs, generator=torch.Generator().manual_seed(g))["action"]
-        for label, name, settings in samplers:
-            policy.set_sampler(name, **settings)
+        ref = None
+        for label in stats:
+            policy.set_sampler(objects.get(label, "sequential"))
+            started = time.perf_counter()
             out = policy.predict_action(obs, generator=torch.Generator().manual_seed(g))
             st = stats[label]
+            st["ms"].append((time.perf_counter() - started) * 1000.0)
+            ref = out["action"] if ref is None else ref
             st["rounds"].append(rounds_of(out["stats"]))
             st["nfe"].append(out["stats"]["nfe"])
+            st["rows"].append(out["stats"]["rows_per_round"])
+            st["max_rows"] = max(st["max_rows"], out["stats"]["max_rows_per_round"])
             st["dev"] = max(st["dev"], float((out["action"] - ref).abs().max()))
+    seq_ms = float(np.median(stats["sequential"]["ms"]))
     return {name: {"rounds": float(np.mean(st["rounds"])), "rounds_max": int(max(st["rounds"])),
-                   "nfe": float(np.mean(st["nfe"])), "max_dev_px": st["dev"], "chunks": len(groups),
-                   "rows_per_call": batch} for name, st in stats.items()}
+                   "nfe": float(np.mean(st["nfe"])), "rows_per_round": float(np.mean(st["rows"])),
+                   "max_rows_per_round": st["max_rows"], "ms_per_chunk": float(np.median(st["ms"])),
+                   "vs_sequential": seq_ms / float(np.median(st["ms"])), "max_dev_px": st["dev"],
+                   "chunks": len(groups), "rows_per_call": batch} for name, st in stats.items()}
+
+
+def random_observations(policy, count: int) -> np.ndarray:
+    """Seeded observations in the range of the random-init policies' normalizer (pixels, 0-500)."""
+    g = torch.Generator().manual_seed(0)
+    shape = (policy.spec.n_obs_steps, *policy.spec.obs_shapes["obs"])
+    return (torch.rand(count, *shape, generator=g) * 500.0).numpy()
 
 
 def closed_loop(policy, env_id, seeds, max_steps, name, settings, warm):
@@ -138,17 +160,26 @@ def verdict(value, target, dev=None):
     return "; ".join(parts)
 
 
-def table(title, rows, target, command, device):
-    """``command``: the case's latest run; rows measured by an earlier run carry their own."""
+def table(title, rows, target, command, device, max_rows=None):
+    """``command``: the case's latest run; rows measured by an earlier run carry their own. Rows
+    measured before rows per round and time were recorded show '-' there."""
     commands = list(dict.fromkeys(r.get("command", command) for r in rows.values()))
-    lines = [f"**{title}** (target: <= {target:g} rounds/chunk at <= 1 px)  ",
+    budget = f" with <= {max_rows} rows per round" if max_rows else ""
+    lines = [f"**{title}** (target: <= {target:g} rounds/chunk{budget} at <= 1 px)  ",
              "Command" + ("s" if len(commands) > 1 else "") + ": " + "; ".join(f"`{c}`" for c in commands)
              + f"; device: {device}.\n",
-             "| sampler | rounds/chunk (max) | NFE/chunk | max deviation vs sequential (px) | chunks | target |",
-             "|---|---|---|---|---|---|"]
+             "| sampler | rounds/chunk (max) | rows/round (max) | NFE/chunk | ms/chunk | vs sequential, same run | "
+             "max deviation vs sequential (px) | chunks | target |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for label, r in rows.items():
-        lines.append(f"| {label} | {r['rounds']:.2f} ({r['rounds_max']}) | {r['nfe']:.0f} | {r['max_dev_px']:.3g} | "
-                     f"{r['chunks']} | {verdict(r['rounds'], target, r['max_dev_px'])} |")
+        has = "rows_per_round" in r
+        rows_cell = f"{r['rows_per_round']:.1f} ({r['max_rows_per_round']})" if has else "-"
+        time_cell = f"{r['ms_per_chunk']:.0f} | {r['vs_sequential']:.2f}x" if has else "- | -"
+        verdict_cell = "-" if label == "sequential" else verdict(r["rounds"], target, r["max_dev_px"])
+        if has and max_rows and r["max_rows_per_round"] > max_rows and label != "sequential":
+            verdict_cell = (verdict_cell + "; " if verdict_cell != "met" else "") + f"rows {r['max_rows_per_round']} > {max_rows}"
+        lines.append(f"| {label} | {r['rounds']:.2f} ({r['rounds_max']}) | {rows_cell} | {r['nfe']:.0f} | {time_cell} | "
+                     f"{r['max_dev_px']:.3g} | {r['chunks']} | {verdict_cell} |")
     return "\n".join(lines) + "\n"
 
 
@@ -205,7 +236,9 @@ def main(argv=None) -> int:
     p.add_argument("--workers", type=int, default=1, help="closed loop: processes sharing the seeds")
     p.add_argument("--seed", type=int, default=100000)
     p.add_argument("--env", default="parapolicy/PushT-keypoints-v0")
-    p.add_argument("--only", default="cold,extra,ddim16,batched,closed", help="comma-separated cases")
+    p.add_argument("--only", default="cold,extra,ddim16,batched,closed", help="comma-separated cases (also: random, "
+                   "the random-init upstream-size UNet)")
+    p.add_argument("--random-chunks", type=int, default=10, help="case random: observations")
     p.add_argument("--samplers", default="newton_picard,newton_prior", help=f"from {', '.join(SAMPLERS)}")
     p.add_argument("--out", default="benchmarks/rounds.json")
     p.add_argument("--md", default="benchmarks/samplers.md")
@@ -223,11 +256,16 @@ def main(argv=None) -> int:
     cases = [("cold", policy, 1), ("ddim16", with_scheduler(policy, "DDIM-16"), 1), ("batched", policy, args.batch)]
     if args.extra_checkpoint:
         cases.insert(1, ("extra", parapolicy.load_policy(args.extra_checkpoint), 1))
+    if "random" in wanted:
+        from bench_latency import upstream_size_unet
+
+        cases.insert(1, ("random", upstream_size_unet("cpu"), 1))
     for case, pol, batch in cases:
         if case not in wanted:
             continue
         started = time.time()
-        measured = open_loop(pol, observations, samplers, batch)
+        case_obs = random_observations(pol, args.random_chunks) if case == "random" else observations
+        measured = open_loop(pol, case_obs, samplers, batch)
         rows = {label: {**row, "command": command} for label, row in measured.items()}
         print(json.dumps({case: rows, "wall_s": round(time.time() - started, 1)}), flush=True)
         result.setdefault(case, {}).setdefault("rows", {}).update(rows)
@@ -238,14 +276,18 @@ def main(argv=None) -> int:
         seeds = list(range(args.seed, args.seed + args.closed_loop_episodes))
         run = lambda name, settings, warm: closed_loop_parallel(  # noqa: E731
             policy, args.checkpoint, args.env, seeds, args.max_steps, name, settings, warm, args.workers)
-        rows = {"sequential": {**run("sequential", {}, False), "command": command}}
+        before = result.get("closed", {})
+        same = before.get("seeds") == seeds and before.get("max_steps") == args.max_steps
+        if same and "sequential" in before.get("rows", {}):  # the reference depends on nothing that changed
+            rows = {"sequential": before["rows"]["sequential"]}
+        else:
+            rows = {"sequential": {**run("sequential", {}, False), "command": command}}
         for label, name, settings in samplers:
             for start in args.closed_starts.split(","):
                 r = run(name, settings, start == "warm")
                 rows[f"{label}/{start}"] = {**r, "sampler": label, "warm": start == "warm", "command": command}
                 print(json.dumps({"closed": {label: r["rounds"], "nfe": r["nfe"], "start": start}}), flush=True)
-        before = result.get("closed", {})
-        if before.get("seeds") == seeds and before.get("max_steps") == args.max_steps:  # same episodes: add rows
+        if same:  # same episodes: add rows
             rows = {**before["rows"], **rows}
         result["closed"] = {"rows": rows, "seeds": seeds, "max_steps": args.max_steps, "command": command}
         write_json_atomic(args.out, result)
@@ -265,17 +307,18 @@ def markdown(result) -> str:
              "per state per round (defaults: finite differences, tolerance 0.1; the labels jacobian_newton_jvp/_r2/_r3 "
              "select forward-mode derivatives or Jacobians every 2nd/3rd round only, jacobian_newton_tol1 "
              "tolerance 1.0).\n"]
-    titles = {"cold": ("Cold start, batch 1, DDPM-100, shipped policy", "cold_b1"),
-              "extra": ("Cold start, batch 1, DDPM-100, upstream-format checkpoint of another size", "cold_b1"),
-              "ddim16": ("Cold start, batch 1, DDIM-16, shipped policy", "ddim16"),
-              "batched": ("One batch of rows (observations repeated, own noise per row), DDPM-100", "batched")}
-    for case, (title, target) in titles.items():
+    titles = {"cold": ("Cold start, batch 1, DDPM-100, shipped policy", "cold_b1", 64),
+              "extra": ("Cold start, batch 1, DDPM-100, upstream-format checkpoint of another size", "cold_b1", 64),
+              "random": ("Cold start, batch 1, DDPM-100, random-init upstream-size UNet (65.8M)", "cold_b1", 64),
+              "ddim16": ("Cold start, batch 1, DDIM-16, shipped policy", "ddim16", 16),
+              "batched": ("One batch of rows (observations repeated, own noise per row), DDPM-100", "batched", None)}
+    for case, (title, target, max_rows) in titles.items():
         if case in result:
             r = result[case]
             rows_per_call = next(iter(r["rows"].values()))["rows_per_call"]
             title = title.replace("One batch of rows", f"One batch of {rows_per_call} rows")
             parts.append(table(f"{title} ({os.path.basename(r['checkpoint'] or '')})", r["rows"], TARGETS[target],
-                               r["command"], result["device"]))
+                               r["command"], result["device"], max_rows))
     if "closed" in result:
         parts.append(closed_table(result["closed"], result["closed"]["command"], result["device"]))
     missing = [label for case, label in (("extra", "cold start on an upstream-format checkpoint of another size "
