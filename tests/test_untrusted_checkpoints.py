@@ -156,32 +156,6 @@ def test_plain_references_relative_and_nested_still_resolve(good, tmp_path):
     assert (policy.spec.horizon, policy.spec.n_action_steps) == (16, 8)
 
 
-@pytest.fixture
-def capped():
-    """Address space capped at the current size + 2 GiB while a payload loads, and a time budget."""
-    import contextlib
-    import resource
-    import time
-
-    if not os.path.exists("/proc/self/statm"):
-        pytest.skip("needs /proc to size the memory cap")
-
-    @contextlib.contextmanager
-    def run(seconds=10.0):
-        pages = int(open("/proc/self/statm").read().split()[0])
-        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-        cap = pages * os.sysconf("SC_PAGE_SIZE") + (2 << 30)
-        resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
-        assert time.perf_counter() - start < seconds
-
-    return run
-
-
 def _chain(prefix, first, fanout=10, levels=8):
     """cfg keys prefix0..prefixN, each level referring to the previous one ``fanout`` times."""
     keys = {f"{prefix}0": first}
@@ -208,7 +182,7 @@ def _chain(prefix, first, fanout=10, levels=8):
         ({}, {"horizon": 10**6}, r"horizon must be an integer in \[1, 4096\], found 1000000"),
         ({}, {"obs_dim": 10**8}, r"obs_dim must be an integer in \[1, 65536\]"),
         ({}, {"noise_scheduler": {"_target_": "diffusers.DDPMScheduler", "num_train_timesteps": 10**9}},
-         r"num_train_timesteps must be an integer in \[1, 100000\]"),
+         r"num_train_timesteps must be an integer in \[1, 10000\]"),
         ({}, {"noise_scheduler": {"_target_": "diffusers.DPMSolverMultistepScheduler", "solver_order": 10**9}},
          r"solver_order must be an integer in \[1, 3\]"),
     ],
@@ -311,7 +285,7 @@ def test_non_float_weights_are_refused_not_cast(good, tmp_path, dtype):
         ({"obs_as_global_cond": "yes"}, r"obs_as_global_cond must be true or false, found 'yes' \(str\)"),
         ({"model": [1, 2]}, r"cfg\.policy\.model must be a mapping, found \[1, 2\] \(list\)"),
         ({"horizon": None}, r"horizon must be an integer .*found None"),
-        ({"num_inference_steps": 101}, r"num_inference_steps must be in \[1, num_train_timesteps=100\], found 101"),
+        ({"num_inference_steps": 101}, r"num_inference_steps must be in \[1, 100\] \(num_train_timesteps=100, at most 1000\), found 101"),
         ({"horizon": 15}, r"samples 15 steps, which must be a multiple of 2"),
         ({"noise_scheduler": {"_target_": "diffusers.DDPMScheduler", "beta_schedule": "cosine"}},
          r"beta_schedule must be one of \['linear', 'scaled_linear', 'squaredcos_cap_v2'\], found 'cosine'"),

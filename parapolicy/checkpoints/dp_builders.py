@@ -22,7 +22,7 @@ from parapolicy.checkpoints.limits import (
     MAX_LEVELS,
     MAX_OBS_KEYS,
     MAX_OBS_STEPS,
-    MAX_TRAIN_TIMESTEPS,
+    MAX_INFERENCE_STEPS,
     Fields,
     check_int_list,
     describe,
@@ -69,7 +69,7 @@ def _spec(c: Fields, family, obs_shapes, action_dim, cond_mode, action_start, pr
         cond_mode=cond_mode,
         action_start=action_start,
         pred_action_steps_only=pred_only,
-        num_inference_steps=c.opt_int("num_inference_steps", 1, MAX_TRAIN_TIMESTEPS),
+        num_inference_steps=c.opt_int("num_inference_steps", 1, MAX_INFERENCE_STEPS),
         step_kwargs=kwargs,
     )
 

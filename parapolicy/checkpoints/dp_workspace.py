@@ -18,7 +18,16 @@ import torch
 from parapolicy.checkpoints.archive import check_plain_torch_zip
 from parapolicy.checkpoints.dp_builders import build_networks
 from parapolicy.checkpoints.dp_cfg import resolve_section
-from parapolicy.checkpoints.limits import check_bool, check_tensor_safe, describe, one_line
+from parapolicy.checkpoints.limits import (
+    MAX_INFERENCE_STEPS,
+    check_bool,
+    check_fits_file,
+    check_tensor_safe,
+    describe,
+    module_bytes,
+    one_line,
+    stored_bytes,
+)
 from parapolicy.checkpoints.schedulers import build_scheduler
 from parapolicy.checkpoints.safe_pickle import allow_list_pickle
 from parapolicy.errors import CheckpointError, ParapolicyError, UntrustedCheckpointError
@@ -91,7 +100,8 @@ def policy_from_payload(payload: dict, origin: str = "", use_ema: bool | None = 
     """Build the policy a workspace payload describes; every failure is one ``CheckpointError``.
 
     The networks are first built on the meta device and their shapes compared with the
-    weights in the file, so a cfg cannot make us allocate more than the file holds.
+    weights in the file, and what they and the normalizer will take is compared with the
+    tensor bytes the file stores, so a cfg cannot make us allocate more than the file holds.
     """
     cfg = payload["cfg"]
     policy_cfg = resolve_section(cfg, "policy", trust_checkpoint)
@@ -106,10 +116,14 @@ def policy_from_payload(payload: dict, origin: str = "", use_ema: bool | None = 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with torch.device("meta"):
-            _, meta_model, meta_encoder = build_networks(policy_cfg)
-    check_weights_fit(meta_model, meta_encoder, groups, origin)
-    spec, model, encoder = build_networks(policy_cfg)
+            meta_spec, meta_model, meta_encoder = build_networks(policy_cfg)
     scheduler = build_scheduler(policy_cfg.get("noise_scheduler"))
+    check_spec(meta_spec, scheduler)
+    check_weights_fit(meta_model, meta_encoder, groups, origin)
+    normalizer_bytes = 4 * sum(torch.Tensor.numel(t) for t in groups["normalizer."].values())  # kept as float32
+    check_fits_file(module_bytes(meta_model, meta_encoder) + normalizer_bytes, stored_bytes(weights.values()),
+                    repr(origin))
+    spec, model, encoder = build_networks(policy_cfg)
     check_spec(spec, scheduler)
     normalizer = LinearNormalizer()
     load_policy_groups(groups, model, encoder, normalizer, origin)
@@ -173,14 +187,18 @@ def load_policy_groups(groups: dict, model, encoder, normalizer: LinearNormalize
 
 
 def check_spec(spec, scheduler) -> None:
-    """Inference steps against the scheduler's training steps; None means all of them, as upstream."""
+    """Inference steps against the scheduler's training steps; None means all of them, as upstream.
+
+    At most ``MAX_INFERENCE_STEPS`` either way: each is one network call of every chunk."""
     train_steps = scheduler.config.num_train_timesteps
     if spec.num_inference_steps is None:
         spec.num_inference_steps = train_steps
     steps = spec.num_inference_steps
-    if steps is not None and not 1 <= steps <= train_steps:
+    most = min(train_steps, MAX_INFERENCE_STEPS)
+    if steps is not None and not 1 <= steps <= most:
         raise CheckpointError(
-            f"cfg.policy.num_inference_steps must be in [1, num_train_timesteps={train_steps}], found {steps}"
+            f"cfg.policy.num_inference_steps must be in [1, {most}] (num_train_timesteps={train_steps}, at most "
+            f"{MAX_INFERENCE_STEPS}), found {steps}"
         )
 
 
