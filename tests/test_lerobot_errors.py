@@ -9,16 +9,13 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from lerobot_eras import HUB_2024_KEYPOINTS, V0_5, small, write_dir
+from lerobot_eras import HUB_2024_KEYPOINTS, STATE_ONLY_0_5, V0_5, small, write_dir
 from safetensors.torch import load_file, save_file
 
 import parapolicy
 from parapolicy.checkpoints.lerobot import POST_STATS, PRE_STATS
 from parapolicy.errors import CheckpointError, ParapolicyError
 
-STATE_ONLY_0_5 = {**small(V0_5), "input_features": {
-    "observation.environment_state": {"type": "ENV", "shape": [16]},
-    "observation.state": {"type": "STATE", "shape": [2]}}}
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import torch
 
 from parapolicy.checkpoints.archive import check_plain_torch_zip
 from parapolicy.checkpoints.dp_builders import build_networks
+from parapolicy.checkpoints.files import open_regular
 from parapolicy.checkpoints.dp_cfg import resolve_section
 from parapolicy.checkpoints.limits import (
     MAX_INFERENCE_STEPS,
@@ -45,15 +46,8 @@ def read_payload(path: str, trust_checkpoint: bool = False) -> dict:
     Untrusted files are vetted as plain ``torch.save`` zips first (no TorchScript, no legacy
     format) and then unpickled through the allow-list unpickler, from one open file handle.
     """
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         raise CheckpointError(f"no checkpoint file at {path!r}")
-    size = os.path.getsize(path)
-    if size == 0:
-        raise CheckpointError(f"{path!r} is empty")
-    if not zipfile.is_zipfile(path):
-        raise CheckpointError(
-            f"{path!r} is not a torch checkpoint (not a zip archive: damaged, truncated, or another format)"
-        )
     if trust_checkpoint:
         try:
             import dill as pickle_module
@@ -62,9 +56,17 @@ def read_payload(path: str, trust_checkpoint: bool = False) -> dict:
         kwargs = {"pickle_module": pickle_module}
     else:
         kwargs = {"pickle_module": allow_list_pickle}
-    with open(path, "rb") as file:
+    with open_regular(path) as file:
+        size = os.fstat(file.fileno()).st_size
+        if size == 0:
+            raise CheckpointError(f"{path!r} is empty")
+        if not zipfile.is_zipfile(file):
+            raise CheckpointError(
+                f"{path!r} is not a torch checkpoint (not a zip archive: damaged, truncated, or another format)"
+            )
         if not trust_checkpoint:
             check_plain_torch_zip(file, size, path)
+        file.seek(0)
         try:
             payload = torch.load(file, map_location="cpu", weights_only=False, **kwargs)
         except UntrustedCheckpointError:
