@@ -16,10 +16,17 @@ def load_policy(path, device="cpu", use_ema: bool | None = None, trust_checkpoin
     """
     path = os.fspath(path)
     _check_device(device)
-    from parapolicy.checkpoints.hub import looks_like_hub_id, resolve_hub_id
+    from parapolicy.checkpoints.hub import local_path_reason, resolve_hub_id
 
-    if looks_like_hub_id(path):  # e.g. "lerobot/diffusion_pusht": a LeRobot dir from the Hub cache
-        path = resolve_hub_id(path)
+    reason = local_path_reason(path)
+    if reason is None:  # e.g. "lerobot/diffusion_pusht": a LeRobot dir from the Hub cache
+        from parapolicy.checkpoints.lerobot import load_lerobot
+
+        snapshot, blobs = resolve_hub_id(path)
+        return load_lerobot(snapshot, device=device, blobs=blobs)
+    if not os.path.lexists(path):
+        raise CheckpointError(f"no checkpoint file at {path!r} (read as a local path: {reason}; "
+                              "a hub id is owner/name[@revision] with no local folder named owner)")
     if os.path.isdir(path):
         from parapolicy.checkpoints.lerobot import is_lerobot_dir, load_lerobot
 
