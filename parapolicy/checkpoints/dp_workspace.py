@@ -15,7 +15,7 @@ import zipfile
 
 import torch
 
-from parapolicy.checkpoints.archive import check_plain_torch_zip
+from parapolicy.checkpoints.archive import check_plain_torch_zip, check_zip_crc
 from parapolicy.checkpoints.dp_builders import build_networks
 from parapolicy.checkpoints.files import open_regular
 from parapolicy.checkpoints.dp_cfg import resolve_section
@@ -66,7 +66,7 @@ def read_payload(path: str, trust_checkpoint: bool = False) -> dict:
             )
         if not trust_checkpoint:
             check_plain_torch_zip(file, size, path)
-        file.seek(0)
+        check_zip_crc(file, path)
         try:
             payload = torch.load(file, map_location="cpu", weights_only=False, **kwargs)
         except UntrustedCheckpointError:
