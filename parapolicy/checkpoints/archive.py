@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import zipfile
 
-from parapolicy.checkpoints.limits import one_line
+from parapolicy.checkpoints.limits import one_line, quoted
 from parapolicy.errors import CheckpointError, UntrustedCheckpointError
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -51,7 +51,7 @@ def check_plain_torch_zip(file, size: int, origin: str) -> None:
             else "not a plain torch.save archive"
         raise UntrustedCheckpointError(
             f"{origin!r} is {kind}: expected only data.pkl, data/<n> and version records, found "
-            f"{_head(foreign)}; refusing to load it ({_TRUST_HINT})"
+            f"{quoted(foreign, 4)}; refusing to load it ({_TRUST_HINT})"
         )
     if "data.pkl" not in records:
         raise UntrustedCheckpointError(f"{origin!r} is a zip without data.pkl: not a torch.save checkpoint")
@@ -65,7 +65,7 @@ def check_plain_torch_zip(file, size: int, origin: str) -> None:
     packed = [info.filename for info in infos if info.compress_type != zipfile.ZIP_STORED]
     if packed:
         raise UntrustedCheckpointError(
-            f"{origin!r}: compressed zip entries {_head(packed)}; torch.save stores entries uncompressed"
+            f"{origin!r}: compressed zip entries {quoted(packed, 4)}; torch.save stores entries uncompressed"
         )
     total = sum(info.file_size for info in infos)
     if total > size:
@@ -95,9 +95,4 @@ def check_zip_crc(file, origin: str) -> None:
                               f"({one_line(exc)})") from None
     finally:
         file.seek(0)
-
-
-def _head(items, n=4) -> str:
-    more = f" (+{len(items) - n} more)" if len(items) > n else ""
-    return ", ".join(items[:n]) + more
 

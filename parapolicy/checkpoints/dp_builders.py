@@ -184,12 +184,12 @@ def _shape_meta(c: Fields):
         if kind == "rgb":
             shape = entry.int_list("shape", 3, 3, 1, MAX_IMAGE_SIDE)
             if shape[0] != 3:
-                raise CheckpointError(f"cfg.policy.shape_meta.obs.{key}.shape must be (3, H, W) for an rgb key, found {shape}")
+                raise CheckpointError(f"{entry.name}.shape must be (3, H, W) for an rgb key, found {shape}")
             rgb_keys.append(key)
         elif kind == "low_dim":
             shape = entry.int_list("shape", 1, 1, 1, MAX_FEATURE_DIM)
         else:
-            raise CheckpointError(f"cfg.policy.shape_meta.obs.{key}.type must be 'rgb' or 'low_dim', found {describe(kind)}")
+            raise CheckpointError(f"{entry.name}.type must be 'rgb' or 'low_dim', found {describe(kind)}")
         obs_shapes[key] = tuple(shape)
     action_dim = meta.dict("action").int_list("shape", 1, 1, 1, MAX_FEATURE_DIM)[0]
     return obs_shapes, rgb_keys, action_dim

@@ -25,8 +25,11 @@ from parapolicy.checkpoints.limits import (
     check_fits_file,
     check_tensor_safe,
     describe,
+    head,
+    key_path,
     module_bytes,
     one_line,
+    quoted,
     stored_bytes,
 )
 from parapolicy.checkpoints.schedulers import build_scheduler
@@ -158,14 +161,14 @@ def split_policy_state(flat: dict, origin: str = "") -> dict:
     for key, value in flat.items():
         if not isinstance(key, str):
             raise CheckpointError(f"{origin}: weight names must be strings, found {describe(key)}")
-        check_tensor_safe(f"{origin}: weight {key}", value, float_only=False)
+        check_tensor_safe(f"{origin}: weight {key!r}", value, float_only=False)
         prefix = next((p for p in groups if key.startswith(p)), None)
         if prefix is not None:
             groups[prefix][key[len(prefix):]] = value
         elif key not in IGNORABLE_KEYS:
             unexpected.append(key)
     if unexpected:
-        raise CheckpointError(f"{origin}: unexpected weights {_head(unexpected)}: this does not match the cfg's policy")
+        raise CheckpointError(f"{origin}: unexpected weights {quoted(unexpected)}: this does not match the cfg's policy")
     return groups
 
 
@@ -173,7 +176,7 @@ def check_weights_fit(model, encoder, groups: dict, origin: str = "") -> None:
     """Names, shapes and dtype kinds of the weights against the (meta-device) networks."""
     if encoder is None and groups["obs_encoder."]:
         raise CheckpointError(
-            f"{origin}: unexpected weights {_head(['obs_encoder.' + k for k in groups['obs_encoder.']])}: "
+            f"{origin}: unexpected weights {quoted(['obs_encoder.' + k for k in groups['obs_encoder.']])}: "
             "this does not match the cfg's policy"
         )
     check_strict(model, groups["model."], "model.", origin)
@@ -211,10 +214,11 @@ def check_normalizer_fits(normalizer: LinearNormalizer, spec, origin: str = "") 
         wanted[key] = shape[0] if len(shape) == 1 else None  # images: per-channel or scalar
     for key, dim in wanted.items():
         if key not in normalizer.fields:
-            raise CheckpointError(f"{origin}: no normalizer weights for {key!r} (normalizer.params_dict.{key}.*)")
+            raise CheckpointError(f"{origin}: no normalizer weights for {key!r} ({key_path('normalizer.params_dict', key)}.*)")
         size = normalizer.params_dict[key]["scale"].numel()
         if dim is not None and size not in (1, dim):
-            raise CheckpointError(f"{origin}: normalizer field {key!r} has {size} entries but the cfg says {key} has {dim}")
+            raise CheckpointError(f"{origin}: normalizer field {key!r} has {size} entries but the cfg says {key!r} has "
+                                  f"{dim}")
     scale = normalizer.params_dict["action"]["scale"].detach()
     if not torch.isfinite(1.0 / scale).all():
         raise CheckpointError(
@@ -231,37 +235,31 @@ def check_strict(module, state: dict, prefix: str, origin: str) -> None:
     if missing or extra:
         parts = []
         if missing:
-            parts.append(f"missing weights {_head(missing)}")
+            parts.append(f"missing weights {quoted(missing)}")
         if extra:
-            parts.append(f"unexpected weights {_head(extra)}")
+            parts.append(f"unexpected weights {quoted(extra)}")
         raise CheckpointError(f"{origin}: {'; '.join(parts)}")
     bad = [
-        f"{prefix}{k}: checkpoint {tuple(v.shape)} vs policy {tuple(expected[k].shape)}"
+        f"{prefix + k!r}: checkpoint {tuple(v.shape)} vs policy {tuple(expected[k].shape)}"
         for k, v in state.items()
         if tuple(v.shape) != tuple(expected[k].shape)
     ]
     if bad:
-        raise CheckpointError(f"{origin}: weight shapes do not match the cfg: {_head(bad)}")
+        raise CheckpointError(f"{origin}: weight shapes do not match the cfg: {head(bad)}")
     kinds = [
-        f"{prefix}{k}: {str(v.dtype).replace('torch.', '')} where the policy has "
+        f"{prefix + k!r}: {str(v.dtype).replace('torch.', '')} where the policy has "
         f"{str(expected[k].dtype).replace('torch.', '')}"
         for k, v in state.items()
         if v.dtype.is_floating_point != expected[k].dtype.is_floating_point
         or (not v.dtype.is_floating_point and v.dtype != expected[k].dtype)
     ]
     if kinds:
-        raise CheckpointError(f"{origin}: weight dtypes do not match the policy (no silent casts): {_head(kinds)}")
+        raise CheckpointError(f"{origin}: weight dtypes do not match the policy (no silent casts): {head(kinds)}")
 
 
 def load_strict(module, state: dict, prefix: str, origin: str) -> None:
     check_strict(module, state, prefix, origin)
     module.load_state_dict(state, strict=True)
-
-
-def _head(items, n=5) -> str:
-    items = list(items)
-    more = f" (+{len(items) - n} more)" if len(items) > n else ""
-    return ", ".join(items[:n]) + more
 
 
 def _to_cpu(value):

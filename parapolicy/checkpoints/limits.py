@@ -8,6 +8,7 @@ the field, what was expected and what was found. Shared by the checkpoint loader
 from __future__ import annotations
 
 import math
+import re
 
 from parapolicy.errors import CheckpointError
 
@@ -39,6 +40,28 @@ def describe(value) -> str:
     if len(text) > 60:
         text = text[:57] + "..."
     return f"{text} ({type(value).__name__})"
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def key_path(base: str, key) -> str:
+    """``base.key`` for a plain key, ``base['odd key']`` (repr, escapes visible) for any other."""
+    if isinstance(key, int) and not isinstance(key, bool):
+        return f"{base}[{key}]"
+    return f"{base}.{key}" if isinstance(key, str) and _PLAIN_KEY.fullmatch(key) else f"{base}[{key!r}]"
+
+
+def head(items, n: int = 5) -> str:
+    """The first ``n`` items joined, and how many more."""
+    items = list(items)
+    more = f" (+{len(items) - n} more)" if len(items) > n else ""
+    return ", ".join(items[:n]) + more
+
+
+def quoted(names, n: int = 5) -> str:
+    """Names read from a file, each shown as its repr (a terminal escape stays visible text)."""
+    return head([repr(name) for name in names], n)
 
 
 def one_line(exc: BaseException, limit: int = 200) -> str:
@@ -178,23 +201,23 @@ class Fields:
         return default
 
     def int(self, key, lo, hi, default=_REQUIRED) -> int:
-        return check_int(f"{self.name}.{key}", self._get(key, default), lo, hi)
+        return check_int(key_path(self.name, key), self._get(key, default), lo, hi)
 
     def opt_int(self, key, lo, hi, default=None):
         value = self._get(key, default)
-        return None if value is None else check_int(f"{self.name}.{key}", value, lo, hi)
+        return None if value is None else check_int(key_path(self.name, key), value, lo, hi)
 
     def bool(self, key, default=_REQUIRED) -> bool:
-        return check_bool(f"{self.name}.{key}", self._get(key, default))
+        return check_bool(key_path(self.name, key), self._get(key, default))
 
     def float(self, key, lo, hi, default=_REQUIRED) -> float:
-        return check_float(f"{self.name}.{key}", self._get(key, default), lo, hi)
+        return check_float(key_path(self.name, key), self._get(key, default), lo, hi)
 
     def int_list(self, key, min_len, max_len, lo, hi, default=_REQUIRED) -> list:
-        return check_int_list(f"{self.name}.{key}", self._get(key, default), min_len, max_len, lo, hi)
+        return check_int_list(key_path(self.name, key), self._get(key, default), min_len, max_len, lo, hi)
 
     def dict(self, key, default=_REQUIRED) -> "Fields":
-        return Fields(self._get(key, default), f"{self.name}.{key}")
+        return Fields(self._get(key, default), key_path(self.name, key))
 
     def raw(self, key, default=_REQUIRED):
         return self._get(key, default)

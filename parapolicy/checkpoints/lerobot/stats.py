@@ -76,22 +76,22 @@ def checked_stats(config: LeRobotConfig, stats: dict, origin: str) -> dict:
             if value is None:
                 raise CheckpointError(f"{origin}: {key!r} ({mode}) needs statistic {stat!r}, found {sorted(found)}")
             if not value.is_floating_point():
-                raise CheckpointError(f"{origin}: {key}.{stat}: expected floating point, found {value.dtype}")
+                raise CheckpointError(f"{origin}: {key + '.' + stat!r}: expected floating point, found {value.dtype}")
             value = value.to(torch.float32)
             if image and value.dim() == 1:
                 value = value.reshape(-1, 1, 1)  # LeRobot >= 0.6 reshapes flat visual stats the same way
             want = (shape[0], 1, 1) if image else shape
             if tuple(value.shape) != want:
-                raise CheckpointError(f"{origin}: {key}.{stat}: expected shape {want}, found {tuple(value.shape)}")
+                raise CheckpointError(f"{origin}: {key + '.' + stat!r}: expected shape {want}, found {tuple(value.shape)}")
             if not torch.isfinite(value).all():
-                raise CheckpointError(f"{origin}: {key}.{stat}: expected finite values, found NaN or inf")
+                raise CheckpointError(f"{origin}: {key + '.' + stat!r}: expected finite values, found NaN or inf")
             entry[stat] = value.contiguous().clone()
         lo, hi = (entry[s] for s in NEEDED[mode])
         scale = hi if mode == "MEAN_STD" else hi - lo
         if (scale < 0).any() or (key == ACTION and (scale == 0).any()):
             what = "std" if mode == "MEAN_STD" else f"{NEEDED[mode][1]} - {NEEDED[mode][0]}"
             bound = "> 0" if key == ACTION else ">= 0"
-            raise CheckpointError(f"{origin}: {key} {what}: expected {bound} everywhere, found "
+            raise CheckpointError(f"{origin}: {key!r} {what}: expected {bound} everywhere, found "
                                   f"{scale.min().item():.3g}")
         out[key] = entry
     return out
