@@ -14,8 +14,9 @@ import pytest
 from conftest import toy_ckpt  # noqa: F401  (tests/test_controller.py still imports the fixture from here)
 from hydra import compose, initialize_config_dir
 
-from parapolicy.eval.build import CONFIG_DIR
-from parapolicy.eval.run import run_rollout
+from parapolicy.errors import CheckpointError
+from parapolicy.eval.build import CONFIG_DIR, logged_config
+from parapolicy.eval.run import prepare, run_rollout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -70,6 +71,32 @@ def test_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, override, message
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith(f"parapolicy-rollout: error: {message}") and proc.stderr.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+SECRET = "s3cr3t-Value-4242"
+
+
+def test_a_checkpoint_path_is_taken_literally_never_interpolated(toy_ckpt, tmp_path, monkeypatch):
+    """``${oc.env:...}`` in a quoted file name stays text: no secret in errors, logs or results."""
+    monkeypatch.setenv("PARAPOLICY_TEST_SECRET", SECRET)
+    literal = tmp_path / "run${oc.env:PARAPOLICY_TEST_SECRET}.ckpt"
+    cfg = compose_rollout([f"checkpoint='{literal}'", "env=toy", "logger=disabled"])
+    with pytest.raises(CheckpointError, match="no checkpoint file at") as info:
+        prepare(cfg)
+    assert str(literal) in str(info.value) and SECRET not in str(info.value)
+    literal.write_bytes(open(toy_ckpt, "rb").read())  # a file of that very name is the one loaded
+    assert prepare(cfg)[0] == str(literal)
+    logged = logged_config(cfg)
+    assert logged["checkpoint"] == str(literal) and SECRET not in json.dumps(logged)
+
+
+@pytest.mark.slow
+def test_the_cli_prints_a_literal_checkpoint_path_not_the_environment(tmp_path):
+    proc = cli(["env=toy", "checkpoint='/nonexistent/x${oc.env:PARAPOLICY_TEST_SECRET}.ckpt'", "logger=disabled",
+                f"hydra.run.dir={tmp_path}/run"], tmp_path, extra_env={"PARAPOLICY_TEST_SECRET": SECRET})
+    assert proc.returncode == 2, proc.stderr
+    assert "/nonexistent/x${oc.env:PARAPOLICY_TEST_SECRET}.ckpt" in proc.stderr
+    assert SECRET not in proc.stdout + proc.stderr
 
 
 def test_hydra_full_error_shows_the_traceback(tmp_path):

@@ -14,6 +14,7 @@ import time
 from parapolicy.eval.build import (
     device_name,
     ensure_envs_importable,
+    logged_config,
     make_env_factory,
     resolve_checkpoint,
     sampler_settings,
@@ -94,8 +95,6 @@ def prepare(cfg):
 
 def run_rollout(cfg, output_dir: str, on_chunk=None, obs_adapter=None) -> dict:
     """Everything the CLI does, callable from Python with a composed cfg; returns results.json's dict."""
-    from omegaconf import OmegaConf
-
     from parapolicy.logging import RunLogger
 
     started = time.time()
@@ -108,7 +107,7 @@ def run_rollout(cfg, output_dir: str, on_chunk=None, obs_adapter=None) -> dict:
     log.info("%d episodes (seeds %d..%d) on %s, batches of %s, vector=%s", len(seeds), seeds[0], seeds[-1], cfg.env.id,
              cfg.n_envs or len(seeds), cfg.vector)
     logger = RunLogger(mode=cfg.logger.mode, project=cfg.logger.project, directory=output_dir,
-                       config=OmegaConf.to_container(cfg, resolve=True), tags=[name, cfg.env.id])
+                       config=logged_config(cfg), tags=[name, cfg.env.id])
     results = {
         "checkpoint": policy.spec.source.get("path", os.path.abspath(ckpt)),
         "env": cfg.env.id,
