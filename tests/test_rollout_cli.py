@@ -106,11 +106,16 @@ def test_hydra_full_error_shows_the_traceback(tmp_path):
 
 
 FAULTY_ENV = textwrap.dedent('''
+    import multiprocessing
+    import os
+    import signal
+
     import gymnasium as gym
     from parapolicy_envs.toy import ToyReachEnv
 
     class FaultyToy(ToyReachEnv):
-        """Raises on the ninth step of seed 100001: RuntimeError, or KeyboardInterrupt like Ctrl-C."""
+        """On the ninth step of seed 100001: raises RuntimeError or KeyboardInterrupt, or ("sigint")
+        sends the rollout process a real Ctrl-C (from an async worker: to its parent)."""
 
         def __init__(self, fault="error", **kwargs):
             super().__init__(**kwargs)
@@ -122,7 +127,9 @@ FAULTY_ENV = textwrap.dedent('''
 
         def step(self, action):
             self.t += 1
-            if self.bad and self.t == 9:
+            if self.bad and self.t == 9 and self.fault == "sigint":
+                os.kill(os.getppid() if multiprocessing.parent_process() else os.getpid(), signal.SIGINT)
+            elif self.bad and self.t == 9:
                 raise KeyboardInterrupt if self.fault == "interrupt" else RuntimeError("simulator exploded")
             return super().step(action)
 
@@ -145,6 +152,19 @@ def test_failed_or_interrupted_episodes_exit_non_zero_with_true_counts(toy_ckpt,
     else:
         assert results["interrupted"] and (results["n_completed"], results["n_not_finished"]) == (0, 3)
         assert "0 of 3 episodes completed, 0 failed, 3 not finished (interrupted)" in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("vector", ["list", "async"])
+def test_ctrl_c_ends_the_run_with_130_and_keeps_finished_episodes(toy_ckpt, tmp_path, vector):
+    (tmp_path / "faulty_env.py").write_text(FAULTY_ENV)
+    proc = cli([f"checkpoint={toy_ckpt}", "env=toy", "env.id=faulty_env:FaultyToy-v0", "+env.kwargs.fault=sigint",
+                "n_episodes=3", "n_envs=1", f"vector={vector}", "logger=disabled", "progress=false",
+                f"hydra.run.dir={tmp_path}/run"], tmp_path, pythonpath=[tmp_path])
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    results = json.load(open(tmp_path / "run" / "results.json"))
+    assert results["interrupted"] and (results["n_completed"], results["n_not_finished"]) == (1, 2)
+    assert list(results["rewards_by_seed"]) == ["100000"]
 
 
 def test_help_explains_the_keys_and_lists_only_rollout_groups(tmp_path):
