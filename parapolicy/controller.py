@@ -206,7 +206,7 @@ class Controller:
         if self._closed:
             raise ControllerError("controller is closed")
         started = time.perf_counter()
-        self._history.append(obs)
+        self._history.append(self._checked_obs(obs))
         self._collect(block=False)
         if self.mode != "sync":
             self._maybe_start()
@@ -250,6 +250,32 @@ class Controller:
         }
 
     # ------------------------------------------------------------------ internals
+    def _checked_obs(self, obs):
+        """This tick's observation as arrays of the policy's step shapes, checked before it enters
+        the history: a bad one is one ControllerError, and the next good one works."""
+        shapes = self.policy.spec.obs_shapes
+        if not isinstance(obs, dict):
+            if list(shapes) != [self.obs_key]:
+                raise ControllerError(f"act(obs): expected a dict with keys {list(shapes)}, got {type(obs).__name__}")
+            return self._checked_obs({self.obs_key: obs})[self.obs_key]
+        checked = {}
+        for key, shape in shapes.items():
+            if key not in obs:
+                raise ControllerError(f"act(obs): obs lacks {key!r}; expected keys {list(shapes)}, got "
+                                      f"{sorted(map(str, obs))[:8]}")
+            try:
+                value = np.array(obs[key])
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise ControllerError(f"act(obs): obs[{key!r}] must be a numeric array of shape {tuple(shape)}, got "
+                                      f"{type(obs[key]).__name__} ({str(exc)[:80]})") from None
+            if value.dtype.kind not in "biuf" or tuple(value.shape) != tuple(shape):
+                raise ControllerError(f"act(obs): obs[{key!r}] must be a numeric array of shape {tuple(shape)}, got "
+                                      f"{value.dtype} of shape {tuple(value.shape)}")
+            if not np.isfinite(value).all():
+                raise ControllerError(f"act(obs): obs[{key!r}] contains NaN or inf")
+            checked[key] = value
+        return checked
+
     def _obs_batch(self) -> dict:
         items = list(self._history)
         items = [items[0]] * (self._history.maxlen - len(items)) + items
