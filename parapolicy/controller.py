@@ -109,6 +109,9 @@ class Controller:
                  latency_budget_ms: float | None = None, generator: torch.Generator | None = None,
                  warm_start: bool = False, obs_key: str = "obs", delay_ticks: int | None = None,
                  guidance: str = "soft", max_guidance_weight: float = DEFAULT_MAX_GUIDANCE_WEIGHT):
+        if not callable(getattr(policy, "predict_action", None)) or not hasattr(policy, "spec"):
+            raise ControllerConfigError(f"policy must be a parapolicy Policy (spec, predict_action), got "
+                                        f"{type(policy).__name__}")
         if not isinstance(mode, str) or mode not in MODES:
             raise ControllerConfigError(f"mode must be one of {MODES}, got {mode!r}")
         check_number("control_hz", control_hz)
@@ -125,9 +128,15 @@ class Controller:
             if isinstance(delay_ticks, bool) or not isinstance(delay_ticks, int) or not 0 <= delay_ticks < steps:
                 raise ControllerConfigError(f"delay_ticks must be an integer in [0, {steps - 1}] "
                                             f"(n_action_steps={steps}), got {delay_ticks!r}")
-        if guidance not in GUIDANCE_FORMS:
+        if not isinstance(guidance, str) or guidance not in GUIDANCE_FORMS:
             raise ControllerConfigError(f"guidance must be one of {GUIDANCE_FORMS}, got {guidance!r}")
         check_number("max_guidance_weight", max_guidance_weight)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ControllerConfigError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        if not isinstance(warm_start, bool):
+            raise ControllerConfigError(f"warm_start must be true or false, got {warm_start!r}")
+        if not isinstance(obs_key, str):
+            raise ControllerConfigError(f"obs_key must be a string, got {obs_key!r}")
         self.policy, self.mode, self.obs_key = policy, mode, obs_key
         self.period_s = 1.0 / float(control_hz)
         self.n_action_steps, self.delay_ticks, self.guidance = steps, delay_ticks, guidance

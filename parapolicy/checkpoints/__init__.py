@@ -14,7 +14,15 @@ def load_policy(path, device="cpu", use_ema: bool | None = None, trust_checkpoin
     ``trust_checkpoint=True`` lets the unpickler run code the file names: only for files
     you trust.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise CheckpointError(f"path must be a file or directory path or a hub id (str), got {type(path).__name__}")
     path = os.fspath(path)
+    if not isinstance(path, str):
+        raise CheckpointError(f"path must be a text path, got {type(path).__name__}")
+    if type(use_ema) not in (type(None), bool):
+        raise CheckpointError(f"use_ema must be true, false or None (the checkpoint's cfg decides), got {use_ema!r}")
+    if type(trust_checkpoint) is not bool:
+        raise CheckpointError(f"trust_checkpoint must be true or false, got {trust_checkpoint!r}")
     _check_device(device)
     from parapolicy.checkpoints.hub import local_path_reason, resolve_hub_id
 
