@@ -84,6 +84,9 @@ class _Stub:
     lambda: parapolicy.load_policy(None),
     lambda: parapolicy.load_policy("x.ckpt", trust_checkpoint=np.zeros(2)),
     lambda: RealtimeSettings(mode=["rtc"]),
+    lambda: SAMPLERS["piadm"](mode=np.zeros(3)),
+    lambda: SAMPLERS["jacobian_newton"](jacobian=np.zeros(3)),
+    lambda: parapolicy.load_policy("x.ckpt", device=b"\x80"),
 ])
 def test_examples_that_raised_raw_errors(build):
     with pytest.raises(ParapolicyError):

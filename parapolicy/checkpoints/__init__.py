@@ -53,7 +53,7 @@ def _check_device(device) -> None:
 
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
+    except (RuntimeError, TypeError, ValueError) as exc:  # ValueError: undecodable bytes
         raise CheckpointError(f"invalid device {device!r}: {exc}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise CheckpointError(f"device {device!r} requested but no CUDA device is available here; use device='cpu'")

@@ -199,7 +199,7 @@ class JacobianNewton(SamplerBase):
         check_bounded_int(self.name, "window", self.window)
         check_tolerance(self.name, self.tolerance)
         check_bounded_int(self.name, "refresh", self.refresh)
-        if self.jacobian not in METHODS:
+        if not isinstance(self.jacobian, str) or self.jacobian not in METHODS:
             raise SamplerConfigError(f"{self.name} jacobian must be one of {', '.join(METHODS)}, got {self.jacobian!r}")
 
     def sample(self, problem: DenoisingProblem) -> SampleResult:

@@ -50,7 +50,7 @@ class PIADM(SamplerBase):
         for field_name in ("blocks", "points", "iterations"):
             check_bounded_int(self.name, field_name, getattr(self, field_name))
         check_grid_budget(self.name, self.blocks, self.points, min(self.iterations, self.points), self.points)
-        if self.mode not in ("sde", "ode"):
+        if not isinstance(self.mode, str) or self.mode not in ("sde", "ode"):
             raise SamplerConfigError(f"piadm mode must be 'sde' or 'ode', got {self.mode!r}")
 
     @property
