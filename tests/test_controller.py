@@ -256,6 +256,11 @@ def test_rtc_controller_freezes_what_executes_during_inference(toy_ckpt):  # noq
     assert stats["mode"] == "rtc" and stats["jump_at_switch"]["count"] >= 3
 
 
+@pytest.fixture(scope="module")
+def toy_policy(toy_ckpt):  # noqa: F811
+    return parapolicy.load_policy(toy_ckpt)
+
+
 @pytest.mark.parametrize("bad, message", [
     (np.zeros(5), r"obs\['obs'\] must be a numeric array of shape \(4,\), got float64 of shape \(5,\)"),
     (np.array([0.0, np.nan, 0.0, 0.0]), r"obs\['obs'\] contains NaN or inf"),
@@ -264,9 +269,9 @@ def test_rtc_controller_freezes_what_executes_during_inference(toy_ckpt):  # noq
     ({"state": np.zeros(4)}, r"obs lacks 'obs'; expected keys \['obs'\], got \['state'\]"),
     (None, r"obs\['obs'\] must be a numeric array"),
 ])
-def test_a_bad_observation_is_one_error_and_the_next_good_one_works(toy_ckpt, bad, message):  # noqa: F811
+def test_a_bad_observation_is_one_error_and_the_next_good_one_works(toy_policy, bad, message):
     """A bad observation used to enter the history, so every later inference failed with a raw error."""
-    policy = parapolicy.load_policy(toy_ckpt)
+    policy = toy_policy
     good = np.linspace(-0.5, 0.5, 4)
     with parapolicy.Controller(policy, mode="sync", generator=torch.Generator().manual_seed(0)) as c:
         c.act(good)

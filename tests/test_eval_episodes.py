@@ -124,11 +124,12 @@ def test_a_real_ctrl_c_interrupts_every_vector_mode_and_keeps_finished_episodes(
 
         def predict_action(self, obs, generator=None):
             CtrlCInSecondBatch.calls += 1
-            if CtrlCInSecondBatch.calls == 12:  # the first batch (about 8 chunks) has finished
+            if CtrlCInSecondBatch.calls == 3:  # the first batch (two 8-step chunks) has finished
                 os.kill(os.getpid(), signal.SIGINT)
             return policy.predict_action(obs, generator=generator)
 
-    run = run_episodes(CtrlCInSecondBatch(), make_env_factory(TOY, policy.spec), SEEDS + [100003], batch_size=2,
+    short = OmegaConf.merge(TOY, {"max_episode_steps": 16})
+    run = run_episodes(CtrlCInSecondBatch(), make_env_factory(short, policy.spec), SEEDS + [100003], batch_size=2,
                        vector=vector)
     summary = run.to_json()
     assert run.interrupted and summary["interrupted"]
