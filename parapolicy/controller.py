@@ -108,6 +108,9 @@ class Controller:
                  latency_budget_ms: float | None = None, generator: torch.Generator | None = None,
                  warm_start: bool = False, obs_key: str = "obs", delay_ticks: int | None = None,
                  guidance: str = "soft", max_guidance_weight: float = DEFAULT_MAX_GUIDANCE_WEIGHT):
+        if not callable(getattr(policy, "predict_action", None)) or not hasattr(policy, "spec"):
+            raise ControllerConfigError(f"policy must be a parapolicy Policy (spec, predict_action), got "
+                                        f"{type(policy).__name__}")
         if not isinstance(mode, str) or mode not in MODES:
             raise ControllerConfigError(f"mode must be one of {MODES}, got {mode!r}")
         check_number("control_hz", control_hz)
@@ -124,9 +127,15 @@ class Controller:
             if isinstance(delay_ticks, bool) or not isinstance(delay_ticks, int) or not 0 <= delay_ticks < steps:
                 raise ControllerConfigError(f"delay_ticks must be an integer in [0, {steps - 1}] "
                                             f"(n_action_steps={steps}), got {delay_ticks!r}")
-        if guidance not in GUIDANCE_FORMS:
+        if not isinstance(guidance, str) or guidance not in GUIDANCE_FORMS:
             raise ControllerConfigError(f"guidance must be one of {GUIDANCE_FORMS}, got {guidance!r}")
         check_number("max_guidance_weight", max_guidance_weight)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ControllerConfigError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+        if not isinstance(warm_start, bool):
+            raise ControllerConfigError(f"warm_start must be true or false, got {warm_start!r}")
+        if not isinstance(obs_key, str):
+            raise ControllerConfigError(f"obs_key must be a string, got {obs_key!r}")
         self.policy, self.mode, self.obs_key = policy, mode, obs_key
         self.period_s = 1.0 / float(control_hz)
         self.n_action_steps, self.delay_ticks, self.guidance = steps, delay_ticks, guidance
@@ -205,7 +214,7 @@ class Controller:
         if self._closed:
             raise ControllerError("controller is closed")
         started = time.perf_counter()
-        self._history.append(obs)
+        self._history.append(self._checked_obs(obs))
         self._collect(block=False)
         if self.mode != "sync":
             self._maybe_start()
@@ -249,6 +258,32 @@ class Controller:
         }
 
     # ------------------------------------------------------------------ internals
+    def _checked_obs(self, obs):
+        """This tick's observation as arrays of the policy's step shapes, checked before it enters
+        the history: a bad one is one ControllerError, and the next good one works."""
+        shapes = self.policy.spec.obs_shapes
+        if not isinstance(obs, dict):
+            if list(shapes) != [self.obs_key]:
+                raise ControllerError(f"act(obs): expected a dict with keys {list(shapes)}, got {type(obs).__name__}")
+            return self._checked_obs({self.obs_key: obs})[self.obs_key]
+        checked = {}
+        for key, shape in shapes.items():
+            if key not in obs:
+                raise ControllerError(f"act(obs): obs lacks {key!r}; expected keys {list(shapes)}, got "
+                                      f"{sorted(map(str, obs))[:8]}")
+            try:
+                value = np.array(obs[key])
+            except (TypeError, ValueError, RuntimeError) as exc:
+                raise ControllerError(f"act(obs): obs[{key!r}] must be a numeric array of shape {tuple(shape)}, got "
+                                      f"{type(obs[key]).__name__} ({str(exc)[:80]})") from None
+            if value.dtype.kind not in "biuf" or tuple(value.shape) != tuple(shape):
+                raise ControllerError(f"act(obs): obs[{key!r}] must be a numeric array of shape {tuple(shape)}, got "
+                                      f"{value.dtype} of shape {tuple(value.shape)}")
+            if not np.isfinite(value).all():
+                raise ControllerError(f"act(obs): obs[{key!r}] contains NaN or inf")
+            checked[key] = value
+        return checked
+
     def _obs_batch(self) -> dict:
         items = list(self._history)
         items = [items[0]] * (self._history.maxlen - len(items)) + items

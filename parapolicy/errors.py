@@ -1,8 +1,24 @@
 """Exception types: every user-facing failure is one of these, with one clear message."""
 
+import unicodedata
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with control and format characters (terminal escapes, bidi overrides, newlines)
+    written as Python escapes, so a name read from a file cannot drive the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(ch if unicodedata.category(ch) not in ("Cc", "Cf") else repr(ch)[1:-1] for ch in text)
+
 
 class ParapolicyError(Exception):
-    """Base class for errors raised on bad input or unsupported configurations."""
+    """Base class for errors raised on bad input or unsupported configurations.
+
+    Messages often quote what a file holds; their control characters are escaped here, once
+    for every error, whatever quoted them."""
+
+    def __init__(self, *args):
+        super().__init__(*(escape_controls(a) if isinstance(a, str) else a for a in args))
 
 
 class SamplerConfigError(ParapolicyError, ValueError):

@@ -31,3 +31,29 @@ def toy_ckpt(tmp_path_factory):
     plain = OmegaConf.to_container(cfg, resolve=True)
     plain.pop("hydra")
     return train(plain, str(root / "run"), progress=False)
+
+
+@pytest.fixture
+def capped():
+    """Address space capped at the current size + 2 GiB while a payload loads, and a time budget."""
+    import contextlib
+    import resource
+    import time
+
+    if not os.path.exists("/proc/self/statm"):
+        pytest.skip("needs /proc to size the memory cap")
+
+    @contextlib.contextmanager
+    def run(seconds=10.0):
+        pages = int(open("/proc/self/statm").read().split()[0])
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        cap = pages * os.sysconf("SC_PAGE_SIZE") + (2 << 30)
+        resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+        assert time.perf_counter() - start < seconds
+
+    return run

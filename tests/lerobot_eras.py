@@ -108,6 +108,12 @@ def small(config: dict, image_side: int = 64) -> dict:
     return out
 
 
+# a 0.5-era policy without cameras: small and fast to build
+STATE_ONLY_0_5 = {**small(V0_5), "input_features": {
+    "observation.environment_state": {"type": "ENV", "shape": [16]},
+    "observation.state": {"type": "STATE", "shape": [2]}}}
+
+
 def write_dir(root, config: dict, stats_layout: str, seed: int = 0) -> str:
     """A LeRobot directory with ``config`` written verbatim and random weights and statistics.
 

@@ -90,7 +90,7 @@ def test_missing_weights_are_listed(good, tmp_path):
     ema = dict(state["ema_model"])
     del ema["model.final_conv.1.weight"]
     save_dp_workspace(str(tmp_path / "m.ckpt"), {"policy": cfg, "training": {"use_ema": True}}, {"ema_model": ema})
-    with pytest.raises(CheckpointError, match=r"missing weights model\.final_conv\.1\.weight"):
+    with pytest.raises(CheckpointError, match=r"missing weights 'model\.final_conv\.1\.weight'"):
         parapolicy.load_policy(tmp_path / "m.ckpt")
 
 
@@ -98,7 +98,7 @@ def test_shape_mismatch_is_reported(good, tmp_path):
     path, cfg, state = good
     cfg = dict(cfg, model=dict(cfg["model"], down_dims=[16, 64]))
     save_dp_workspace(str(tmp_path / "s.ckpt"), {"policy": cfg, "training": {"use_ema": True}}, state)
-    with pytest.raises(CheckpointError, match=r"weight shapes do not match the cfg: model\.mid_modules\.0"):
+    with pytest.raises(CheckpointError, match=r"weight shapes do not match the cfg: 'model\.mid_modules\.0"):
         parapolicy.load_policy(tmp_path / "s.ckpt")
 
 
@@ -116,7 +116,7 @@ def test_normalizer_that_disagrees_with_cfg_dims(good, tmp_path):
     for name in ("scale", "offset", "input_stats.min", "input_stats.max"):
         ema[f"normalizer.params_dict.obs.{name}"] = torch.ones(7)
     save_dp_workspace(str(tmp_path / "n.ckpt"), {"policy": cfg, "training": {"use_ema": True}}, {"ema_model": ema})
-    with pytest.raises(CheckpointError, match="normalizer field 'obs' has 7 entries but the cfg says obs has 6"):
+    with pytest.raises(CheckpointError, match="normalizer field 'obs' has 7 entries but the cfg says 'obs' has 6"):
         parapolicy.load_policy(tmp_path / "n.ckpt")
 
 

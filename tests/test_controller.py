@@ -254,3 +254,28 @@ def test_rtc_controller_freezes_what_executes_during_inference(toy_ckpt):  # noq
         assert any(np.array_equal(np.stack(executed[k : k + 2]), p.actions[0, :2].numpy()) for k in range(29))
     stats = c.stats
     assert stats["mode"] == "rtc" and stats["jump_at_switch"]["count"] >= 3
+
+
+@pytest.fixture(scope="module")
+def toy_policy(toy_ckpt):  # noqa: F811
+    return parapolicy.load_policy(toy_ckpt)
+
+
+@pytest.mark.parametrize("bad, message", [
+    (np.zeros(5), r"obs\['obs'\] must be a numeric array of shape \(4,\), got float64 of shape \(5,\)"),
+    (np.array([0.0, np.nan, 0.0, 0.0]), r"obs\['obs'\] contains NaN or inf"),
+    ("abcd", r"obs\['obs'\] must be a numeric array of shape \(4,\), got <U4"),
+    ([[1.0, 2.0], [3.0]], r"obs\['obs'\] must be a numeric array of shape \(4,\), got list"),
+    ({"state": np.zeros(4)}, r"obs lacks 'obs'; expected keys \['obs'\], got \['state'\]"),
+    (None, r"obs\['obs'\] must be a numeric array"),
+])
+def test_a_bad_observation_is_one_error_and_the_next_good_one_works(toy_policy, bad, message):
+    """A bad observation used to enter the history, so every later inference failed with a raw error."""
+    policy = toy_policy
+    good = np.linspace(-0.5, 0.5, 4)
+    with parapolicy.Controller(policy, mode="sync", generator=torch.Generator().manual_seed(0)) as c:
+        c.act(good)
+        with pytest.raises(ControllerError, match=message):
+            c.act(bad)
+        actions = [c.act(good) for _ in range(2 * c.n_action_steps)]  # two more chunks, from good history only
+    assert all(a.shape == (policy.spec.action_dim,) and np.isfinite(a).all() for a in actions)

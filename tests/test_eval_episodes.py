@@ -113,6 +113,32 @@ def test_ctrl_c_keeps_the_finished_part_and_counts_the_rest(policy):
     assert summary["mean_score"] is None and summary["steps_by_seed"] == {}
 
 
+@pytest.mark.parametrize("vector", ["list", "sync", "async"])
+def test_a_real_ctrl_c_interrupts_every_vector_mode_and_keeps_finished_episodes(policy, vector):
+    """gymnasium's AsyncVectorEnv builds the first env in this process: the workers' SIGINT-ignore
+    must not leak here, or Ctrl-C is silently ignored and the run ends as if nothing happened."""
+    import os
+    import signal
+
+    class CtrlCInSecondBatch:
+        spec, calls = policy.spec, 0
+
+        def predict_action(self, obs, generator=None):
+            CtrlCInSecondBatch.calls += 1
+            if CtrlCInSecondBatch.calls == 3:  # the first batch (two 8-step chunks) has finished
+                os.kill(os.getpid(), signal.SIGINT)
+            return policy.predict_action(obs, generator=generator)
+
+    short = OmegaConf.merge(TOY, {"max_episode_steps": 16})
+    run = run_episodes(CtrlCInSecondBatch(), make_env_factory(short, policy.spec), SEEDS + [100003], batch_size=2,
+                       vector=vector)
+    summary = run.to_json()
+    assert run.interrupted and summary["interrupted"]
+    assert (summary["n_completed"], summary["n_not_finished"]) == (2, 2)
+    assert sorted(summary["rewards_by_seed"]) == ["100000", "100001"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_merge_keeps_every_episode_and_chunk():
     a = RunResult(episodes=[], chunks=ChunkLog([ChunkRecord(1.0, 3, 10, 4, "nan")]), wall_s=1.0)
     b = RunResult(episodes=[], chunks=ChunkLog([ChunkRecord(2.0, 5, 10, 2)]), wall_s=2.0, interrupted=True)

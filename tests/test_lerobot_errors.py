@@ -9,16 +9,13 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from lerobot_eras import HUB_2024_KEYPOINTS, V0_5, small, write_dir
+from lerobot_eras import HUB_2024_KEYPOINTS, STATE_ONLY_0_5, V0_5, small, write_dir
 from safetensors.torch import load_file, save_file
 
 import parapolicy
 from parapolicy.checkpoints.lerobot import POST_STATS, PRE_STATS
 from parapolicy.errors import CheckpointError, ParapolicyError
 
-STATE_ONLY_0_5 = {**small(V0_5), "input_features": {
-    "observation.environment_state": {"type": "ENV", "shape": [16]},
-    "observation.state": {"type": "STATE", "shape": [2]}}}
 
 
 @pytest.fixture(scope="module")
@@ -124,12 +121,12 @@ def _with_stats(name, stat, value):
 
 
 @pytest.mark.parametrize("name, stat, value, message", [
-    ("action", "max", torch.tensor([math.inf, 500.0]), r"action.max: expected finite values, found NaN or inf"),
-    ("observation.state", "min", torch.tensor([math.nan, 0.0]), r"observation.state.min: expected finite values"),
-    ("action", "max", None, r"action max - min: expected > 0 everywhere, found 0"),
-    ("observation.state", "max", torch.tensor([-1e3, 500.0]), r"observation.state max - min: expected >= 0"),
-    ("action", "min", torch.zeros(3), r"action.min: expected shape \(2,\), found \(3,\)"),
-    ("action", "min", torch.zeros(2, dtype=torch.int32), r"action.min: expected floating point, found torch.int32"),
+    ("action", "max", torch.tensor([math.inf, 500.0]), r"'action.max': expected finite values, found NaN or inf"),
+    ("observation.state", "min", torch.tensor([math.nan, 0.0]), r"'observation.state.min': expected finite values"),
+    ("action", "max", None, r"'action' max - min: expected > 0 everywhere, found 0"),
+    ("observation.state", "max", torch.tensor([-1e3, 500.0]), r"'observation.state' max - min: expected >= 0"),
+    ("action", "min", torch.zeros(3), r"'action.min': expected shape \(2,\), found \(3,\)"),
+    ("action", "min", torch.zeros(2, dtype=torch.int32), r"'action.min': expected floating point, found torch.int32"),
 ])
 def test_unsafe_statistics_are_refused_at_load(good, tmp_path, name, stat, value, message):
     src = good["0.5"]
@@ -147,7 +144,7 @@ def test_non_float_weights_are_refused(good, tmp_path):
         weights[key] = weights[key].to(torch.int8)
         save_file(weights, path)
 
-    with pytest.raises(CheckpointError, match=r"weight diffusion.unet.final_conv.1.bias: expected dtype "
+    with pytest.raises(CheckpointError, match=r"weight 'diffusion.unet.final_conv.1.bias': expected dtype "
                                               r"F16/BF16/F32/F64, found I8"):
         parapolicy.load_policy(_variant(good["0.5"], tmp_path / "d", files={"model.safetensors": to_int}))
 

@@ -15,9 +15,10 @@ from conftest import toy_ckpt  # noqa: F401  (tests/test_controller.py still imp
 from helpers import ProgressRecorder
 from hydra import compose, initialize_config_dir
 
-from parapolicy.eval.build import CONFIG_DIR
+from parapolicy.errors import CheckpointError
+from parapolicy.eval.build import CONFIG_DIR, logged_config
+from parapolicy.eval.run import prepare, run_rollout
 from parapolicy.samplers import SAMPLERS
-from parapolicy.eval.run import run_rollout
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -88,6 +89,32 @@ def test_bad_input_is_one_line_exit_2_and_no_run_dir(tmp_path, override, message
     assert not (tmp_path / "out").exists()
 
 
+SECRET = "s3cr3t-Value-4242"
+
+
+def test_a_checkpoint_path_is_taken_literally_never_interpolated(toy_ckpt, tmp_path, monkeypatch):
+    """``${oc.env:...}`` in a quoted file name stays text: no secret in errors, logs or results."""
+    monkeypatch.setenv("PARAPOLICY_TEST_SECRET", SECRET)
+    literal = tmp_path / "run${oc.env:PARAPOLICY_TEST_SECRET}.ckpt"
+    cfg = compose_rollout([f"checkpoint='{literal}'", "env=toy", "logger=disabled"])
+    with pytest.raises(CheckpointError, match="no checkpoint file at") as info:
+        prepare(cfg)
+    assert str(literal) in str(info.value) and SECRET not in str(info.value)
+    literal.write_bytes(open(toy_ckpt, "rb").read())  # a file of that very name is the one loaded
+    assert prepare(cfg)[0] == str(literal)
+    logged = logged_config(cfg)
+    assert logged["checkpoint"] == str(literal) and SECRET not in json.dumps(logged)
+
+
+@pytest.mark.slow
+def test_the_cli_prints_a_literal_checkpoint_path_not_the_environment(tmp_path):
+    proc = cli(["env=toy", "checkpoint='/nonexistent/x${oc.env:PARAPOLICY_TEST_SECRET}.ckpt'", "logger=disabled",
+                f"hydra.run.dir={tmp_path}/run"], tmp_path, extra_env={"PARAPOLICY_TEST_SECRET": SECRET})
+    assert proc.returncode == 2, proc.stderr
+    assert "/nonexistent/x${oc.env:PARAPOLICY_TEST_SECRET}.ckpt" in proc.stderr
+    assert SECRET not in proc.stdout + proc.stderr
+
+
 @pytest.mark.slow
 def test_an_unwritable_run_dir_is_one_line(tmp_path):
     (tmp_path / "file").write_text("not a folder")
@@ -105,11 +132,16 @@ def test_hydra_full_error_shows_the_traceback(tmp_path):
 
 
 FAULTY_ENV = textwrap.dedent('''
+    import multiprocessing
+    import os
+    import signal
+
     import gymnasium as gym
     from parapolicy_envs.toy import ToyReachEnv
 
     class FaultyToy(ToyReachEnv):
-        """Raises on the ninth step of seed 100001: RuntimeError, or KeyboardInterrupt like Ctrl-C."""
+        """On the ninth step of seed 100001: raises RuntimeError or KeyboardInterrupt, or ("sigint")
+        sends the rollout process a real Ctrl-C (from an async worker: to its parent)."""
 
         def __init__(self, fault="error", **kwargs):
             super().__init__(**kwargs)
@@ -121,7 +153,9 @@ FAULTY_ENV = textwrap.dedent('''
 
         def step(self, action):
             self.t += 1
-            if self.bad and self.t == 9:
+            if self.bad and self.t == 9 and self.fault == "sigint":
+                os.kill(os.getppid() if multiprocessing.parent_process() else os.getpid(), signal.SIGINT)
+            elif self.bad and self.t == 9:
                 raise KeyboardInterrupt if self.fault == "interrupt" else RuntimeError("simulator exploded")
             return super().step(action)
 
@@ -145,6 +179,19 @@ def test_failed_or_interrupted_episodes_exit_non_zero_with_true_counts(toy_ckpt,
     else:
         assert results["interrupted"] and (results["n_completed"], results["n_not_finished"]) == (0, 3)
         assert "0 of 3 episodes completed, 0 failed, 3 not finished (interrupted)" in proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("vector", ["list", "async"])
+def test_ctrl_c_ends_the_run_with_130_and_keeps_finished_episodes(toy_ckpt, tmp_path, vector):
+    (tmp_path / "faulty_env.py").write_text(FAULTY_ENV)
+    proc = cli([f"checkpoint={toy_ckpt}", "env=toy", "env.id=faulty_env:FaultyToy-v0", "+env.kwargs.fault=sigint",
+                "n_episodes=3", "n_envs=1", f"vector={vector}", "logger=disabled", "progress=false",
+                f"hydra.run.dir={tmp_path}/run"], tmp_path, pythonpath=[tmp_path])
+    assert proc.returncode == 130, proc.stderr[-3000:]
+    results = json.load(open(tmp_path / "run" / "results.json"))
+    assert results["interrupted"] and (results["n_completed"], results["n_not_finished"]) == (1, 2)
+    assert list(results["rewards_by_seed"]) == ["100000"]
 
 
 @pytest.mark.slow

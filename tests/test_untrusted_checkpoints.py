@@ -55,7 +55,7 @@ class Payload(torch.nn.Module):
 def test_torchscript_archive_is_refused_before_it_runs(tmp_path):
     archive, marker = tmp_path / "ts.ckpt", tmp_path / "marker"
     _torchscript_archive(archive, marker)
-    with pytest.raises(UntrustedCheckpointError, match=r"is a TorchScript archive: .*found code/.*constants\.pkl"):
+    with pytest.raises(UntrustedCheckpointError, match=r"is a TorchScript archive: .*found 'code/.*'constants\.pkl'"):
         parapolicy.load_policy(archive)
     assert not marker.exists()
 
@@ -71,7 +71,7 @@ def _rewrite_zip(src, dst, extra=None, compress=None):
 
 def test_extra_zip_members_are_refused(good, tmp_path):
     _rewrite_zip(good[0], tmp_path / "x.ckpt", extra={"notes.txt": "hi"})
-    with pytest.raises(UntrustedCheckpointError, match=r"not a plain torch.save archive: .*found notes\.txt"):
+    with pytest.raises(UntrustedCheckpointError, match=r"not a plain torch.save archive: .*found 'notes\.txt'"):
         parapolicy.load_policy(tmp_path / "x.ckpt")
 
 
@@ -156,32 +156,6 @@ def test_plain_references_relative_and_nested_still_resolve(good, tmp_path):
     assert (policy.spec.horizon, policy.spec.n_action_steps) == (16, 8)
 
 
-@pytest.fixture
-def capped():
-    """Address space capped at the current size + 2 GiB while a payload loads, and a time budget."""
-    import contextlib
-    import resource
-    import time
-
-    if not os.path.exists("/proc/self/statm"):
-        pytest.skip("needs /proc to size the memory cap")
-
-    @contextlib.contextmanager
-    def run(seconds=10.0):
-        pages = int(open("/proc/self/statm").read().split()[0])
-        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-        cap = pages * os.sysconf("SC_PAGE_SIZE") + (2 << 30)
-        resource.setrlimit(resource.RLIMIT_AS, (cap if hard == resource.RLIM_INFINITY else min(cap, hard), hard))
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
-        assert time.perf_counter() - start < seconds
-
-    return run
-
-
 def _chain(prefix, first, fanout=10, levels=8):
     """cfg keys prefix0..prefixN, each level referring to the previous one ``fanout`` times."""
     keys = {f"{prefix}0": first}
@@ -208,7 +182,7 @@ def _chain(prefix, first, fanout=10, levels=8):
         ({}, {"horizon": 10**6}, r"horizon must be an integer in \[1, 4096\], found 1000000"),
         ({}, {"obs_dim": 10**8}, r"obs_dim must be an integer in \[1, 65536\]"),
         ({}, {"noise_scheduler": {"_target_": "diffusers.DDPMScheduler", "num_train_timesteps": 10**9}},
-         r"num_train_timesteps must be an integer in \[1, 100000\]"),
+         r"num_train_timesteps must be an integer in \[1, 10000\]"),
         ({}, {"noise_scheduler": {"_target_": "diffusers.DPMSolverMultistepScheduler", "solver_order": 10**9}},
          r"solver_order must be an integer in \[1, 3\]"),
     ],
@@ -270,7 +244,7 @@ def _with_weights(good, tmp_path, name="w.ckpt", **replace):
         ("action.scale", torch.ones(2, 1), r"action\.scale must be 1-D"),
         ("obs.offset", torch.ones(5), r"obs\.offset must have shape \(6,\) like its scale, found \(5,\)"),
         ("action.scale", torch.ones(2, dtype=torch.int64), "action.scale must be a float tensor, found dtype int64"),
-        ("action.scale", "1.0", r"action\.scale must be a tensor, found '1\.0' \(str\)"),
+        ("action.scale", "1.0", r"action\.scale' must be a tensor, found '1\.0' \(str\)"),
     ],
 )
 def test_unsafe_normalizers_are_refused_at_load(good, tmp_path, entry, value, message):
@@ -282,11 +256,11 @@ def test_unsafe_normalizers_are_refused_at_load(good, tmp_path, entry, value, me
 def test_expanded_tensors_are_refused_without_being_copied(good, tmp_path, capped):
     huge = torch.ones(1).expand(2_000_000_000)  # 8 GB if anything cloned it
     path = _with_weights(good, tmp_path, normalizer__params_dict__obs__input_stats__mean=huge)
-    with capped(), pytest.raises(CheckpointError, match=r"input_stats\.mean is an expanded/overlapping view .*stride \(0,\)"):
+    with capped(), pytest.raises(CheckpointError, match=r"input_stats\.mean' is an expanded/overlapping view .*stride \(0,\)"):
         parapolicy.load_policy(path)
     weight = good[2]["ema_model"]["model.final_conv.1.weight"]
     path = _with_weights(good, tmp_path, name="v.ckpt", model__final_conv__1__weight=weight[:1].expand(weight.shape))
-    with pytest.raises(CheckpointError, match=r"weight model\.final_conv\.1\.weight is an expanded/overlapping view"):
+    with pytest.raises(CheckpointError, match=r"weight 'model\.final_conv\.1\.weight' is an expanded/overlapping view"):
         parapolicy.load_policy(path)
 
 
@@ -295,7 +269,7 @@ def test_non_float_weights_are_refused_not_cast(good, tmp_path, dtype):
     weight = good[2]["ema_model"]["model.final_conv.1.weight"]
     path = _with_weights(good, tmp_path, model__final_conv__1__weight=weight.to(dtype))
     name = str(dtype).replace("torch.", "")
-    with pytest.raises(CheckpointError, match=rf"model\.final_conv\.1\.weight: {name} where the policy has float32"):
+    with pytest.raises(CheckpointError, match=rf"'model\.final_conv\.1\.weight': {name} where the policy has float32"):
         parapolicy.load_policy(path)
 
 
@@ -311,7 +285,7 @@ def test_non_float_weights_are_refused_not_cast(good, tmp_path, dtype):
         ({"obs_as_global_cond": "yes"}, r"obs_as_global_cond must be true or false, found 'yes' \(str\)"),
         ({"model": [1, 2]}, r"cfg\.policy\.model must be a mapping, found \[1, 2\] \(list\)"),
         ({"horizon": None}, r"horizon must be an integer .*found None"),
-        ({"num_inference_steps": 101}, r"num_inference_steps must be in \[1, num_train_timesteps=100\], found 101"),
+        ({"num_inference_steps": 101}, r"num_inference_steps must be in \[1, 100\] \(num_train_timesteps=100, at most 1000\), found 101"),
         ({"horizon": 15}, r"samples 15 steps, which must be a multiple of 2"),
         ({"noise_scheduler": {"_target_": "diffusers.DDPMScheduler", "beta_schedule": "cosine"}},
          r"beta_schedule must be one of \['linear', 'scaled_linear', 'squaredcos_cap_v2'\], found 'cosine'"),

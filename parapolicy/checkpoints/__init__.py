@@ -14,12 +14,27 @@ def load_policy(path, device="cpu", use_ema: bool | None = None, trust_checkpoin
     ``trust_checkpoint=True`` lets the unpickler run code the file names: only for files
     you trust.
     """
+    if not isinstance(path, (str, os.PathLike)):
+        raise CheckpointError(f"path must be a file or directory path or a hub id (str), got {type(path).__name__}")
     path = os.fspath(path)
+    if not isinstance(path, str):
+        raise CheckpointError(f"path must be a text path, got {type(path).__name__}")
+    if type(use_ema) not in (type(None), bool):
+        raise CheckpointError(f"use_ema must be true, false or None (the checkpoint's cfg decides), got {use_ema!r}")
+    if type(trust_checkpoint) is not bool:
+        raise CheckpointError(f"trust_checkpoint must be true or false, got {trust_checkpoint!r}")
     _check_device(device)
-    from parapolicy.checkpoints.hub import looks_like_hub_id, resolve_hub_id
+    from parapolicy.checkpoints.hub import local_path_reason, resolve_hub_id
 
-    if looks_like_hub_id(path):  # e.g. "lerobot/diffusion_pusht": a LeRobot dir from the Hub cache
-        path = resolve_hub_id(path)
+    reason = local_path_reason(path)
+    if reason is None:  # e.g. "lerobot/diffusion_pusht": a LeRobot dir from the Hub cache
+        from parapolicy.checkpoints.lerobot import load_lerobot
+
+        snapshot, blobs = resolve_hub_id(path)
+        return load_lerobot(snapshot, device=device, blobs=blobs)
+    if not os.path.lexists(path):
+        raise CheckpointError(f"no checkpoint file at {path!r} (read as a local path: {reason}; "
+                              "a hub id is owner/name[@revision] with no local folder named owner)")
     if os.path.isdir(path):
         from parapolicy.checkpoints.lerobot import is_lerobot_dir, load_lerobot
 
@@ -38,7 +53,7 @@ def _check_device(device) -> None:
 
     try:
         dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
+    except (RuntimeError, TypeError, ValueError) as exc:  # ValueError: undecodable bytes
         raise CheckpointError(f"invalid device {device!r}: {exc}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise CheckpointError(f"device {device!r} requested but no CUDA device is available here; use device='cpu'")

@@ -4,7 +4,9 @@ Upstream registers Python's ``eval`` as OmegaConf's ``eval`` resolver; here only
 arithmetic, comparisons, ``and``/``or``/``not``, ``a if c else b`` and list/tuple displays
 are evaluated, with every result bounded *before* it is computed: integers of at most
 ``MAX_INT_BITS`` bits, strings/lists of at most ``MAX_SEQUENCE`` items, expressions of at
-most ``MAX_EXPRESSION`` characters and ``MAX_NESTING`` levels.
+most ``MAX_EXPRESSION`` characters and ``MAX_NESTING`` levels. A list's size counts the
+items of the lists inside it too (every sub-expression, however nested), so a list of
+references to one long list cannot stand for far more work than its text shows.
 """
 
 from __future__ import annotations
@@ -36,16 +38,34 @@ def _bits(x) -> int:
     return abs(int(x)).bit_length() if isinstance(x, (int, bool)) else 0
 
 
-def _size(x) -> int:
-    return len(x) if isinstance(x, (str, list, tuple)) else 0
+class _Sizes:
+    """Items of every string and list the evaluator built, nested lists' items included.
+
+    Recorded when a value is made (from its parts' sizes), so no value is ever walked."""
+
+    def __init__(self):
+        self._lists: dict = {}  # id -> (list or tuple, size); the value is kept so its id stays its own
+
+    def of(self, x) -> int:
+        if isinstance(x, str):
+            return len(x)
+        if isinstance(x, (list, tuple)):
+            return self._lists[id(x)][1]
+        return 0
+
+    def made(self, x, size: int):
+        if isinstance(x, (list, tuple)):
+            self._lists[id(x)] = (x, size)
+        return x
 
 
 class _TooBig(Exception):
     pass
 
 
-def _check_result_bounds(op, a, b) -> None:
-    """Refuse an operation whose exact result would exceed the bounds, before computing it."""
+def _check_result_bounds(op, a, b, sizes: _Sizes) -> int:
+    """Refuse an operation whose exact result would exceed the bounds, before computing it;
+    returns the result's size (items, nested ones included)."""
     ints = isinstance(a, (int, bool)) and isinstance(b, (int, bool))
     if op is ast.Pow:
         if ints and b > 0 and abs(a) > 1 and b * max(_bits(a), 1) > MAX_INT_BITS:
@@ -54,13 +74,17 @@ def _check_result_bounds(op, a, b) -> None:
         if ints and _bits(a) + _bits(b) > MAX_INT_BITS:
             raise _TooBig("product")
         for seq, n in ((a, b), (b, a)):
-            if isinstance(seq, (str, list, tuple)) and isinstance(n, (int, bool)) and _size(seq) * max(n, 0) > MAX_SEQUENCE:
-                raise _TooBig(f"sequence of {_size(seq)} items * {n}")
+            if isinstance(seq, (str, list, tuple)) and isinstance(n, (int, bool)):
+                if sizes.of(seq) * max(n, 0) > MAX_SEQUENCE:
+                    raise _TooBig(f"sequence of {sizes.of(seq)} items * {n}")
+                return sizes.of(seq) * max(n, 0)
     elif op is ast.Add:
-        if _size(a) + _size(b) > MAX_SEQUENCE:
+        if sizes.of(a) + sizes.of(b) > MAX_SEQUENCE:
             raise _TooBig("concatenation")
+        return sizes.of(a) + sizes.of(b)
     elif op is ast.Mod and isinstance(a, str):
         raise _TooBig("string formatting with %")  # '%0999999999d' % 1
+    return 0
 
 
 _BINARY = {
@@ -84,20 +108,22 @@ def safe_arithmetic(expression: str):
     def fail(why: str):
         raise CheckpointError(f"cfg interpolation ${{eval:{shown!r}}} {why}")
 
+    sizes = _Sizes()
+
     def ev(node, depth):
         if depth > MAX_NESTING:
             fail(f"nests deeper than {MAX_NESTING} levels")
         if isinstance(node, ast.Expression):
             return ev(node.body, depth + 1)
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool, type(None))):
-            if _bits(node.value) > MAX_INT_BITS or _size(node.value) > MAX_SEQUENCE:
+            if _bits(node.value) > MAX_INT_BITS or sizes.of(node.value) > MAX_SEQUENCE:
                 fail("holds a literal beyond the bounds")
             return node.value
         if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
             a, b = ev(node.left, depth + 1), ev(node.right, depth + 1)
             try:
-                _check_result_bounds(type(node.op), a, b)
-                value = _BINARY[type(node.op)](a, b)
+                size = _check_result_bounds(type(node.op), a, b, sizes)
+                value = sizes.made(_BINARY[type(node.op)](a, b), size)
             except _TooBig as exc:
                 fail(f"would build a value beyond the bounds ({exc}: at most {MAX_INT_BITS}-bit integers, "
                      f"{MAX_SEQUENCE}-item strings/lists)")
@@ -132,7 +158,10 @@ def safe_arithmetic(expression: str):
             if len(node.elts) > MAX_SEQUENCE:
                 fail(f"lists more than {MAX_SEQUENCE} items")
             items = [ev(e, depth + 1) for e in node.elts]
-            return items if isinstance(node, ast.List) else tuple(items)
+            size = len(items) + sum(sizes.of(item) for item in items)
+            if size > MAX_SEQUENCE:
+                fail(f"builds a list of {size} items, nested lists' items included; at most {MAX_SEQUENCE}")
+            return sizes.made(items if isinstance(node, ast.List) else tuple(items), size)
         fail("is not plain arithmetic; pass trust_checkpoint=True to evaluate it with Python")
 
     try:

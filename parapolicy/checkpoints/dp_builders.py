@@ -22,7 +22,7 @@ from parapolicy.checkpoints.limits import (
     MAX_LEVELS,
     MAX_OBS_KEYS,
     MAX_OBS_STEPS,
-    MAX_TRAIN_TIMESTEPS,
+    MAX_INFERENCE_STEPS,
     Fields,
     check_int_list,
     describe,
@@ -69,7 +69,7 @@ def _spec(c: Fields, family, obs_shapes, action_dim, cond_mode, action_start, pr
         cond_mode=cond_mode,
         action_start=action_start,
         pred_action_steps_only=pred_only,
-        num_inference_steps=c.opt_int("num_inference_steps", 1, MAX_TRAIN_TIMESTEPS),
+        num_inference_steps=c.opt_int("num_inference_steps", 1, MAX_INFERENCE_STEPS),
         step_kwargs=kwargs,
     )
 
@@ -184,12 +184,12 @@ def _shape_meta(c: Fields):
         if kind == "rgb":
             shape = entry.int_list("shape", 3, 3, 1, MAX_IMAGE_SIDE)
             if shape[0] != 3:
-                raise CheckpointError(f"cfg.policy.shape_meta.obs.{key}.shape must be (3, H, W) for an rgb key, found {shape}")
+                raise CheckpointError(f"{entry.name}.shape must be (3, H, W) for an rgb key, found {shape}")
             rgb_keys.append(key)
         elif kind == "low_dim":
             shape = entry.int_list("shape", 1, 1, 1, MAX_FEATURE_DIM)
         else:
-            raise CheckpointError(f"cfg.policy.shape_meta.obs.{key}.type must be 'rgb' or 'low_dim', found {describe(kind)}")
+            raise CheckpointError(f"{entry.name}.type must be 'rgb' or 'low_dim', found {describe(kind)}")
         obs_shapes[key] = tuple(shape)
     action_dim = meta.dict("action").int_list("shape", 1, 1, 1, MAX_FEATURE_DIM)[0]
     return obs_shapes, rgb_keys, action_dim

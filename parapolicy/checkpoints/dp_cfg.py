@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 
 from parapolicy.checkpoints.arithmetic import safe_arithmetic
-from parapolicy.checkpoints.limits import describe, one_line
+from parapolicy.checkpoints.limits import describe, key_path, one_line
 from parapolicy.errors import CheckpointError
 
 MAX_NODES = 200_000  # values copied out of the stored cfg, shared nodes counted each time
@@ -127,7 +127,10 @@ class _RawCopy:
 
 
 def _dotted(path) -> str:
-    return "cfg" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path)
+    where = "cfg"
+    for key in path:
+        where = key_path(where, key)
+    return where
 
 
 def _lookup(root, path):
@@ -266,13 +269,13 @@ class _Resolver:
         dots = len(key) - len(key.lstrip("."))
         if dots:
             if dots > len(path):
-                raise CheckpointError(f"{where}: relative interpolation ${{{key}}} goes above the cfg root")
+                raise CheckpointError(f"{where}: relative interpolation {'${' + key + '}'!r} goes above the cfg root")
             base = path[:-dots]
         else:
             base = ()
         tokens = _KEY_TOKEN.findall(key[dots:])
         if not tokens:
-            raise CheckpointError(f"{where}: interpolation ${{{key}}} names no key; found {describe(key)}")
+            raise CheckpointError(f"{where}: interpolation {'${' + key + '}'!r} names no key; found {describe(key)}")
         target, node = list(base), _lookup(self.root, base)
         for token in tokens:  # list indices as ints, so one node has one cache key
             if isinstance(node, list) and token.isdigit():

@@ -15,10 +15,23 @@ import zipfile
 
 import torch
 
-from parapolicy.checkpoints.archive import check_plain_torch_zip
+from parapolicy.checkpoints.archive import check_plain_torch_zip, check_zip_crc
 from parapolicy.checkpoints.dp_builders import build_networks
+from parapolicy.checkpoints.files import open_regular
 from parapolicy.checkpoints.dp_cfg import resolve_section
-from parapolicy.checkpoints.limits import check_bool, check_tensor_safe, describe, one_line
+from parapolicy.checkpoints.limits import (
+    MAX_INFERENCE_STEPS,
+    check_bool,
+    check_fits_file,
+    check_tensor_safe,
+    describe,
+    head,
+    key_path,
+    module_bytes,
+    one_line,
+    quoted,
+    stored_bytes,
+)
 from parapolicy.checkpoints.schedulers import build_scheduler
 from parapolicy.checkpoints.safe_pickle import allow_list_pickle
 from parapolicy.errors import CheckpointError, ParapolicyError, UntrustedCheckpointError
@@ -36,15 +49,8 @@ def read_payload(path: str, trust_checkpoint: bool = False) -> dict:
     Untrusted files are vetted as plain ``torch.save`` zips first (no TorchScript, no legacy
     format) and then unpickled through the allow-list unpickler, from one open file handle.
     """
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         raise CheckpointError(f"no checkpoint file at {path!r}")
-    size = os.path.getsize(path)
-    if size == 0:
-        raise CheckpointError(f"{path!r} is empty")
-    if not zipfile.is_zipfile(path):
-        raise CheckpointError(
-            f"{path!r} is not a torch checkpoint (not a zip archive: damaged, truncated, or another format)"
-        )
     if trust_checkpoint:
         try:
             import dill as pickle_module
@@ -53,9 +59,17 @@ def read_payload(path: str, trust_checkpoint: bool = False) -> dict:
         kwargs = {"pickle_module": pickle_module}
     else:
         kwargs = {"pickle_module": allow_list_pickle}
-    with open(path, "rb") as file:
+    with open_regular(path) as file:
+        size = os.fstat(file.fileno()).st_size
+        if size == 0:
+            raise CheckpointError(f"{path!r} is empty")
+        if not zipfile.is_zipfile(file):
+            raise CheckpointError(
+                f"{path!r} is not a torch checkpoint (not a zip archive: damaged, truncated, or another format)"
+            )
         if not trust_checkpoint:
             check_plain_torch_zip(file, size, path)
+        check_zip_crc(file, path)
         try:
             payload = torch.load(file, map_location="cpu", weights_only=False, **kwargs)
         except UntrustedCheckpointError:
@@ -91,7 +105,8 @@ def policy_from_payload(payload: dict, origin: str = "", use_ema: bool | None = 
     """Build the policy a workspace payload describes; every failure is one ``CheckpointError``.
 
     The networks are first built on the meta device and their shapes compared with the
-    weights in the file, so a cfg cannot make us allocate more than the file holds.
+    weights in the file, and what they and the normalizer will take is compared with the
+    tensor bytes the file stores, so a cfg cannot make us allocate more than the file holds.
     """
     cfg = payload["cfg"]
     policy_cfg = resolve_section(cfg, "policy", trust_checkpoint)
@@ -106,10 +121,14 @@ def policy_from_payload(payload: dict, origin: str = "", use_ema: bool | None = 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with torch.device("meta"):
-            _, meta_model, meta_encoder = build_networks(policy_cfg)
-    check_weights_fit(meta_model, meta_encoder, groups, origin)
-    spec, model, encoder = build_networks(policy_cfg)
+            meta_spec, meta_model, meta_encoder = build_networks(policy_cfg)
     scheduler = build_scheduler(policy_cfg.get("noise_scheduler"))
+    check_spec(meta_spec, scheduler)
+    check_weights_fit(meta_model, meta_encoder, groups, origin)
+    normalizer_bytes = 4 * sum(torch.Tensor.numel(t) for t in groups["normalizer."].values())  # kept as float32
+    check_fits_file(module_bytes(meta_model, meta_encoder) + normalizer_bytes, stored_bytes(weights.values()),
+                    repr(origin))
+    spec, model, encoder = build_networks(policy_cfg)
     check_spec(spec, scheduler)
     normalizer = LinearNormalizer()
     load_policy_groups(groups, model, encoder, normalizer, origin)
@@ -142,14 +161,14 @@ def split_policy_state(flat: dict, origin: str = "") -> dict:
     for key, value in flat.items():
         if not isinstance(key, str):
             raise CheckpointError(f"{origin}: weight names must be strings, found {describe(key)}")
-        check_tensor_safe(f"{origin}: weight {key}", value, float_only=False)
+        check_tensor_safe(f"{origin}: weight {key!r}", value, float_only=False)
         prefix = next((p for p in groups if key.startswith(p)), None)
         if prefix is not None:
             groups[prefix][key[len(prefix):]] = value
         elif key not in IGNORABLE_KEYS:
             unexpected.append(key)
     if unexpected:
-        raise CheckpointError(f"{origin}: unexpected weights {_head(unexpected)}: this does not match the cfg's policy")
+        raise CheckpointError(f"{origin}: unexpected weights {quoted(unexpected)}: this does not match the cfg's policy")
     return groups
 
 
@@ -157,7 +176,7 @@ def check_weights_fit(model, encoder, groups: dict, origin: str = "") -> None:
     """Names, shapes and dtype kinds of the weights against the (meta-device) networks."""
     if encoder is None and groups["obs_encoder."]:
         raise CheckpointError(
-            f"{origin}: unexpected weights {_head(['obs_encoder.' + k for k in groups['obs_encoder.']])}: "
+            f"{origin}: unexpected weights {quoted(['obs_encoder.' + k for k in groups['obs_encoder.']])}: "
             "this does not match the cfg's policy"
         )
     check_strict(model, groups["model."], "model.", origin)
@@ -173,14 +192,18 @@ def load_policy_groups(groups: dict, model, encoder, normalizer: LinearNormalize
 
 
 def check_spec(spec, scheduler) -> None:
-    """Inference steps against the scheduler's training steps; None means all of them, as upstream."""
+    """Inference steps against the scheduler's training steps; None means all of them, as upstream.
+
+    At most ``MAX_INFERENCE_STEPS`` either way: each is one network call of every chunk."""
     train_steps = scheduler.config.num_train_timesteps
     if spec.num_inference_steps is None:
         spec.num_inference_steps = train_steps
     steps = spec.num_inference_steps
-    if steps is not None and not 1 <= steps <= train_steps:
+    most = min(train_steps, MAX_INFERENCE_STEPS)
+    if steps is not None and not 1 <= steps <= most:
         raise CheckpointError(
-            f"cfg.policy.num_inference_steps must be in [1, num_train_timesteps={train_steps}], found {steps}"
+            f"cfg.policy.num_inference_steps must be in [1, {most}] (num_train_timesteps={train_steps}, at most "
+            f"{MAX_INFERENCE_STEPS}), found {steps}"
         )
 
 
@@ -191,10 +214,11 @@ def check_normalizer_fits(normalizer: LinearNormalizer, spec, origin: str = "") 
         wanted[key] = shape[0] if len(shape) == 1 else None  # images: per-channel or scalar
     for key, dim in wanted.items():
         if key not in normalizer.fields:
-            raise CheckpointError(f"{origin}: no normalizer weights for {key!r} (normalizer.params_dict.{key}.*)")
+            raise CheckpointError(f"{origin}: no normalizer weights for {key!r} ({key_path('normalizer.params_dict', key)}.*)")
         size = normalizer.params_dict[key]["scale"].numel()
         if dim is not None and size not in (1, dim):
-            raise CheckpointError(f"{origin}: normalizer field {key!r} has {size} entries but the cfg says {key} has {dim}")
+            raise CheckpointError(f"{origin}: normalizer field {key!r} has {size} entries but the cfg says {key!r} has "
+                                  f"{dim}")
     scale = normalizer.params_dict["action"]["scale"].detach()
     if not torch.isfinite(1.0 / scale).all():
         raise CheckpointError(
@@ -211,37 +235,31 @@ def check_strict(module, state: dict, prefix: str, origin: str) -> None:
     if missing or extra:
         parts = []
         if missing:
-            parts.append(f"missing weights {_head(missing)}")
+            parts.append(f"missing weights {quoted(missing)}")
         if extra:
-            parts.append(f"unexpected weights {_head(extra)}")
+            parts.append(f"unexpected weights {quoted(extra)}")
         raise CheckpointError(f"{origin}: {'; '.join(parts)}")
     bad = [
-        f"{prefix}{k}: checkpoint {tuple(v.shape)} vs policy {tuple(expected[k].shape)}"
+        f"{prefix + k!r}: checkpoint {tuple(v.shape)} vs policy {tuple(expected[k].shape)}"
         for k, v in state.items()
         if tuple(v.shape) != tuple(expected[k].shape)
     ]
     if bad:
-        raise CheckpointError(f"{origin}: weight shapes do not match the cfg: {_head(bad)}")
+        raise CheckpointError(f"{origin}: weight shapes do not match the cfg: {head(bad)}")
     kinds = [
-        f"{prefix}{k}: {str(v.dtype).replace('torch.', '')} where the policy has "
+        f"{prefix + k!r}: {str(v.dtype).replace('torch.', '')} where the policy has "
         f"{str(expected[k].dtype).replace('torch.', '')}"
         for k, v in state.items()
         if v.dtype.is_floating_point != expected[k].dtype.is_floating_point
         or (not v.dtype.is_floating_point and v.dtype != expected[k].dtype)
     ]
     if kinds:
-        raise CheckpointError(f"{origin}: weight dtypes do not match the policy (no silent casts): {_head(kinds)}")
+        raise CheckpointError(f"{origin}: weight dtypes do not match the policy (no silent casts): {head(kinds)}")
 
 
 def load_strict(module, state: dict, prefix: str, origin: str) -> None:
     check_strict(module, state, prefix, origin)
     module.load_state_dict(state, strict=True)
-
-
-def _head(items, n=5) -> str:
-    items = list(items)
-    more = f" (+{len(items) - n} more)" if len(items) > n else ""
-    return ", ".join(items[:n]) + more
 
 
 def _to_cpu(value):

@@ -12,7 +12,11 @@ The allowed callables cannot be asked for memory the file does not hold: dill's 
 never answers ``bytes``/``bytearray``/``range``, ``bytearray`` and ``_codecs.encode`` accept
 only the argument shapes pickle itself writes, and numpy arrays are rebuilt only through
 numpy's own ``_reconstruct(ndarray, (0,), ...)`` form (the array's data then comes from the
-file). Expanded tensors are refused later, by the loaders (``limits.check_tensor_safe``).
+file). Tensors and parameters are rebuilt without backward hooks and parameters without
+attributes of their own (torch would restore any attribute the file names, e.g. a fake
+``stride``), and quantized or numpy-backed rebuilds, which allocate from a size in the
+pickle, are not offered. Expanded tensors are refused later, by the loaders
+(``limits.check_tensor_safe``).
 """
 
 from __future__ import annotations
@@ -78,6 +82,32 @@ def _numpy_reconstruct(subtype, shape, dtype):
     return _reconstruct(ndarray, (0,), dtype)
 
 
+def _no_hooks(hooks, what: str) -> None:
+    if type(hooks) not in (dict, collections.OrderedDict) or hooks:
+        _refuse(f"a {what} with backward hooks ({type(hooks).__name__})")
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad, backward_hooks, metadata=None):
+    """torch's ``_rebuild_tensor_v2`` for a tensor with no hooks."""
+    from torch._utils import _rebuild_tensor_v2 as rebuild
+
+    _no_hooks(backward_hooks, "tensor")
+    return rebuild(storage, storage_offset, size, stride, requires_grad, collections.OrderedDict(), metadata)
+
+
+def _rebuild_parameter(data, requires_grad, backward_hooks, state=None):
+    """A ``Parameter`` around a plain tensor: no hooks and no restored attributes (``state``)."""
+    import torch
+
+    _no_hooks(backward_hooks, "parameter")
+    if type(data) is not torch.Tensor:
+        _refuse(f"a parameter around a {type(data).__name__}")
+    parts = state if type(state) is tuple and len(state) == 2 else (state,)  # (__dict__, slots) or __dict__
+    if not all(part is None or (type(part) is dict and not part) for part in parts):
+        _refuse("a parameter with attributes of its own (torch.save writes none for a weight)")
+    return torch.nn.Parameter(data, requires_grad)
+
+
 def _omegaconf_globals() -> dict:
     from omegaconf import base, dictconfig, listconfig, nodes
 
@@ -99,11 +129,11 @@ def _torch_globals() -> dict:
     import torch
     import torch._utils as tu
 
-    allowed = {("torch", "Size"): torch.Size, ("torch", "device"): torch.device, ("torch", "dtype"): torch.dtype}
-    for name in ("_rebuild_tensor", "_rebuild_tensor_v2", "_rebuild_tensor_v3", "_rebuild_parameter",
-                 "_rebuild_parameter_with_state", "_rebuild_device_tensor_from_numpy", "_rebuild_qtensor"):
-        if hasattr(tu, name):
-            allowed[("torch._utils", name)] = getattr(tu, name)
+    allowed = {("torch", "Size"): torch.Size, ("torch", "device"): torch.device, ("torch", "dtype"): torch.dtype,
+               ("torch._utils", "_rebuild_tensor"): tu._rebuild_tensor,
+               ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor_v2,
+               ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+               ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter}
     for name in dir(torch):
         if isinstance(getattr(torch, name, None), torch.dtype):
             allowed[("torch", name)] = getattr(torch, name)

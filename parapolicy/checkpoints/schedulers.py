@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 
-from parapolicy.checkpoints.limits import MAX_TRAIN_TIMESTEPS, Fields, describe, one_line
+from parapolicy.checkpoints.limits import MAX_TRAIN_TIMESTEPS, Fields, describe, key_path, one_line
 from parapolicy.errors import CheckpointError
 
 _SCHEDULERS = ("DDPMScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler")
@@ -23,7 +23,7 @@ _CHOICES = {
 def _check_settings(cfg: Fields, name: str) -> dict:
     out = {}
     for key, value in cfg.cfg.items():
-        where = f"{cfg.name}.{key}"
+        where = key_path(cfg.name, key)
         if not isinstance(key, str):
             raise CheckpointError(f"{cfg.name} keys must be strings, found {describe(key)}")
         if key == "num_train_timesteps":

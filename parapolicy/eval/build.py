@@ -26,12 +26,34 @@ def ensure_envs_importable() -> None:
         import parapolicy_envs  # noqa: F401
 
 
+def literal_checkpoint(cfg):
+    """``cfg.checkpoint`` exactly as written: a path is never interpolated, so ``${oc.env:...}``
+    in a file name stays text (resolving it would read the environment into messages and logs)."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if not isinstance(cfg, DictConfig):
+        return cfg.get("checkpoint")
+    return OmegaConf.to_container(cfg, resolve=False).get("checkpoint")
+
+
+def logged_config(cfg) -> dict:
+    """The composed cfg as plain data for loggers: resolved, except ``checkpoint``, kept literal."""
+    from omegaconf import OmegaConf
+
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    literal = plain.pop("checkpoint", None)
+    resolved = OmegaConf.to_container(OmegaConf.create(plain), resolve=True)
+    resolved["checkpoint"] = literal
+    return resolved
+
+
 def resolve_checkpoint(cfg) -> str:
-    """``cfg.checkpoint``, or the checkpoint shipped for ``cfg.env``."""
+    """``cfg.checkpoint`` (literal, ``~`` expanded), or the checkpoint shipped for ``cfg.env``."""
     from parapolicy.errors import RolloutConfigError
 
-    if cfg.checkpoint:
-        return os.path.expanduser(str(cfg.checkpoint))
+    checkpoint = literal_checkpoint(cfg)
+    if checkpoint:
+        return os.path.expanduser(str(checkpoint))
     name = cfg.env.get("default_checkpoint")
     if not name:
         raise RolloutConfigError(f"env {cfg.env.id} ships no checkpoint: expected checkpoint=PATH, found none")

@@ -13,6 +13,7 @@ chunk (the default :class:`ChunkDriver` calls ``predict_action`` once per chunk)
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -159,7 +160,8 @@ class _VectorEnvs:
         from gymnasium.vector import AutoresetMode
 
         if mode == "async":
-            fns = [lambda: _ignoring_ctrl_c(IsolatedEnv, make_env) for _ in range(n)]
+            parent = os.getpid()  # gymnasium builds the first env here too, to read its spaces
+            fns = [lambda: _ignoring_ctrl_c(parent, IsolatedEnv, make_env) for _ in range(n)]
             self.vec = gym.vector.AsyncVectorEnv(fns, autoreset_mode=AutoresetMode.DISABLED, shared_memory=False)
         else:
             fns = [lambda: IsolatedEnv(make_env) for _ in range(n)]
@@ -178,12 +180,14 @@ class _VectorEnvs:
         self.vec.close()
 
 
-def _ignoring_ctrl_c(build, *args):
-    """Runs in an async worker: Ctrl-C is the main process's to handle (it ends the batch and
-    closes the workers); a worker killed by it first would break the pipe mid-step."""
+def _ignoring_ctrl_c(parent: int, build, *args):
+    """In an async worker, Ctrl-C is the main process's to handle (it ends the batch and closes
+    the workers); a worker killed by it first would break the pipe mid-step. In ``parent``
+    itself (where gymnasium also calls the env factory) Ctrl-C keeps working."""
     import signal
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if os.getpid() != parent:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     return build(*args)
 
 

@@ -50,11 +50,11 @@ class RealtimeSettings:
     warm_start: bool = False  # samplers that take a guess start each chunk from the previous chunk's plan
 
     def __post_init__(self):
-        if self.mode not in MODES:
+        if not isinstance(self.mode, str) or self.mode not in MODES:
             raise ControllerConfigError(f"realtime mode must be one of {MODES}, got {self.mode!r}")
         if isinstance(self.delay_ticks, bool) or not isinstance(self.delay_ticks, int) or self.delay_ticks < 0:
             raise ControllerConfigError(f"delay_ticks must be an integer >= 0, got {self.delay_ticks!r}")
-        if self.guidance not in GUIDANCE_FORMS:
+        if not isinstance(self.guidance, str) or self.guidance not in GUIDANCE_FORMS:
             raise ControllerConfigError(f"guidance must be one of {GUIDANCE_FORMS}, got {self.guidance!r}")
         check_number("max_guidance_weight", self.max_guidance_weight)
 

@@ -15,6 +15,7 @@ import time
 from parapolicy.eval.build import (
     device_name,
     ensure_envs_importable,
+    logged_config,
     make_env_factory,
     make_step_env_factory,
     resolve_checkpoint,
@@ -109,8 +110,6 @@ def run_rollout(cfg, output_dir: str, progress=None, obs_adapter=None) -> dict:
     Every mode (batched, paired, simulated clock) fills the same fields from its episodes and
     chunk log; ``progress`` (``eval.progress.Progress``) shows a bar for every pass.
     """
-    from omegaconf import OmegaConf
-
     from parapolicy.logging import RunLogger
 
     started = time.time()
@@ -128,7 +127,7 @@ def run_rollout(cfg, output_dir: str, progress=None, obs_adapter=None) -> dict:
     log.info("%d episodes (seeds %d..%d) on %s, batches of %s, vector=%s", len(seeds), seeds[0], seeds[-1], cfg.env.id,
              cfg.n_envs or len(seeds), cfg.vector)
     logger = RunLogger(mode=cfg.logger.mode, project=cfg.logger.project, directory=output_dir,
-                       config=OmegaConf.to_container(cfg, resolve=True), tags=[policy.sampler.name, cfg.env.id])
+                       config=logged_config(cfg), tags=[policy.sampler.name, cfg.env.id])
     results = {
         "checkpoint": policy.spec.source.get("path", os.path.abspath(ckpt)),
         "env": cfg.env.id,
@@ -180,6 +179,9 @@ def run_rollout(cfg, output_dir: str, progress=None, obs_adapter=None) -> dict:
         if progress:
             progress.close()
     results.update(run.to_json())
+    calibration = getattr(policy.sampler, "calibration", None)
+    if calibration is not None:
+        results["auto"] = auto_block(calibration, run.chunks.latency_ms)
     if realtime is not None:
         results["realtime"] = realtime
     if paired is not None:
@@ -191,6 +193,16 @@ def run_rollout(cfg, output_dir: str, progress=None, obs_adapter=None) -> dict:
     _log_to_wandb(logger, results, run)
     logger.finish()
     return results
+
+
+def auto_block(calibration: dict, latency_ms: list) -> dict:
+    """``sampler=auto``'s choice beside what it then measured: the predicted chunk time of each
+    candidate and the median time of the chunks after the first (the first one calibrated)."""
+    chosen = calibration["candidates"][calibration["chosen"]]
+    after_first = sorted(latency_ms[1:])
+    return {**calibration, "predicted_ms": chosen["predicted_ms"],
+            "measured_ms_p50": after_first[len(after_first) // 2] if after_first else None,
+            "measured_chunks": len(after_first)}
 
 
 def _log_to_wandb(logger, results: dict, run: RunResult) -> None:

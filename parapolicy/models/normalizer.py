@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from parapolicy.checkpoints.limits import MAX_FEATURE_DIM, check_tensor_safe
+from parapolicy.checkpoints.limits import MAX_FEATURE_DIM, check_tensor_safe, key_path
 from parapolicy.errors import CheckpointError
 
 STAT_NAMES = ("min", "max", "mean", "std")
@@ -76,7 +76,7 @@ class LinearNormalizer(nn.Module):
             unknown = sorted(k for k in entries if k not in ("scale", "offset") and k.split(".", 1)[-1] not in STAT_NAMES)
             if unknown:
                 raise CheckpointError(f"{origin}: normalizer field {name!r} has unknown entries {unknown[:4]}")
-            _check_field(f"{origin}: normalizer.params_dict.{name}", entries["scale"], entries["offset"], stats)
+            _check_field(key_path(f"{origin}: normalizer.params_dict", name), entries["scale"], entries["offset"], stats)
             self.set_field(name, entries["scale"], entries["offset"], stats)
 
     def _affine(self, name: str, x: torch.Tensor, forward: bool) -> torch.Tensor:

@@ -36,7 +36,7 @@ from parapolicy.samplers.driver import solve_windowed
 from parapolicy.samplers.executor import EAGER
 from parapolicy.samplers.kernels import window_round
 from parapolicy.samplers.newton_prior import start_from_prior
-from parapolicy.samplers.problem import DenoisingProblem, SampleResult, check_positive_int, check_tolerance
+from parapolicy.samplers.problem import DenoisingProblem, SampleResult, check_bounded_int, check_tolerance
 
 METHODS = ("jvp", "difference")
 DIFFERENCE_STEP = 1e-3  # finite-difference step in normalized action units (data spans [-1, 1])
@@ -197,10 +197,10 @@ class JacobianNewton(SamplerBase):
     accepts_initial_guess = True
 
     def __post_init__(self):
-        check_positive_int(self.name, "window", self.window)
+        check_bounded_int(self.name, "window", self.window)
         check_tolerance(self.name, self.tolerance)
-        check_positive_int(self.name, "refresh", self.refresh)
-        if self.jacobian not in METHODS:
+        check_bounded_int(self.name, "refresh", self.refresh)
+        if not isinstance(self.jacobian, str) or self.jacobian not in METHODS:
             raise SamplerConfigError(f"{self.name} jacobian must be one of {', '.join(METHODS)}, got {self.jacobian!r}")
 
     def sample(self, problem: DenoisingProblem) -> SampleResult:

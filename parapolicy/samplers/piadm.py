@@ -33,7 +33,7 @@ from parapolicy.samplers.base import SamplerBase
 from parapolicy.samplers.continuous_time import grid_rule
 from parapolicy.samplers.driver import solve_windowed
 from parapolicy.samplers.kernels import PicardUpdate
-from parapolicy.samplers.problem import DenoisingProblem, SampleResult, check_positive_int
+from parapolicy.samplers.problem import DenoisingProblem, SampleResult, check_bounded_int, check_grid_budget
 
 
 @dataclass(frozen=True)
@@ -49,8 +49,9 @@ class PIADM(SamplerBase):
 
     def __post_init__(self):
         for field_name in ("blocks", "points", "iterations"):
-            check_positive_int(self.name, field_name, getattr(self, field_name))
-        if self.mode not in ("sde", "ode"):
+            check_bounded_int(self.name, field_name, getattr(self, field_name))
+        check_grid_budget(self.name, self.blocks, self.points, min(self.iterations, self.points), self.points)
+        if not isinstance(self.mode, str) or self.mode not in ("sde", "ode"):
             raise SamplerConfigError(f"piadm mode must be 'sde' or 'ode', got {self.mode!r}")
 
     @property

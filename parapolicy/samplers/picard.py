@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from parapolicy.samplers.base import SamplerBase
 from parapolicy.samplers.driver import solve_windowed
 from parapolicy.samplers.kernels import PicardUpdate
-from parapolicy.samplers.problem import DenoisingProblem, SampleResult, check_positive_int, check_tolerance
+from parapolicy.samplers.problem import DenoisingProblem, SampleResult, check_bounded_int, check_tolerance
 
 
 @dataclass(frozen=True)
@@ -38,9 +38,9 @@ class Picard(SamplerBase):
     update = PicardUpdate()
 
     def __post_init__(self):
-        check_positive_int(self.name, "window", self.window)
+        check_bounded_int(self.name, "window", self.window)
         check_tolerance(self.name, self.tolerance)
-        check_positive_int(self.name, "rounds_per_sync", self.rounds_per_sync)
+        check_bounded_int(self.name, "rounds_per_sync", self.rounds_per_sync)
 
     def config(self) -> dict:
         """The settings; ``rounds_per_sync`` only where it differs from one round per sync."""

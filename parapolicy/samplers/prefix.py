@@ -54,9 +54,13 @@ class ActionPrefix:
     max_guidance_weight: float = DEFAULT_MAX_GUIDANCE_WEIGHT
 
     def __post_init__(self):
-        actions = torch.as_tensor(self.actions)
+        try:
+            actions = torch.as_tensor(self.actions)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise PrefixError(f"prefix actions must be a float tensor (B, L, action_dim), got "
+                              f"{type(self.actions).__name__}: {str(exc)[:80]}") from None
         object.__setattr__(self, "actions", actions)
-        if self.guidance not in GUIDANCE_FORMS:
+        if not isinstance(self.guidance, str) or self.guidance not in GUIDANCE_FORMS:
             raise PrefixError(f"prefix guidance must be one of {GUIDANCE_FORMS}, got {self.guidance!r}")
         if isinstance(self.frozen, bool) or not isinstance(self.frozen, int) or self.frozen < 0:
             raise PrefixError(f"prefix frozen must be an integer >= 0, got {self.frozen!r}")

@@ -130,9 +130,32 @@ class Sampler(Protocol):
     def sample(self, problem: DenoisingProblem) -> SampleResult: ...
 
 
+# Sampler budgets: one chunk stays within seconds on a CPU whatever the settings say.
+MAX_GRID_STEPS = 1_000  # steps of a sampler's own grid (blocks x points), a window, a round count
+MAX_ROWS_PER_SAMPLE = 10_000  # network rows per sample that a fixed round budget implies
+
+
 def check_positive_int(sampler: str, name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise SamplerConfigError(f"{sampler} {name} must be an integer >= 1, got {value!r}")
+
+
+def check_bounded_int(sampler: str, name: str, value, upper: int = MAX_GRID_STEPS) -> None:
+    """An integer in [1, upper]."""
+    check_positive_int(sampler, name, value)
+    if value > upper:
+        raise SamplerConfigError(f"{sampler} {name} must be at most {upper}, got {value!r}")
+
+
+def check_grid_budget(sampler: str, blocks: int, points: int, rounds_per_block: int, rows_per_round: int) -> None:
+    """A blocks x points grid within ``MAX_GRID_STEPS`` and its rounds within ``MAX_ROWS_PER_SAMPLE`` rows."""
+    if blocks * points > MAX_GRID_STEPS:
+        raise SamplerConfigError(f"{sampler} blocks x points must be at most {MAX_GRID_STEPS} grid steps, "
+                                 f"got {blocks} x {points} = {blocks * points}")
+    rows = blocks * rounds_per_block * rows_per_round
+    if rows > MAX_ROWS_PER_SAMPLE:
+        raise SamplerConfigError(f"{sampler} blocks={blocks}, points={points} with these iterations run {rows} "
+                                 f"network rows per sample; at most {MAX_ROWS_PER_SAMPLE} (fewer iterations or points)")
 
 
 def check_tolerance(sampler: str, value) -> None:

@@ -46,7 +46,7 @@ from parapolicy.samplers.continuous_time import (
 from parapolicy.samplers.driver import solve_windowed
 from parapolicy.samplers.inpainting import impose
 from parapolicy.samplers.kernels import report_round
-from parapolicy.samplers.problem import DenoisingProblem, SampleResult, check_positive_int
+from parapolicy.samplers.problem import DenoisingProblem, SampleResult, check_bounded_int, check_grid_budget
 
 
 def node_levels(grid: GridRule, offsets: torch.Tensor):
@@ -125,7 +125,10 @@ class RandomizedMidpoint(SamplerBase):
 
     def __post_init__(self):
         for field_name in ("blocks", "points", "iterations"):
-            check_positive_int(self.name, field_name, getattr(self, field_name))
+            check_bounded_int(self.name, field_name, getattr(self, field_name))
+        extra = MidpointUpdate.extra_points
+        check_grid_budget(self.name, self.blocks, self.points, min(self.iterations, self.points + extra),
+                          self.points + extra)
 
     @property
     def steps(self) -> int:

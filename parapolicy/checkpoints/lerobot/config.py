@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from parapolicy.checkpoints.limits import MAX_INFERENCE_STEPS, MAX_TRAIN_TIMESTEPS
 from parapolicy.errors import CheckpointError
 
 STATE, ENV, ACTION = "observation.state", "observation.environment_state", "action"
@@ -36,7 +37,6 @@ MAX_CHANNELS = 4096
 MAX_KERNEL = 31
 MAX_EMBED_DIM = 4096
 MAX_KEYPOINTS = 1024
-MAX_TRAIN_TIMESTEPS = 10_000
 
 @dataclass(frozen=True)
 class LeRobotConfig:
@@ -295,6 +295,9 @@ def _scheduler(r: _Reader):
     }
     if r.config.get("num_inference_steps") is None:
         steps = train_steps
+        if steps > MAX_INFERENCE_STEPS:
+            raise CheckpointError(f"config.json num_inference_steps: null means num_train_timesteps={train_steps}; "
+                                  f"expected at most {MAX_INFERENCE_STEPS} steps (state num_inference_steps)")
     else:
-        steps = r.int("num_inference_steps", None, 1, train_steps)
+        steps = r.int("num_inference_steps", None, 1, min(train_steps, MAX_INFERENCE_STEPS))
     return settings, steps

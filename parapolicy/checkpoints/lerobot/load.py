@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 
+from parapolicy.checkpoints.files import CheckpointDir
 from parapolicy.checkpoints.lerobot.config import ACTION, parse_config
 from parapolicy.checkpoints.lerobot.model import build_networks, check_header, expected_weights, materialize
 from parapolicy.checkpoints.lerobot.stats import (
@@ -20,47 +21,52 @@ from parapolicy.checkpoints.lerobot.stats import (
     read_stats,
 )
 from parapolicy.checkpoints.lerobot.weights import read_safetensors, safetensors_header
+from parapolicy.checkpoints.limits import check_fits_file, module_bytes
 from parapolicy.checkpoints.schedulers import build_scheduler
 from parapolicy.errors import CheckpointError
 from parapolicy.policy import GLOBAL, Policy, PolicySpec
 
 MAX_CONFIG_BYTES = 1 << 20  # a LeRobot config.json is a few kB
+MODEL_FILE = "model.safetensors"
 
 
 def is_lerobot_dir(path: str) -> bool:
-    return os.path.isfile(os.path.join(path, "config.json")) and os.path.isfile(
-        os.path.join(path, "model.safetensors")
-    )
+    """Has config.json and model.safetensors (whatever they turn out to be: checked when opened)."""
+    folder = CheckpointDir(path)
+    return folder.has("config.json") and folder.has(MODEL_FILE)
 
 
-def read_config_json(path: str) -> dict:
-    file = os.path.join(path, "config.json")
+def read_config_json(folder: CheckpointDir) -> dict:
+    data = folder.read_bytes("config.json", MAX_CONFIG_BYTES)
+    if data is None:
+        raise CheckpointError("no config.json: expected one in a LeRobot pretrained_model dir")
     try:
-        size = os.path.getsize(file)
-        if size <= MAX_CONFIG_BYTES:
-            with open(file, encoding="utf-8") as f:
-                return json.load(f)
-    except (OSError, ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise CheckpointError(f"cannot read config.json: expected JSON, found {type(exc).__name__}: "
                               f"{str(exc)[:200]}") from None
-    raise CheckpointError(f"config.json: expected under {MAX_CONFIG_BYTES} bytes, found {size}")
 
 
-def load_lerobot(path: str, device="cpu") -> Policy:
+def load_lerobot(path: str, device="cpu", blobs: str | None = None) -> Policy:
+    """``blobs``: the Hub cache folder a snapshot's symlinks lead into (files are opened nowhere else)."""
     path = os.fspath(path)
     origin = repr(path)
+    folder = CheckpointDir(path, blobs)
     try:
-        config = parse_config(read_config_json(path))
+        config = parse_config(read_config_json(folder))
     except CheckpointError as exc:
         raise CheckpointError(f"{origin}: {exc}") from None
     encoder, unet = build_networks(config)
-    model_file = os.path.join(path, "model.safetensors")
-    header = safetensors_header(model_file)
+    model_file = folder.file(MODEL_FILE)
+    if model_file is None:
+        raise CheckpointError(f"{origin}: no {MODEL_FILE}: expected one beside config.json")
+    header = safetensors_header(model_file, folder.shown(MODEL_FILE))
     networks = {k: v for k, v in header.items() if not k.startswith(BUFFER_PREFIXES)}
     check_header(networks, expected_weights(encoder, unet), origin)
-    tensors = read_safetensors(model_file)
+    check_fits_file(module_bytes(encoder, unet), os.path.getsize(model_file), origin)
+    tensors = read_safetensors(model_file, folder.shown(MODEL_FILE))
     buffers = {k: v for k, v in tensors.items() if k.startswith(BUFFER_PREFIXES)}
-    stats, legacy = read_stats(path, buffers)
+    stats, legacy = read_stats(folder, buffers)
     stats = checked_stats(config, stats, origin)
     materialize(encoder, unet, tensors)
     del tensors

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from parapolicy.checkpoints.lerobot.config import ENV, STATE, LeRobotConfig
+from parapolicy.checkpoints.limits import head, quoted
 from parapolicy.errors import CheckpointError
 from parapolicy.models.unet1d import ConditionalUnet1D
 from parapolicy.models.vision import center_crop, make_resnet18
@@ -138,16 +139,16 @@ def check_header(header: dict, want: dict, origin: str) -> None:
     missing = [k for k in want if k not in header]
     extra = [k for k in header if k not in want]
     if missing or extra:
-        parts = ([f"missing weights {_head(missing)}"] if missing else []) + (
-            [f"unexpected weights {_head(extra)}"] if extra else [])
+        parts = ([f"missing weights {quoted(missing)}"] if missing else []) + (
+            [f"unexpected weights {quoted(extra)}"] if extra else [])
         raise CheckpointError(f"{origin}: model.safetensors does not match config.json: {'; '.join(parts)}")
-    bad = [f"{k}: file {header[k][1]} vs config {want[k]}" for k in want if header[k][1] != want[k]]
+    bad = [f"{k!r}: file {header[k][1]} vs config {want[k]}" for k in want if header[k][1] != want[k]]
     if bad:
-        raise CheckpointError(f"{origin}: weight shapes do not match config.json: {_head(bad)}")
+        raise CheckpointError(f"{origin}: weight shapes do not match config.json: {head(bad)}")
     for key, (dtype, _) in header.items():
         allowed = ("I64",) if key.endswith(_INT_BUFFERS) else ("F16", "BF16", "F32", "F64")
         if dtype not in allowed:
-            raise CheckpointError(f"{origin}: weight {key}: expected dtype {'/'.join(allowed)}, found {dtype}")
+            raise CheckpointError(f"{origin}: weight {key!r}: expected dtype {'/'.join(allowed)}, found {dtype}")
 
 
 def materialize(encoder: nn.Module, unet: nn.Module, tensors: dict) -> None:
@@ -159,8 +160,3 @@ def materialize(encoder: nn.Module, unet: nn.Module, tensors: dict) -> None:
         assert all(name in names for name, _ in module.named_buffers()), "non-persistent buffer"
         module.load_state_dict({k: tensors[prefix + rename(k)] for k in names}, strict=True)
 
-
-def _head(items, n=5) -> str:
-    items = list(items)
-    more = f" (+{len(items) - n} more)" if len(items) > n else ""
-    return ", ".join(items[:n]) + more

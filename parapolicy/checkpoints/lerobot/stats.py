@@ -13,12 +13,12 @@ collapse every action onto one point).
 
 from __future__ import annotations
 
-import glob
 import os
 
 import torch
 from torch import nn
 
+from parapolicy.checkpoints.files import CheckpointDir
 from parapolicy.checkpoints.lerobot.config import ACTION, LeRobotConfig
 from parapolicy.checkpoints.lerobot.weights import read_safetensors
 from parapolicy.errors import CheckpointError
@@ -31,27 +31,29 @@ NEEDED = {"MEAN_STD": ("mean", "std"), "MIN_MAX": ("min", "max"), "QUANTILES": (
           "QUANTILE10": ("q10", "q90")}
 
 
-def processor_files(path: str) -> list[str]:
-    """The >= 0.4 statistics files in ``path`` (empty for the buffer layout)."""
-    named = [os.path.join(path, f) for f in (PRE_STATS, POST_STATS)]
-    found = [f for f in named if os.path.isfile(f)]
-    return found or sorted(glob.glob(os.path.join(path, "*normalizer_processor.safetensors")))
+def processor_files(folder: CheckpointDir) -> list[tuple[str, str]]:
+    """``(name, real path)`` of the >= 0.4 statistics files in ``folder`` (empty for the buffer layout)."""
+    named = [(name, folder.file(name)) for name in (PRE_STATS, POST_STATS)]
+    found = [(name, real) for name, real in named if real is not None]
+    if found:
+        return found
+    return [(os.path.basename(real), real) for real in folder.glob("*normalizer_processor.safetensors")]
 
 
-def read_stats(path: str, buffers: dict) -> tuple[dict, bool]:
+def read_stats(folder: CheckpointDir, buffers: dict) -> tuple[dict, bool]:
     """``({feature: {stat: tensor}}, legacy)``: processor files if present, else model buffers."""
-    files = processor_files(path)
+    files = processor_files(folder)
     stats: dict = {}
     if files:
-        for f in files:
-            for key, value in read_safetensors(f).items():
+        for name, real in files:
+            for key, value in read_safetensors(real, folder.shown(name)).items():
                 feature, _, stat = key.rpartition(".")
                 stats.setdefault(feature, {})[stat] = value
         return stats, False
     for key, value in buffers.items():
         parts = key.split(".")
         if len(parts) != 3 or not parts[1].startswith("buffer_"):
-            raise CheckpointError(f"{path!r}: statistics buffer {key!r}: expected <module>.buffer_<feature>.<stat>")
+            raise CheckpointError(f"{folder.path!r}: statistics buffer {key!r}: expected <module>.buffer_<feature>.<stat>")
         stats.setdefault(parts[1][len("buffer_"):], {})[parts[2]] = value
     return stats, True
 
@@ -74,22 +76,22 @@ def checked_stats(config: LeRobotConfig, stats: dict, origin: str) -> dict:
             if value is None:
                 raise CheckpointError(f"{origin}: {key!r} ({mode}) needs statistic {stat!r}, found {sorted(found)}")
             if not value.is_floating_point():
-                raise CheckpointError(f"{origin}: {key}.{stat}: expected floating point, found {value.dtype}")
+                raise CheckpointError(f"{origin}: {key + '.' + stat!r}: expected floating point, found {value.dtype}")
             value = value.to(torch.float32)
             if image and value.dim() == 1:
                 value = value.reshape(-1, 1, 1)  # LeRobot >= 0.6 reshapes flat visual stats the same way
             want = (shape[0], 1, 1) if image else shape
             if tuple(value.shape) != want:
-                raise CheckpointError(f"{origin}: {key}.{stat}: expected shape {want}, found {tuple(value.shape)}")
+                raise CheckpointError(f"{origin}: {key + '.' + stat!r}: expected shape {want}, found {tuple(value.shape)}")
             if not torch.isfinite(value).all():
-                raise CheckpointError(f"{origin}: {key}.{stat}: expected finite values, found NaN or inf")
+                raise CheckpointError(f"{origin}: {key + '.' + stat!r}: expected finite values, found NaN or inf")
             entry[stat] = value.contiguous().clone()
         lo, hi = (entry[s] for s in NEEDED[mode])
         scale = hi if mode == "MEAN_STD" else hi - lo
         if (scale < 0).any() or (key == ACTION and (scale == 0).any()):
             what = "std" if mode == "MEAN_STD" else f"{NEEDED[mode][1]} - {NEEDED[mode][0]}"
             bound = "> 0" if key == ACTION else ">= 0"
-            raise CheckpointError(f"{origin}: {key} {what}: expected {bound} everywhere, found "
+            raise CheckpointError(f"{origin}: {key!r} {what}: expected {bound} everywhere, found "
                                   f"{scale.min().item():.3g}")
         out[key] = entry
     return out
