@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from parapolicy.samplers.base import SamplerBase
-from parapolicy.samplers.problem import DenoisingProblem, SampleResult, check_positive_int
+from parapolicy.samplers.problem import DenoisingProblem, SampleResult
 from parapolicy.samplers.registry import make_sampler
 
 CANDIDATES = (  # (label, sampler name, settings): exact samplers that accept guesses and prefixes

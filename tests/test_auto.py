@@ -1,0 +1,100 @@
+"""sampler=auto: the choice follows the measured cost of rows, the answer stays exact.
+
+The cost curve is what ``auto`` measures on the device; replacing it with a known curve makes
+the choice a closed-form question: when a row costs as much as a call, sequential wins; when
+rows are free, the candidate with the fewest rounds wins.
+"""
+
+import pytest
+import torch
+from conftest import toy_ckpt  # noqa: F401
+from helpers import CountingDenoiser, SmoothNetDenoiser, make_scheduler, solve
+from hydra import compose, initialize_config_dir
+
+from parapolicy.errors import SamplerConfigError
+from parapolicy.eval.build import CONFIG_DIR
+from parapolicy.eval.run import run_rollout
+from parapolicy.samplers import Sequential, draw_noises, make_sampler
+from parapolicy.samplers import auto as auto_module
+from parapolicy.samplers.auto import call_cost
+
+
+def _problem(kind="ddpm", steps=100, batch=2, seed=0):
+    sched = make_scheduler(kind, steps)
+    draws = draw_noises(sched, (batch, 16, 2), torch.Generator().manual_seed(seed))
+    return sched, draws, SmoothNetDenoiser(32, seed=1, scheduler=sched)
+
+
+def _with_curve(monkeypatch, per_call, per_row):
+    """``auto`` measures this curve instead of timing the network (ms = per_call + per_row * rows)."""
+    monkeypatch.setattr(auto_module, "cost_curve",
+                        lambda problem, rows, repeats=1: {r: per_call + per_row * r * problem.batch for r in rows})
+
+
+def test_call_cost_is_linear_between_points_and_extends_the_last_segment():
+    curve = {1: 2.0, 9: 6.0, 41: 22.0}
+    assert call_cost(curve, 1) == 2.0 and call_cost(curve, 0.5) == 2.0
+    assert call_cost(curve, 5) == pytest.approx(4.0)
+    assert call_cost(curve, 25) == pytest.approx(14.0)
+    assert call_cost(curve, 57) == pytest.approx(30.0)  # beyond 41: the slope of the 9..41 segment
+    assert call_cost({4: 3.0}, 100) == 3.0
+
+
+@pytest.mark.parametrize("per_call, per_row, expected", [(0.0, 1000.0, "sequential"), (1000.0, 0.0, "fewest rounds")])
+def test_the_choice_is_the_fastest_under_the_measured_cost(monkeypatch, per_call, per_row, expected):
+    _with_curve(monkeypatch, per_call, per_row)
+    sched, draws, net = _problem()
+    sampler = make_sampler("auto")
+    out = solve(sampler, net, sched, draws.x_T, draws.noises)
+    report = sampler.calibration
+    candidates = report["candidates"]
+    assert set(candidates) == {"sequential", "newton_prior", "quasi_newton", "quasi_newton_probes"}
+    assert candidates["sequential"]["rounds"] == 100 and candidates["sequential"]["rows_per_round"] == 1.0
+    for c in candidates.values():  # the curve is linear, so interpolation is exact at fractional rows
+        assert c["predicted_ms"] == pytest.approx(c["rounds"] * (per_call + per_row * c["rows_per_round"] * 2)
+                                                  + c["host_ms"])
+    assert report["chosen"] == min(candidates, key=lambda k: candidates[k]["predicted_ms"])
+    if expected == "sequential":
+        assert report["chosen"] == "sequential" and report["config"] == {"name": "sequential"}
+    else:  # rows are free: a parallel candidate's few rounds beat sequential's 100 calls
+        assert report["chosen"] != "sequential" and candidates[report["chosen"]]["rounds"] < 20
+    assert out.stats.sampler == "auto" and out.stats.settings["chosen"] == report["chosen"]
+
+
+def test_the_answer_is_exact_and_calibration_runs_once_per_schedule_and_shape(monkeypatch):
+    _with_curve(monkeypatch, 1000.0, 0.0)  # a parallel candidate is chosen
+    sched, draws, net = _problem(batch=2)
+    expected = solve(Sequential(), net, sched, draws.x_T, draws.noises).sample
+    counting = CountingDenoiser(net)
+    sampler = make_sampler("auto")
+    first = solve(sampler, counting, sched, draws.x_T, draws.noises)
+    report = sampler.calibration
+    assert report["chosen"] != "sequential"
+    assert (first.sample - expected).abs().max() < 0.05  # the chosen candidate's tolerance, in sample units
+    calls_after_first = len(counting.calls)
+    second = solve(sampler, counting, sched, draws.x_T, draws.noises)
+    assert sampler.calibration is report  # no second calibration for the same schedule and shape
+    assert len(counting.calls) - calls_after_first == second.stats.rounds  # one call per round, nothing else
+    assert torch.equal(second.sample, first.sample)
+    ddim = make_scheduler("ddim", 16)
+    solve(sampler, net, ddim, draws.x_T)
+    assert sampler.calibration is not report and sampler.calibration["candidates"]["sequential"]["rounds"] == 16
+
+
+@pytest.mark.parametrize("scale", [0, -1, 101, True, "1", float("nan")])
+def test_bad_tolerance_scale_is_refused(scale):
+    with pytest.raises(SamplerConfigError, match="auto tolerance_scale must be a number in \\(0, 100\\]"):
+        make_sampler("auto", tolerance_scale=scale)
+
+
+def test_results_json_records_the_choice_the_curve_and_predicted_vs_measured(toy_ckpt, tmp_path):  # noqa: F811
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose("rollout", overrides=[f"checkpoint={toy_ckpt}", "env=toy", "n_episodes=2", "n_envs=1",
+                                            "logger=disabled", "sampler=auto"])
+    results = run_rollout(cfg, str(tmp_path))
+    block = results["auto"]
+    assert results["sampler"] == {"name": "auto", "tolerance_scale": 1.0}
+    assert block["chosen"] in block["candidates"] and block["batch"] == 1
+    assert block["predicted_ms"] == block["candidates"][block["chosen"]]["predicted_ms"] > 0
+    assert "1" in block["cost_curve_ms"] and all(v > 0 for v in block["cost_curve_ms"].values())
+    assert block["measured_chunks"] == results["n_chunks"] - 1 > 0 and block["measured_ms_p50"] > 0
