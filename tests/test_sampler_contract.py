@@ -142,11 +142,24 @@ def _module_graph() -> dict:
     return {name: {m for m in _imports(path, name) if m in modules and m != name} for name, path in modules.items()}
 
 
+def _arrows(graph: dict, room: str, banned: tuple, allowed: tuple = ()) -> list:
+    """(module, dependency) pairs from ``room`` (a package or module) into ``banned`` rooms."""
+    return [(name, dep) for name, deps in graph.items() if name == room or name.startswith(room + ".")
+            for dep in deps if dep.startswith(banned) and not dep.startswith(allowed)
+            and not (dep == room or dep.startswith(room + "."))]
+
+
 def test_no_import_cycles_and_samplers_depend_on_neither_policy_nor_acceleration():
     graph = _module_graph()
     for name, deps in graph.items():
         if name.startswith("parapolicy.samplers"):
             assert not {d for d in deps if d.startswith(("parapolicy.acceleration", "parapolicy.policy"))}, name
+    assert not _arrows(graph, "parapolicy.samplers", ("parapolicy.checkpoints", "parapolicy.models", "parapolicy.eval",
+                                                       "parapolicy.controller", "parapolicy.cli"))
+    assert not _arrows(graph, "parapolicy.models", ("parapolicy.checkpoints", "parapolicy.samplers", "parapolicy.eval",
+                                                     "parapolicy.policy"))  # no arrow back up from the networks
+    assert not _arrows(graph, "parapolicy.checkpoints", ("parapolicy.eval", "parapolicy.controller", "parapolicy.cli"))
+    assert not _arrows(graph, "parapolicy.tensor_safety", ("parapolicy.",), allowed=("parapolicy.errors",))
     state = {}
 
     def visit(node, stack):

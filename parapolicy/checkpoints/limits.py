@@ -8,12 +8,18 @@ the field, what was expected and what was found. Shared by the checkpoint loader
 from __future__ import annotations
 
 import math
-import re
 
 from parapolicy.errors import CheckpointError
+from parapolicy.tensor_safety import (  # noqa: F401  (the tensor-level facts, re-exported for the loaders)
+    FLOAT_DTYPES_NAMES,
+    MAX_FEATURE_DIM,
+    MAX_TENSOR_NUMEL,
+    check_tensor_safe,
+    describe,
+    key_path,
+)
 
 # generous for every published DiffusionPolicy / LeRobot diffusion policy, far below a DoS
-MAX_FEATURE_DIM = 65_536  # obs / action / condition feature sizes
 MAX_CHANNELS = 16_384  # UNet down_dims, step embedding, transformer n_emb
 MAX_LEVELS = 8  # len(down_dims)
 MAX_KERNEL = 63
@@ -26,30 +32,10 @@ MAX_INFERENCE_STEPS = 1_000  # network calls of one sequential chunk; building t
 MAX_IMAGE_SIDE = 4_096
 MAX_IMAGE_CHANNELS = 16
 MAX_OBS_KEYS = 64
-MAX_TENSOR_NUMEL = 1 << 31
-FLOAT_DTYPES_NAMES = ("float16", "bfloat16", "float32", "float64")
 # A policy's networks and normalizer may take at most this many bytes per tensor byte the
 # checkpoint stores: 2 lets float16 weights widen to float32, while weights that share one
 # stored tensor (or a tiny file naming huge shapes) cannot multiply what the file holds.
 MAX_BYTES_PER_STORED_BYTE = 2
-
-
-def describe(value) -> str:
-    """``'abc' (str)``: a value and its type, cut short, for error messages."""
-    text = repr(value)
-    if len(text) > 60:
-        text = text[:57] + "..."
-    return f"{text} ({type(value).__name__})"
-
-
-_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def key_path(base: str, key) -> str:
-    """``base.key`` for a plain key, ``base['odd key']`` (repr, escapes visible) for any other."""
-    if isinstance(key, int) and not isinstance(key, bool):
-        return f"{base}[{key}]"
-    return f"{base}.{key}" if isinstance(key, str) and _PLAIN_KEY.fullmatch(key) else f"{base}[{key!r}]"
 
 
 def head(items, n: int = 5) -> str:
@@ -104,54 +90,6 @@ def check_dict(name: str, value) -> dict:
     return value
 
 
-def check_tensor_safe(name: str, tensor, float_only: bool = True):
-    """A real, non-overlapping tensor of bounded size (and a float dtype when ``float_only``).
-
-    Refuses expanded (stride-0) or overlapping views: they let a few bytes in the file stand
-    for a huge tensor that any copy or clone would materialise. Only exact ``torch.Tensor`` /
-    ``Parameter`` objects pass, and their geometry is read through ``torch.Tensor``'s own
-    methods, so attributes a pickle attached to the instance (a fake ``stride``) are never asked.
-    """
-    import torch
-
-    if type(tensor) not in (torch.Tensor, torch.nn.Parameter):
-        raise CheckpointError(f"{name} must be a tensor, found {describe(tensor)}")
-    if tensor.layout != torch.strided or tensor.is_quantized or tensor.device.type != "cpu":
-        raise CheckpointError(f"{name} must be a plain dense CPU tensor, found {tensor.layout} on {tensor.device}")
-    if float_only and tensor.dtype not in _float_dtypes():
-        raise CheckpointError(f"{name} must be a float tensor, found dtype {str(tensor.dtype).replace('torch.', '')}")
-    shape, strides = tuple(torch.Tensor.size(tensor)), tuple(torch.Tensor.stride(tensor))
-    numel = math.prod(shape)
-    if numel > MAX_TENSOR_NUMEL:
-        raise CheckpointError(f"{name} has {numel} elements; at most {MAX_TENSOR_NUMEL} are allowed")
-    storage = torch.Tensor.untyped_storage(tensor)
-    end = (torch.Tensor.storage_offset(tensor) + _extent(shape, strides)) * torch.Tensor.element_size(tensor)
-    if _overlaps(shape, strides) or (numel and end > torch.UntypedStorage.nbytes(storage)):
-        raise CheckpointError(
-            f"{name} is an expanded/overlapping view (shape {shape}, stride {strides}): "
-            "expected a tensor stored in full"
-        )
-    return tensor
-
-
-def _extent(shape, strides) -> int:
-    """Elements from a tensor's first to its last element in storage, inclusive."""
-    if any(size == 0 for size in shape):
-        return 0
-    return 1 + sum((size - 1) * stride for size, stride in zip(shape, strides))
-
-
-def _overlaps(shape, strides) -> bool:
-    """Whether two indices of the view may share an element: each stride (smallest first)
-    must step past everything the smaller ones reach, as in a (permuted) slice of a real tensor."""
-    reach = 0
-    for size, stride in sorted((d for d in zip(shape, strides) if d[0] > 1), key=lambda d: d[1]):
-        if stride <= reach:
-            return True
-        reach += (size - 1) * stride
-    return False
-
-
 def stored_bytes(tensors) -> int:
     """Bytes the file holds for ``tensors``: each distinct storage counted once."""
     import torch
@@ -178,10 +116,7 @@ def check_fits_file(needed: int, stored: int, origin: str) -> None:
         )
 
 
-def _float_dtypes():
-    import torch
 
-    return tuple(getattr(torch, n) for n in FLOAT_DTYPES_NAMES)
 
 
 _REQUIRED = object()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from parapolicy.checkpoints.limits import MAX_FEATURE_DIM, check_tensor_safe, key_path
+from parapolicy.tensor_safety import MAX_FEATURE_DIM, check_tensor_safe, key_path
 from parapolicy.errors import CheckpointError
 
 STAT_NAMES = ("min", "max", "mean", "std")
