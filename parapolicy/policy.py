@@ -20,7 +20,7 @@ from parapolicy.errors import (AccelerationError, InputError, NonFiniteSampleErr
 from parapolicy.models.normalizer import LinearNormalizer
 from parapolicy.samplers import (EAGER, SAMPLERS, DenoisingProblem, SampleResult, Sampler, Sequential, draw_noises,
                                  make_sampler, make_step_rule)
-from parapolicy.samplers.newton_prior import prior_trajectory
+from parapolicy.samplers.guesses import guess_trajectory
 from parapolicy.samplers.prefix import ActionPrefix, constrained_denoiser
 
 # How observations enter the denoiser.
@@ -182,12 +182,8 @@ class Policy(nn.Module):
             extra = self.sampler.extra_draws(draws.x_T, generator)
             guess = None
             if initial_guess is not None and self.sampler.accepts_initial_guess:
-                guess = self._checked_guess(initial_guess, draws.x_T)
-                if guess.dim() == draws.x_T.dim():  # a clean sample: the point-mass denoiser at it
-                    guess = prior_trajectory(self.rule, draws.x_T, draws.noises, cond_data, cond_mask, std=0.0,
-                                             mean=guess)
-                else:
-                    guess = self.rule.trajectory_from_outputs(draws.x_T, draws.noises, guess, cond_data, cond_mask)
+                guess = guess_trajectory(self.rule, draws.x_T, draws.noises,
+                                         self._checked_guess(initial_guess, draws.x_T), cond_data, cond_mask)
         net = self.model if self._accelerated is None else self._accelerated
         denoise = BoundDenoiser(net, **conditions)
         executor = EAGER

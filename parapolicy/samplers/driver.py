@@ -164,7 +164,7 @@ def solve_windowed(problem: DenoisingProblem, update, *, name: str, window: int,
     all_slots, traj = buf["slots"], buf["traj"]
     _start_trajectory(buf, problem, update)
     tol2 = float(tolerance) ** 2 if tolerance is not None else None
-    extra_points = getattr(update, "extra_points", 0)  # points a round evaluates besides the window's states
+    extra_points = update.extra_points  # points a round evaluates besides the window's states
     start, rounds, nfe, max_error, block_rounds, widest = 0, 0, 0, 0.0, 0, 0
     while start < n_steps:
         end = min(start + width, n_steps)

@@ -34,7 +34,7 @@ from parapolicy.errors import SamplerConfigError
 from parapolicy.samplers.base import SamplerBase
 from parapolicy.samplers.driver import solve_windowed
 from parapolicy.samplers.executor import EAGER
-from parapolicy.samplers.kernels import window_round
+from parapolicy.samplers.kernels import RoundUpdate, window_round
 from parapolicy.samplers.newton_prior import start_from_prior
 from parapolicy.samplers.problem import DenoisingProblem, SampleResult, check_bounded_int, check_tolerance
 
@@ -128,7 +128,7 @@ def carry_corrections(residual: torch.Tensor, jacobians: torch.Tensor) -> torch.
     return d
 
 
-class JacobianUpdate:
+class JacobianUpdate(RoundUpdate):
     """New states by a Newton step with each step's full Jacobian (``carry_corrections``).
 
     J_i = d step/dx + d step/d eps . d eps/dx: the network's directional derivatives come

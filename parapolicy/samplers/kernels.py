@@ -32,10 +32,14 @@ def evaluate_window(buf: dict, index: torch.Tensor, denoise, batch: int):
     return states, imposed, eps
 
 
-class PicardUpdate:
-    """ParaDiGMS: each state = window start + the summed one-step residuals before it."""
+class RoundUpdate:
+    """The update protocol the window driver runs: how one round turns the window's fresh
+    one-step results into new states. Subclasses set ``key`` (part of the executor's cache key),
+    may add buffers (``buffers``, cleared by ``reset`` before each call) and ``extra_points``
+    (network points a round evaluates besides the window's states, counted as rows and NFE)."""
 
-    key = "picard"
+    key: str = ""
+    extra_points: int = 0
 
     def buffers(self, rows: int, x_T: torch.Tensor) -> dict:
         return {}
@@ -43,11 +47,21 @@ class PicardUpdate:
     def reset(self, buf: dict) -> None:
         pass
 
+    def __call__(self, buf, index, states, imposed, nxt, old_next) -> torch.Tensor:
+        """New states of the window's slots (K, B, *S) from this round's step results ``nxt``."""
+        raise NotImplementedError
+
+
+class PicardUpdate(RoundUpdate):
+    """ParaDiGMS: each state = window start + the summed one-step residuals before it."""
+
+    key = "picard"
+
     def __call__(self, buf, index, states, imposed, nxt, old_next):
         return states[0] + torch.cumsum(nxt - states, dim=0)
 
 
-class SecantUpdate:
+class SecantUpdate(RoundUpdate):
     """Newton-Picard: residuals carried down the window by per-sample secant slopes (``secant``)."""
 
     key = "secant"

@@ -45,7 +45,7 @@ from parapolicy.samplers.continuous_time import (
 )
 from parapolicy.samplers.driver import solve_windowed
 from parapolicy.samplers.inpainting import impose
-from parapolicy.samplers.kernels import report_round
+from parapolicy.samplers.kernels import RoundUpdate, report_round
 from parapolicy.samplers.problem import DenoisingProblem, SampleResult, check_bounded_int, check_grid_budget
 
 
@@ -58,7 +58,7 @@ def node_levels(grid: GridRule, offsets: torch.Tensor):
     return 1.0 / (1.0 + node_sigma**2), timestep_at_sigma(grid.alphas_cumprod, node_sigma).float()
 
 
-class MidpointUpdate:
+class MidpointUpdate(RoundUpdate):
     """The per-call node levels and the static schedule facts ``midpoint_round`` needs."""
 
     key = "midpoint"
