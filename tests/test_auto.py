@@ -48,7 +48,7 @@ def test_the_choice_is_the_fastest_under_the_measured_cost(monkeypatch, per_call
     out = solve(sampler, net, sched, draws.x_T, draws.noises)
     report = sampler.calibration
     candidates = report["candidates"]
-    assert set(candidates) == {"sequential", "newton_prior", "quasi_newton", "quasi_newton_probes"}
+    assert set(candidates) == {"sequential", "quasi_newton", "quasi_newton_probes"}
     assert candidates["sequential"]["rounds"] == 100 and candidates["sequential"]["rows_per_round"] == 1.0
     for c in candidates.values():  # the curve is linear, so interpolation is exact at fractional rows
         assert c["predicted_ms"] == pytest.approx(c["rounds"] * (per_call + per_row * c["rows_per_round"] * 2)

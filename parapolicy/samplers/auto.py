@@ -25,8 +25,7 @@ from parapolicy.samplers.base import SamplerBase
 from parapolicy.samplers.problem import DenoisingProblem, SampleResult
 from parapolicy.samplers.registry import make_sampler
 
-CANDIDATES = (  # (label, sampler name, settings): exact samplers that accept guesses and prefixes
-    ("newton_prior", "newton_prior", {}),
+CANDIDATES = (  # (label, sampler name, settings): exact samplers under one row budget and one tolerance rule
     ("quasi_newton", "quasi_newton", {"probes": False}),
     ("quasi_newton_probes", "quasi_newton", {"probes": True}),
 )
