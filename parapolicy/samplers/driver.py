@@ -201,7 +201,7 @@ def solve_windowed(problem: DenoisingProblem, update, *, name: str, window: int,
     buf["slots"] = all_slots
     sample = impose(traj[n_steps], problem.cond_data, problem.cond_mask).clone()
     stats = SampleStats(name, rounds=rounds, nfe=nfe, max_error=max_error, captured=executor.captures,
-                        initial_guess=problem.init_guess is not None, max_rows_per_round=widest, settings=settings)
+                        initial_guess=problem.caller_guess, max_rows_per_round=widest, settings=settings)
     return SampleResult(sample, stats, eps=buf["eps"][:n_steps].clone())
 
 
@@ -254,6 +254,6 @@ def solve_windowed_synced(problem: DenoisingProblem, update, *, name: str, windo
         start = new_start
     sample = impose(traj[n_steps], problem.cond_data, problem.cond_mask).clone()
     stats = SampleStats(name, rounds=rounds, nfe=nfe, max_error=float(buf["status"][2].sqrt()),
-                        captured=executor.captures, initial_guess=problem.init_guess is not None,
+                        captured=executor.captures, initial_guess=problem.caller_guess,
                         max_rows_per_round=width, settings=settings)
     return SampleResult(sample, stats, eps=buf["eps"][:n_steps].clone())

@@ -216,5 +216,4 @@ class JacobianNewton(SamplerBase):
                                 window=self.window, tolerance=self.tolerance, settings=settings, kernel=jacobian_round)
         result.stats.nfe += network.extra_rows // problem.batch
         result.stats.max_rows_per_round *= network.size + 1  # every state's row and its D directions
-        result.stats.initial_guess = given
         return result

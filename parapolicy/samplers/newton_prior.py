@@ -73,7 +73,7 @@ def start_from_prior(problem: DenoisingProblem) -> tuple[DenoisingProblem, bool]
     if problem.init_guess is not None:
         return problem, True
     guess = prior_trajectory(problem.rule, problem.x_T, problem.noises, problem.cond_data, problem.cond_mask)
-    return problem.replace(init_guess=guess), False
+    return problem.replace(init_guess=guess, guess_is_prior=True), False
 
 
 @dataclass(frozen=True)
@@ -85,6 +85,5 @@ class NewtonPrior(NewtonPicard):
     def sample(self, problem: DenoisingProblem) -> SampleResult:
         problem, given = start_from_prior(problem)
         result = super().sample(problem)
-        result.stats.initial_guess = given  # the caller's guess, not the prior
         result.stats.settings["start"] = "warm" if given else "prior"
         return result

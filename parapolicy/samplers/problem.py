@@ -47,6 +47,7 @@ class DenoisingProblem:
     extra: dict = field(default_factory=dict)
     callback: Callable | None = None
     executor: Executor = EAGER
+    guess_is_prior: bool = False  # init_guess is a sampler's own stand-in start, not the caller's guess
 
     def __post_init__(self):
         self.rule = make_step_rule(self.rule)
@@ -67,6 +68,11 @@ class DenoisingProblem:
         if self.init_guess is not None and tuple(self.init_guess.shape) != (rule.num_steps + 1, *x_T.shape):
             raise SamplerConfigError(
                 f"init_guess has shape {tuple(self.init_guess.shape)}, expected {(rule.num_steps + 1, *x_T.shape)}")
+
+    @property
+    def caller_guess(self) -> bool:
+        """Whether the run starts from a guess the caller gave (stats' ``initial_guess``)."""
+        return self.init_guess is not None and not self.guess_is_prior
 
     @property
     def batch(self) -> int:

@@ -350,7 +350,7 @@ def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, s
             problem.callback({"round": rounds, "start": start, "accepted": accepted})
         start += accepted
     sample = impose(traj[n_steps], problem.cond_data, problem.cond_mask).clone()
-    stats = SampleStats(name, rounds=rounds, nfe=nfe, max_error=max_error, initial_guess=problem.init_guess is not None,
+    stats = SampleStats(name, rounds=rounds, nfe=nfe, max_error=max_error, initial_guess=problem.caller_guess,
                         max_rows_per_round=widest, settings=settings)
     return SampleResult(sample, stats, eps=models.value.view(n_steps, *x_T.shape).clone())
 
@@ -415,5 +415,4 @@ class QuasiNewton(SamplerBase):
         result = solve_quasi_newton(problem, self.store_for(rule, problem.x_T, slopes), slopes, name=self.name,
                                     tolerance=self.tolerance, max_rows=self.max_rows, history=self.history,
                                     settings=settings)
-        result.stats.initial_guess = given
         return result
