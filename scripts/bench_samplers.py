@@ -132,13 +132,14 @@ def markdown(result, rounds_block: str = "") -> str:
         f"({len(result['seeds'])} episodes, all batched), noise generator seed 0. Batch-1 columns: "
         f"{result['n_open_loop']} single observations recorded from the sequential rollout.\n",
         "Rounds = batched network calls per action chunk (the parallel depth); NFE = network evaluations per chunk "
-        "and sample. Deviation = max |action difference| to the sequential sampler (upstream's DDPM-100 loop) on "
+        "and sample; rows/round = NFE / rounds, the rows one call evaluates per sample (a call's cost grows with "
+        "them). Deviation = max |action difference| to the sequential sampler (upstream's DDPM-100 loop) on "
         "identical observations and noise, in PushT action units (pixels); the ODE samplers (piadm_ode, "
         "randomized_midpoint) solve the probability-flow ODE from the same x_T, a different sampler of the same "
         "distribution, so their deviation is a path difference, not an error.\n",
-        "| sampler | settings | rounds/chunk (batch 1) | NFE/chunk (batch 1) | rounds/chunk (50 envs) | "
-        "max deviation vs sequential | mean score | success rate |",
-        "|---|---|---|---|---|---|---|---|",
+        "| sampler | settings | rounds/chunk (batch 1) | rows/round (batch 1) | NFE/chunk (batch 1) | "
+        "rounds/chunk (50 envs) | max deviation vs sequential | mean score | success rate |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, _name, settings in ROWS:
         row = result["rows"].get(label)
@@ -147,6 +148,7 @@ def markdown(result, rounds_block: str = "") -> str:
         cfg = ", ".join(f"{k}={v}" for k, v in settings.items()) or "DDPM-100"
         lines.append(
             f"| {label} | {cfg} | {row['rounds_per_chunk_b1']:.2f} (max {row['rounds_max_b1']}) | "
+            f"{row['nfe_per_chunk_b1'] / row['rounds_per_chunk_b1']:.1f} | "
             f"{row['nfe_per_chunk_b1']:.0f} | {row['rounds_per_chunk']:.2f} | {row['max_action_deviation']:.3g} | "
             f"{row['mean_score']:.3f} | {row['success_rate']:.2f} |")
     rows = result["rows"]
@@ -175,8 +177,8 @@ def sweep_markdown(result) -> list:
         "Closed loop only, same seeds and noise generator as the sequential row (`--only` with the labels below). "
         "Rounds/chunk = sequential network-call depth, fixed by the settings (blocks x iterations); NFE/chunk per sample. CIs: mean score +- 1.96 s/sqrt(n) over seeds, success Wilson "
         "95%. ![rounds vs score](samplers_pareto.png)\n",
-        "| sampler | settings | rounds/chunk | NFE/chunk | mean score (95% CI) | success rate (95% CI) |",
-        "|---|---|---|---|---|---|",
+        "| sampler | settings | rounds/chunk | rows/round | NFE/chunk | mean score (95% CI) | success rate (95% CI) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for label, _name, settings in [("sequential", "sequential", {})] + done:
         row = rows.get(label)
@@ -185,7 +187,8 @@ def sweep_markdown(result) -> list:
         mean, half = score_ci(row["scores"])
         p, (lo, hi) = success_ci(row["successes"])
         cfg = ", ".join(f"{k}={v}" for k, v in settings.items()) or "DDPM-100"
-        lines.append(f"| {label} | {cfg} | {row['rounds_per_chunk']:.0f} | {row['nfe_per_chunk']:.0f} | "
+        lines.append(f"| {label} | {cfg} | {row['rounds_per_chunk']:.0f} | "
+                     f"{row['nfe_per_chunk'] / row['rounds_per_chunk']:.1f} | {row['nfe_per_chunk']:.0f} | "
                      f"{mean:.3f} ({mean - half:.3f}-{mean + half:.3f}) | {p:.2f} ({lo:.2f}-{hi:.2f}) |")
     return lines
 
