@@ -36,6 +36,21 @@ def paired_difference(a, b, z=1.96) -> dict:
     return {"mean": mean, "ci95": [mean - half, mean + half], "n": int(n)}
 
 
+def score_ci(scores, z: float = 1.96) -> tuple[float, float]:
+    """Mean and normal-approximation 95% half-width of per-seed scores (half-width 0 for one seed)."""
+    x = np.asarray(scores, dtype=np.float64)
+    return float(x.mean()), float(z * x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else 0.0
+
+
+def success_ci(successes, z: float = 1.96) -> tuple[float, tuple[float, float]]:
+    """Success rate and its Wilson 95% interval (low, high): sound at rates of 0 and 1, where the
+    normal approximation collapses to a point."""
+    n, p = len(successes), float(np.mean(successes))
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return p, (max(0.0, centre - half), min(1.0, centre + half))  # rounding must not leave [0, 1]
+
+
 def _jsonable(value):
     """Plain JSON types; NaN and inf (Python or numpy) become None, numpy arrays lists."""
     if isinstance(value, dict):

@@ -18,26 +18,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
 
 import gymnasium as gym
-import numpy as np
 import torch
 
 import parapolicy
 from parapolicy.eval.realtime import RealtimeSettings, run_realtime
 from parapolicy.samplers.prefix import DEFAULT_MAX_GUIDANCE_WEIGHT
-from parapolicy.metrics import write_report
+from parapolicy.metrics import score_ci, write_report
 from parapolicy.eval.build import ASSETS_DIR, device_name, ensure_envs_importable as _ensure_envs_importable
 
 ENV_ID = "parapolicy/PushT-keypoints-v0"
-
-
-def score_ci(scores) -> float:
-    return 1.96 * float(np.std(scores, ddof=1)) / math.sqrt(len(scores)) if len(scores) > 1 else 0.0
 
 
 def run_row(policy, seeds, settings, sampler, args) -> dict:
@@ -51,7 +45,7 @@ def run_row(policy, seeds, settings, sampler, args) -> dict:
     row = {key: out[key] for key in ("n_episodes", "mean_score", "success_rate", "n_chunks", "rounds_per_chunk",
                                      "nfe_per_chunk", "n_fallbacks")}
     row.update(out["realtime"])
-    row.update(sampler=name, seeds=[int(seeds[0]), int(seeds[-1])], score_ci95=score_ci(res.scores),
+    row.update(sampler=name, seeds=[int(seeds[0]), int(seeds[-1])], score_ci95=score_ci(res.scores)[1],
                wall_s=time.perf_counter() - started)
     return row
 

@@ -54,11 +54,6 @@ TARGETS = {"cold_b1": 7.0, "ddim16": 4.0, "batched": 9.0, "closed_loop": 4.0}
 BEGIN, END = "<!-- rounds:begin -->", "<!-- rounds:end -->"
 
 
-def rounds_of(stats: dict) -> int:
-    """The sequential network-call depth of one chunk (one place to follow the stats rename)."""
-    return int(stats["rounds"] if "rounds" in stats else stats["parallel_iters"])
-
-
 def open_loop(policy, observations, samplers, batch=1):
     """Per sampler: rounds, rows per round, NFE, time per chunk and max |action - sequential action|
     over the observations, interleaved with the sequential reference (timed in the same run).
@@ -83,7 +78,7 @@ def open_loop(policy, observations, samplers, batch=1):
             st = stats[label]
             st["ms"].append((time.perf_counter() - started) * 1000.0)
             ref = out["action"] if ref is None else ref
-            st["rounds"].append(rounds_of(out["stats"]))
+            st["rounds"].append(int(out["stats"]["rounds"]))
             st["nfe"].append(out["stats"]["nfe"])
             st["rows"].append(out["stats"]["rows_per_round"])
             st["max_rows"] = max(st["max_rows"], out["stats"]["max_rows_per_round"])

@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import sys
-import math
 import time
 
 import numpy as np
@@ -37,7 +36,7 @@ import parapolicy
 from parapolicy.eval.build import ASSETS_DIR, CONFIG_DIR, device_name, make_env_factory
 from parapolicy.eval.compare import DeviationRecorder
 from parapolicy.eval.episodes import run_batch
-from parapolicy.metrics import write_json_atomic, write_report
+from parapolicy.metrics import score_ci, success_ci, write_json_atomic, write_report
 
 SEQUENTIAL = ("sequential", {})
 ROWS = [  # (label, sampler name, settings)
@@ -64,25 +63,6 @@ SWEEP += [  # the same 10 rounds spent on a coarser grid solved exactly (iterati
 ]
 SWEEP_FAMILIES = ("piadm_sde", "piadm_ode", "randomized_midpoint", "piadm_sde_coarse", "piadm_ode_coarse",
                   "randomized_midpoint_coarse")
-
-
-def rounds_of(stats: dict) -> float:
-    """Sequential network-call depth of one predict_action: the ONE place that reads the stat's name."""
-    return stats["rounds"]
-
-
-def score_ci(scores, z=1.96):
-    """Mean and normal-approximation 95% half-width of per-seed scores."""
-    x = np.asarray(scores, dtype=np.float64)
-    return float(x.mean()), float(z * x.std(ddof=1) / math.sqrt(x.size)) if x.size > 1 else 0.0
-
-
-def success_ci(successes, z=1.96):
-    """Success rate and its Wilson 95% interval (low, high)."""
-    n, p = len(successes), float(np.mean(successes))
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return p, (centre - half, centre + half)
 
 
 class ObservationTap:
@@ -118,7 +98,7 @@ def open_loop_batch1(policy, observations, name, settings):
     rounds, nfe = [], []
     for i, obs in enumerate(observations):
         out = policy.predict_action({"obs": torch.as_tensor(obs)[None]}, generator=torch.Generator().manual_seed(i))
-        rounds.append(rounds_of(out["stats"]))
+        rounds.append(out["stats"]["rounds"])
         nfe.append(out["stats"]["nfe"])
     return {"rounds_per_chunk_b1": float(np.mean(rounds)), "rounds_max_b1": int(max(rounds)),
             "nfe_per_chunk_b1": float(np.mean(nfe))}
