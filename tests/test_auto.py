@@ -98,3 +98,5 @@ def test_results_json_records_the_choice_the_curve_and_predicted_vs_measured(toy
     assert block["predicted_ms"] == block["candidates"][block["chosen"]]["predicted_ms"] > 0
     assert "1" in block["cost_curve_ms"] and all(v > 0 for v in block["cost_curve_ms"].values())
     assert block["measured_chunks"] == results["n_chunks"] - 1 > 0 and block["measured_ms_p50"] > 0
+    assert results["metrics"]["rollout/auto/predicted_ms"] == block["predicted_ms"]  # what wandb logs
+    assert results["metrics"]["rollout/auto/measured_ms_p50"] == block["measured_ms_p50"]

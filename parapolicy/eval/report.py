@@ -26,11 +26,15 @@ def _run_metrics(run: dict, prefix: str) -> dict:
 def flat_metrics(results: dict) -> dict:
     """The scalar metrics logged to wandb (run summary) and read by sweeps, by name: the run's
     counts and measurements, the compare side's under ``rollout/b/``, the real-time block's
-    under ``rollout/realtime/``. Values that were not measured are left out, never written as 0."""
+    under ``rollout/realtime/``, ``sampler=auto``'s prediction and measurement under ``rollout/auto/``. Values that were not measured are left out, never written as 0."""
     flat = _run_metrics(results, "rollout/")
     realtime = results.get("realtime")
     if realtime:
         flat.update({f"rollout/realtime/{key}": realtime.get(key) for key in REALTIME_METRICS})
+    auto = results.get("auto")
+    if auto:  # sampler=auto: what it predicted for its choice beside what the chunks then took
+        flat.update({"rollout/auto/predicted_ms": auto["predicted_ms"], "rollout/auto/measured_ms_p50":
+                     auto["measured_ms_p50"], "rollout/auto/calibration_s": auto["calibration_s"]})
     paired = results.get("paired")
     if paired:
         flat.update(_run_metrics(paired["b"], "rollout/b/"))
