@@ -18,6 +18,7 @@ import torch
 from parapolicy.checkpoints.archive import check_plain_torch_zip
 from parapolicy.checkpoints.dp_builders import build_networks
 from parapolicy.checkpoints.dp_cfg import resolve_section
+from parapolicy.checkpoints.dp_task import read_task
 from parapolicy.checkpoints.limits import check_bool, check_tensor_safe, describe, one_line
 from parapolicy.checkpoints.schedulers import build_scheduler
 from parapolicy.checkpoints.safe_pickle import allow_list_pickle
@@ -115,6 +116,7 @@ def policy_from_payload(payload: dict, origin: str = "", use_ema: bool | None = 
     load_policy_groups(groups, model, encoder, normalizer, origin)
     check_normalizer_fits(normalizer, spec, origin=origin)
     spec.source = {"format": "diffusion_policy_workspace", "path": os.path.abspath(origin), "weights": weights_key}
+    spec.task = read_task(cfg, trust_checkpoint)
     return Policy(spec, model, normalizer, scheduler, encoder)
 
 

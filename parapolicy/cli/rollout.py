@@ -52,7 +52,7 @@ def run_job(cfg, output_dir: str) -> int:
     passes = 2 if cfg.get("compare_sampler") else 1
     progress = None
     if cfg.get("progress") and isinstance(cfg.get("n_episodes"), int) and cfg.n_episodes > 0:
-        progress = StepProgress(passes * cfg.n_episodes, cfg.env.max_episode_steps)
+        progress = StepProgress(passes * cfg.n_episodes, lambda: cfg.env.max_episode_steps)  # env=auto: set later
     try:
         results = run_rollout(cfg, output_dir, on_chunk=progress)
     except (ParapolicyError, KeyboardInterrupt) as exc:

@@ -19,6 +19,7 @@ from parapolicy.eval.build import (
     sampler_settings,
     versions,
 )
+from parapolicy.eval.env_choice import AUTO, fill_episode_length, resolve_env
 from parapolicy.eval.episodes import VECTOR_MODES, RunResult, keyed_obs, run_episodes
 from parapolicy.eval.report import eval_info, flat_metrics
 from parapolicy.metrics import write_json_atomic
@@ -72,14 +73,20 @@ def _check_env(env_cfg) -> None:
 
 
 def prepare(cfg):
-    """Load and configure the policy and env factory; raises before anything is written."""
+    """Load and configure the policy, and pick the env for ``env=auto``; raises before anything is written."""
     import parapolicy
 
     check_settings(cfg)
-    _check_env(cfg.env)
+    auto = str(cfg.env.get("id")) == AUTO
+    if not auto:
+        _check_env(cfg.env)
     ckpt = resolve_checkpoint(cfg)
     policy = parapolicy.load_policy(ckpt, device=cfg.policy.device, use_ema=cfg.policy.use_ema,
                                     trust_checkpoint=bool(cfg.policy.trust_checkpoint))
+    if auto:
+        resolve_env(cfg, policy.spec)
+        _check_env(cfg.env)
+    fill_episode_length(cfg)
     policy.accelerate(cfg.policy.get("acceleration", "eager"))
     name, settings = sampler_settings(cfg.sampler)
     if cfg.compare_sampler:
