@@ -96,3 +96,21 @@ def test_every_task_has_upstreams_lowdim_and_image_observations_and_lengths(task
     want.update({f"robot{i}_{k}": shape for i in range(arms) for k, shape in ARM.items()})
     assert {k: v.shape for k, v in obs.items()} == want
     assert image.spec.max_episode_steps == MAX_STEPS[task] and image.unwrapped.abs_action
+
+
+def test_diffusers_imports_after_an_image_env_has_rendered():
+    """Mesa's GL (OSMesa / llvmpipe EGL) and triton both load an LLVM: triton imported after a
+    Mesa context used to segfault the process; the env now loads triton first (own process here,
+    as the import order of the test session is not this test's to choose)."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import gymnasium as gym, parapolicy_envs\n"
+            "env = gym.make('parapolicy/Lift-image-v0'); env.reset(seed=0)\n"
+            "import diffusers\n"
+            "print('imported')\n")
+    envs_dir = os.path.dirname(os.path.dirname(parapolicy_envs.__file__))
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join([envs_dir, os.environ.get("PYTHONPATH", "")])})
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("imported"), proc.stderr[-2000:]

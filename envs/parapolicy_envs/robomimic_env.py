@@ -22,6 +22,7 @@ Needs the ``robomimic`` extra (robomimic 0.3.0, robosuite 1.4.1, mujoco < 3.10).
 from __future__ import annotations
 
 import ctypes.util
+import importlib.util
 import os
 import sys
 import types
@@ -70,8 +71,16 @@ def render_backend() -> str:
     return os.environ["MUJOCO_GL"]
 
 
+def _load_triton_first(backend: str) -> None:
+    """Mesa's software GL (OSMesa, or EGL on llvmpipe) and triton each load their own LLVM:
+    importing triton (diffusers and torch._dynamo do) after a Mesa context exists segfaults the
+    process, while the other order works. So triton, when installed, is loaded before the GL."""
+    if backend in ("osmesa", "egl") and "triton" not in sys.modules and importlib.util.find_spec("triton"):
+        import triton  # noqa: F401
+
+
 def _import_robomimic():
-    render_backend()  # robosuite reads MUJOCO_GL when it is first imported
+    _load_triton_first(render_backend())  # robosuite reads MUJOCO_GL when it is first imported
     if "mujoco_py" not in sys.modules:  # robomimic 0.3.0 imports it only for an exception type
         stub = types.ModuleType("mujoco_py")
         stub.builder = types.SimpleNamespace(MujocoException=Exception)
