@@ -8,7 +8,7 @@ Each sampler runs with its default settings. (1) Closed loop on ``--episodes`` s
 100000, all envs batched, noise generator seeded 0 (``bench_samplers.closed_loop``): score and
 success with 95% CIs, rounds/NFE per chunk at that batch, and the max |action difference| to
 the sequential sampler replayed on every chunk's observations and generator state. An episode
-ends at its first success: robomimic's reward is the sparse success, so the score (max reward)
+ends at its first success (``--fewer``: costly samplers run the first n seeds only): robomimic's reward is the sparse success, so the score (max reward)
 cannot change after it, while upstream's runner steps on to 400. (2) Batch 1, on ``--open-loop``
 single observations spread over the sequential rollout, generator seeded by index: rounds,
 rows per round (when the sampler stats report it), NFE, the p50 wall time of one
@@ -100,7 +100,7 @@ def markdown(result) -> str:
         f"Device: {result['device']}, torch {result['torch']}, {result['threads']} torch thread(s); the 2 cores are "
         "shared, so times are indicative. Env: parapolicy/Lift-lowdim-v0 (delta OSC_POSE, 7-d actions, horizon 16 "
         f"x 7 = 112 numbers per sample), seeds {result['seeds'][0]}..{result['seeds'][-1]} ({len(result['seeds'])} "
-        "episodes, batched), noise generator seed 0; episodes end at their first success (the sparse reward's max "
+        "episodes, batched; rows marked n= ran the first n seeds), noise generator seed 0; episodes end at their first success (the sparse reward's max "
         "cannot change after it; upstream steps on to 400).\n",
         "Batch-1 columns: one `predict_action` on each of "
         f"{result['n_open_loop']} single observations spread over the sequential rollout (generator seeded by "
@@ -119,6 +119,7 @@ def markdown(result) -> str:
         if row is None:
             continue
         settings = ", ".join(f"{k}={v}" for k, v in row["settings"].items() if k != "name") or "DDPM-100"
+        n = f" (n={len(row['scores'])})" if len(row["scores"]) != len(result["seeds"]) else ""
         mean, half = score_ci(row["scores"])
         p, (lo, hi) = success_ci(row["successes"])
         rows_b1 = _fmt(row.get("rows_per_round_b1"), ".1f")
@@ -126,7 +127,7 @@ def markdown(result) -> str:
             f"| {label} | {settings} | {row['rounds_per_chunk_b1']:.2f} (max {row['rounds_max_b1']}) | {rows_b1} | "
             f"{row['nfe_per_chunk_b1']:.0f} | {row['ms_per_chunk_b1']:.0f} | {_fmt(row.get('max_deviation_b1'), '.2g')} | "
             f"{row['rounds_per_chunk']:.2f} | {_fmt(row.get('max_action_deviation'), '.2g')} | "
-            f"{mean:.3f} ({mean - half:.3f}-{mean + half:.3f}) | {p:.2f} ({lo:.2f}-{hi:.2f}) |")
+            f"{mean:.3f} ({mean - half:.3f}-{mean + half:.3f}){n} | {p:.2f} ({lo:.2f}-{hi:.2f}){n} |")
     return "\n".join(lines) + "\n"
 
 
@@ -139,7 +140,11 @@ def main(argv=None) -> int:
     p.add_argument("--only", default=None, help="comma-separated samplers to (re)compute")
     p.add_argument("--out", default="benchmarks/samplers_lift")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids oversubscribing shared cores)")
+    p.add_argument("--fewer", default="jacobian_newton=10",
+                   help="closed-loop episodes for costly samplers, e.g. jacobian_newton=10 (its D + 1 = 113 network "
+                        "rows per state and round make 50 batched episodes hours of CPU time); '' for none")
     args = p.parse_args(argv)
+    fewer = {k: int(v) for k, v in (item.split("=") for item in args.fewer.split(",") if item)}
     torch.set_num_threads(args.threads)
     policy = parapolicy.load_policy(args.checkpoint)
     make_env = make_env_factory(OmegaConf.create(env_for_task(policy.spec)), policy.spec, wrappers=[EndOnSuccess])
@@ -154,7 +159,9 @@ def main(argv=None) -> int:
               "torch": torch.__version__, "threads": args.threads, "n_open_loop": args.open_loop,
               "observations": cache.get("observations"), "reference_b1": cache.get("reference_b1"),
               "rows": cache.get("rows", {}),
-              "command": f"python scripts/bench_samplers_lift.py --episodes {args.episodes} --out {args.out}"}
+              "fewer": fewer,
+              "command": f"python scripts/bench_samplers_lift.py --episodes {args.episodes} --fewer '{args.fewer}' "
+                         f"--out {args.out}"}
     wanted = args.only.split(",") if args.only else [s for s in ORDER if s not in result["rows"]]
     unknown = [s for s in wanted if s not in SAMPLERS]
     if unknown:
@@ -172,7 +179,7 @@ def main(argv=None) -> int:
             result["reference_b1"] = [plan.tolist() for plan in plans]
             b1["max_deviation_b1"] = 0.0
         else:
-            row = closed_loop(policy, make_env, seeds, name, {})
+            row = closed_loop(policy, make_env, seeds[: fewer.get(name, len(seeds))], name, {})
             b1, _ = batch_one(policy, np.asarray(result["observations"], dtype=np.float32), name,
                               reference=result["reference_b1"])
         row.update(b1)
