@@ -3,6 +3,7 @@
 NFE, deviation from sequential, success with CIs, time per chunk on this CPU.
 
     python scripts/bench_samplers_lift.py --episodes 50 --out benchmarks/samplers_lift
+    python scripts/bench_samplers_lift.py --fewer picard=5,jacobian_newton=0 --fewer-b1 jacobian_newton=2
 
 Each sampler runs with its default settings. (1) Closed loop on ``--episodes`` seeds from
 100000, all envs batched, noise generator seeded 0 (``bench_samplers.closed_loop``): score and
@@ -76,14 +77,13 @@ def batch_one(policy, observations, name, reference=None):
         stats = out["stats"]
         rounds.append(stats["rounds"])
         nfe.append(stats["nfe"])
-        if "rows_per_round" in stats:
-            rows.append(stats["rows_per_round"])
+        # every network row runs in some round: the mean rows per round is NFE / rounds
+        rows.append(stats.get("rows_per_round", stats["nfe"] / max(1, stats["rounds"])))
         plans.append(out["action_pred"][0].numpy())
     row = {"rounds_per_chunk_b1": float(np.mean(rounds)), "rounds_max_b1": int(max(rounds)),
            "nfe_per_chunk_b1": float(np.mean(nfe)), "ms_per_chunk_b1": float(np.median(ms)),
            "ms_p90_b1": float(np.percentile(ms, 90)),
-           "rows_per_round_b1": float(np.mean(rows)) if rows else None,
-           "max_rows_per_round_b1": float(max(rows)) if rows else None}
+           "rows_per_round_b1": float(np.mean(rows)), "n_b1": len(observations)}
     if reference is not None:
         row["max_deviation_b1"] = float(np.abs(np.stack(plans) - np.asarray(reference)).max())
     return row, plans
@@ -104,8 +104,8 @@ def markdown(result) -> str:
         "cannot change after it; upstream steps on to 400).\n",
         "Batch-1 columns: one `predict_action` on each of "
         f"{result['n_open_loop']} single observations spread over the sequential rollout (generator seeded by "
-        "index). Rounds = sequential network-call depth per chunk; rows/round = network rows per round per sample "
-        "(n/a: the sampler stats do not report it yet); NFE = network evaluations per chunk and sample; time = p50 "
+        "index; rows marked n= used the first n). Rounds = sequential network-call depth per chunk; rows/round = "
+        "network rows per round per sample (NFE / rounds, the mean over rounds); NFE = network evaluations per chunk and sample; time = p50 "
         "wall ms of one chunk. Deviation = max |action difference| to the sequential sampler (upstream's DDPM-100 "
         "loop) on identical observations and noise, over the whole predicted horizon, in action units (delta "
         "actions span [-1, 1]); piadm and randomized_midpoint solve a coarser discretisation, so theirs is a "
@@ -120,14 +120,19 @@ def markdown(result) -> str:
             continue
         settings = ", ".join(f"{k}={v}" for k, v in row["settings"].items() if k != "name") or "DDPM-100"
         n = f" (n={len(row['scores'])})" if len(row["scores"]) != len(result["seeds"]) else ""
-        mean, half = score_ci(row["scores"])
-        p, (lo, hi) = success_ci(row["successes"])
+        n_b1 = f" (n={row['n_b1']})" if row.get("n_b1", result["n_open_loop"]) != result["n_open_loop"] else ""
+        if row["scores"]:
+            mean, half = score_ci(row["scores"])
+            p, (lo, hi) = success_ci(row["successes"])
+            score, success = f"{mean:.3f} ({mean - half:.3f}-{mean + half:.3f}){n}", f"{p:.2f} ({lo:.2f}-{hi:.2f}){n}"
+        else:
+            score = success = "not run"
         rows_b1 = _fmt(row.get("rows_per_round_b1"), ".1f")
         lines.append(
-            f"| {label} | {settings} | {row['rounds_per_chunk_b1']:.2f} (max {row['rounds_max_b1']}) | {rows_b1} | "
+            f"| {label} | {settings} | {row['rounds_per_chunk_b1']:.2f} (max {row['rounds_max_b1']}){n_b1} | {rows_b1} | "
             f"{row['nfe_per_chunk_b1']:.0f} | {row['ms_per_chunk_b1']:.0f} | {_fmt(row.get('max_deviation_b1'), '.2g')} | "
-            f"{row['rounds_per_chunk']:.2f} | {_fmt(row.get('max_action_deviation'), '.2g')} | "
-            f"{mean:.3f} ({mean - half:.3f}-{mean + half:.3f}){n} | {p:.2f} ({lo:.2f}-{hi:.2f}){n} |")
+            f"{_fmt(row.get('rounds_per_chunk'), '.2f')} | {_fmt(row.get('max_action_deviation'), '.2g')} | "
+            f"{score} | {success} |")
     return "\n".join(lines) + "\n"
 
 
@@ -142,9 +147,13 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids oversubscribing shared cores)")
     p.add_argument("--fewer", default="jacobian_newton=10",
                    help="closed-loop episodes for costly samplers, e.g. jacobian_newton=10 (its D + 1 = 113 network "
-                        "rows per state and round make 50 batched episodes hours of CPU time); '' for none")
+                        "rows per state and round make 50 batched episodes hours of CPU time); 0 skips the closed "
+                        "loop; '' for none")
+    p.add_argument("--fewer-b1", default="",
+                   help="batch-1 observations for costly samplers, e.g. jacobian_newton=2 (the first n)")
     args = p.parse_args(argv)
     fewer = {k: int(v) for k, v in (item.split("=") for item in args.fewer.split(",") if item)}
+    fewer_b1 = {k: int(v) for k, v in (item.split("=") for item in args.fewer_b1.split(",") if item)}
     torch.set_num_threads(args.threads)
     policy = parapolicy.load_policy(args.checkpoint)
     make_env = make_env_factory(OmegaConf.create(env_for_task(policy.spec)), policy.spec, wrappers=[EndOnSuccess])
@@ -159,9 +168,9 @@ def main(argv=None) -> int:
               "torch": torch.__version__, "threads": args.threads, "n_open_loop": args.open_loop,
               "observations": cache.get("observations"), "reference_b1": cache.get("reference_b1"),
               "rows": cache.get("rows", {}),
-              "fewer": fewer,
-              "command": f"python scripts/bench_samplers_lift.py --episodes {args.episodes} --fewer '{args.fewer}' "
-                         f"--out {args.out}"}
+              "fewer": fewer, "fewer_b1": fewer_b1,
+              "command": f"python scripts/bench_samplers_lift.py --episodes {args.episodes} --open-loop "
+                         f"{args.open_loop} --fewer '{args.fewer}' --fewer-b1 '{args.fewer_b1}' --out {args.out}"}
     wanted = args.only.split(",") if args.only else [s for s in ORDER if s not in result["rows"]]
     unknown = [s for s in wanted if s not in SAMPLERS]
     if unknown:
@@ -179,9 +188,12 @@ def main(argv=None) -> int:
             result["reference_b1"] = [plan.tolist() for plan in plans]
             b1["max_deviation_b1"] = 0.0
         else:
-            row = closed_loop(policy, make_env, seeds[: fewer.get(name, len(seeds))], name, {})
-            b1, _ = batch_one(policy, np.asarray(result["observations"], dtype=np.float32), name,
-                              reference=result["reference_b1"])
+            n = fewer.get(name, len(seeds))
+            row = closed_loop(policy, make_env, seeds[:n], name, {}) if n > 0 else \
+                {"scores": [], "successes": [], "rounds_per_chunk": None, "max_action_deviation": None}
+            k = fewer_b1.get(name, len(result["observations"]))
+            b1, _ = batch_one(policy, np.asarray(result["observations"][:k], dtype=np.float32), name,
+                              reference=result["reference_b1"][:k])
         row.update(b1)
         policy.set_sampler(name)
         row["settings"] = {"name": name, **dataclasses.asdict(policy.sampler)}
