@@ -147,3 +147,45 @@ def test_bad_pairings_on_the_command_line_are_one_error_line(kind, env, words, r
     (line,) = [x for x in proc.stderr.splitlines() if x.startswith("parapolicy-rollout: error:")]
     assert all(w in line for w in words) and os.path.basename(robomimic_ckpt(kind)) in line
     assert not (tmp_path / "run").exists()
+
+
+LIFT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "parapolicy", "assets",
+                    "checkpoints", "lift_lowdim_unet.ckpt")
+
+
+def test_the_shipped_lift_policy_is_small_has_its_card_and_names_its_env():
+    import parapolicy
+
+    assert os.path.getsize(LIFT) <= 25 * 1024 * 1024 and os.path.isfile(LIFT.replace(".ckpt", ".md"))
+    policy = parapolicy.load_policy(LIFT)
+    assert policy.spec.source["weights"] == "ema_model" and policy.spec.action_dim == 7
+    got = env_for_task(policy.spec)
+    assert (got["id"], got["kwargs"], got["max_episode_steps"]) == ("parapolicy/Lift-lowdim-v0", {"abs_action": False},
+                                                                  400)
+
+
+def test_the_shipped_lift_policy_acts_in_its_env():
+    """As the PushT and toy checkpoints' test: one chunk from the env's first observation has the
+    env's action size and stays within its [-1, 1] delta box (5% slack)."""
+    pytest.importorskip("robomimic")
+    import parapolicy
+    import torch
+
+    policy = parapolicy.load_policy(LIFT)
+    env = gym.make("parapolicy/Lift-lowdim-v0")
+    obs, _ = env.reset(seed=100000)
+    out = policy.predict_action({"obs": torch.as_tensor(np.stack([obs, obs]), dtype=torch.float32)[None]},
+                                generator=torch.Generator().manual_seed(0))
+    assert out["action"].shape == (1, policy.spec.n_action_steps, env.action_space.shape[0])
+    low, high = env.action_space.low, env.action_space.high
+    action = out["action"].numpy()
+    assert ((action >= low - 0.05 * (high - low)) & (action <= high + 0.05 * (high - low))).all()
+
+
+@pytest.mark.slow
+def test_the_shipped_lift_policy_lifts_the_cube(tmp_path):
+    pytest.importorskip("robomimic")
+    cfg = compose_rollout([f"checkpoint={LIFT}", "n_episodes=3", "env.max_episode_steps=160", "logger=disabled",
+                           "progress=false"])
+    results = run_rollout(cfg, str(tmp_path))
+    assert results["env"] == "parapolicy/Lift-lowdim-v0" and results["success_rate"] == 1.0
