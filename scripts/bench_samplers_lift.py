@@ -103,7 +103,8 @@ def markdown(result) -> str:
         "episodes, batched; rows marked n= ran the first n seeds), noise generator seed 0; episodes end at their first success (the sparse reward's max "
         "cannot change after it; upstream steps on to 400).\n",
         "Batch-1 columns: one `predict_action` on each of "
-        f"{result['n_open_loop']} single observations spread over the sequential rollout (generator seeded by "
+        f"{len(result['observations'])} single observations spread over the sequential rollout (at most "
+        f"--open-loop {result['n_open_loop']}: one per sequential chunk; generator seeded by "
         "index; rows marked n= used the first n). Rounds = sequential network-call depth per chunk; rows/round = "
         "network rows per round per sample (NFE / rounds, the mean over rounds); NFE = network evaluations per chunk and sample; time = p50 "
         "wall ms of one chunk. Deviation = max |action difference| to the sequential sampler (upstream's DDPM-100 "
@@ -120,7 +121,7 @@ def markdown(result) -> str:
             continue
         settings = ", ".join(f"{k}={v}" for k, v in row["settings"].items() if k != "name") or "DDPM-100"
         n = f" (n={len(row['scores'])})" if len(row["scores"]) != len(result["seeds"]) else ""
-        n_b1 = f" (n={row['n_b1']})" if row.get("n_b1", result["n_open_loop"]) != result["n_open_loop"] else ""
+        n_b1 = f" (n={row['n_b1']})" if row.get("n_b1", len(result["observations"])) != len(result["observations"]) else ""
         if row["scores"]:
             mean, half = score_ci(row["scores"])
             p, (lo, hi) = success_ci(row["successes"])
