@@ -37,6 +37,11 @@ class ObservationError(ParapolicyError, ValueError):
     """The observation dict does not match what the policy was trained on."""
 
 
+class EnvPairingError(ObservationError):
+    """A checkpoint and an env that do not fit each other: image vs low-dim observations, absolute
+    vs delta actions, or an action size the env does not take. The message names both sides."""
+
+
 class CheckpointError(ParapolicyError, ValueError):
     """The file or directory is not a checkpoint parapolicy can load, or is damaged."""
 

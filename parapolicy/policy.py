@@ -47,6 +47,7 @@ class PolicySpec:
     num_inference_steps: int | None = None
     step_kwargs: dict = field(default_factory=dict)  # extra scheduler.step kwargs (DDIM eta)
     source: dict = field(default_factory=dict)  # where the policy came from (format, path, ...)
+    task: dict = field(default_factory=dict)  # how upstream evaluates it (checkpoints.dp_task.read_task)
 
 
 class Policy(nn.Module):

@@ -2,6 +2,7 @@
 """Collect scripted-expert demonstrations into an .npz replay buffer (with episode_ends).
 
     python scripts/collect_demos.py --env pusht --episodes 200 --workers 2 --out data/pusht_demos.npz
+    python scripts/collect_demos.py --env lift --episodes 200 --steps-after-success 30 --out data/lift_demos.npz
 
 Episodes use seeds start_seed, start_seed+1, ...; failed episodes are dropped unless
 --keep-failures. Prints the expert's success rate over the seeds it ran.
@@ -25,8 +26,8 @@ from parapolicy_envs.demos import EXPERT_ENVS, render_pusht_images, run_expert_e
 
 
 def _episode(args):
-    env, seed, randomize, images = args
-    episode = run_expert_episode(env, seed, randomize=randomize)
+    env, seed, randomize, images, after = args
+    episode = run_expert_episode(env, seed, randomize=randomize, steps_after_success=after)
     if images and episode["success"]:
         episode.update(render_pusht_images(seed, episode["action"], episode["state"]))
     return episode
@@ -42,10 +43,12 @@ def main(argv=None) -> int:
     p.add_argument("--no-randomize", action="store_true", help="fixed expert parameters (less diverse demos)")
     p.add_argument("--keep-failures", action="store_true")
     p.add_argument("--images", action="store_true", help="pusht: also store 96x96 images and agent_pos")
+    p.add_argument("--steps-after-success", type=int, default=None,
+                   help="end each episode this many steps after its first success (robomimic demos end at success)")
     args = p.parse_args(argv)
     if args.images and args.env != "pusht":
         p.error("--images is available for --env pusht")
-    jobs = [(args.env, args.start_seed + i, not args.no_randomize, args.images) for i in range(args.episodes)]
+    jobs = [(args.env, args.start_seed + i, not args.no_randomize, args.images, args.steps_after_success) for i in range(args.episodes)]
     started = time.time()
     episodes = []
     if args.workers > 1:
@@ -60,7 +63,8 @@ def main(argv=None) -> int:
         print("no successful episodes: nothing written", file=sys.stderr)
         return 1
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    keys = ("obs", "action", "state") + (("image", "agent_pos") if args.images else ())
+    keys = ("obs", "action", "state") + (("image", "agent_pos") if args.images else ()) \
+        + (("action_abs",) if "action_abs" in kept[0] else ())
     save_buffer(args.out, [{k: ep[k] for k in keys} for ep in kept],
                 extra={"seeds": np.array([ep["seed"] for ep in kept]), "success": np.array([ep["success"] for ep in kept])})
     lengths = [len(ep["action"]) for ep in episodes]

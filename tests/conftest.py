@@ -57,3 +57,19 @@ def capped():
         assert time.perf_counter() - start < seconds
 
     return run
+
+
+@pytest.fixture(scope="session")
+def robomimic_ckpt(tmp_path_factory):
+    """``robomimic_ckpt(kind)``: a two-step upstream-format robomimic checkpoint of one kind
+    (``robomimic_fixtures.KINDS``), trained once per session on first use."""
+    from robomimic_fixtures import train_tiny
+
+    root, made = tmp_path_factory.mktemp("robomimic_ckpts"), {}
+
+    def get(kind: str) -> str:
+        if kind not in made:
+            made[kind] = train_tiny(kind, str(root))
+        return made[kind]
+
+    return get

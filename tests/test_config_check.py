@@ -7,13 +7,14 @@ import pytest
 
 from parapolicy.errors import RolloutConfigError
 from parapolicy.eval.config_check import check_command
+from parapolicy.eval.build import CONFIG_DIR
 from parapolicy.samplers import SAMPLERS
 
+ENVS = sorted(name[:-5] for name in os.listdir(os.path.join(CONFIG_DIR, "env")) if name.endswith(".yaml"))
 MISTAKES = [
     (["sampler=nonexistent"], f"sampler=nonexistent: no such sampler; choose one of: {', '.join(sorted(SAMPLERS))}"),
     (["sampler=picardd"], "sampler=picardd: no such sampler (nearest: picard"),
-    (["env=nonexistent"], "env=nonexistent: no such env; choose one of: gym_pusht_pixels, gym_pusht_state, "
-                          "pusht_image, pusht_keypoints, robomimic_can, robomimic_lift, robomimic_square, toy"),
+    (["env=nonexistent"], f"env=nonexistent: no such env; choose one of: {', '.join(ENVS)}"),
     (["sampler.window=0"], "sampler.window=0: sequential has no window; choose a parallel sampler, e.g. "
                            "sampler=picard sampler.window=0 (samplers with a window: "),
     (["sampler=piadm", "sampler.tolerance=0.1"], "sampler.tolerance=0.1: piadm has no tolerance; choose a sampler "
@@ -70,3 +71,7 @@ def test_an_unwritable_run_dir_is_one_line_and_probing_leaves_nothing(tmp_path, 
     assert sorted(os.listdir(tmp_path)) == ["file"]  # the writable probe made and removed its folder
     with pytest.raises(RolloutConfigError, match=f"^hydra.sweep.dir={tmp_path}/file: "):
         check_command([f"hydra.sweep.dir={tmp_path}/file", "sampler=picard,sequential"], multirun=True)
+
+
+def test_the_env_choices_named_are_the_shipped_env_configs():
+    assert {"auto", "toy", "pusht_keypoints", "robomimic_lift", "robomimic_transport_image"} <= set(ENVS)

@@ -129,31 +129,3 @@ def test_pusht_expert_solves_fixed_seeds(seed):
         if terminated:
             break
     assert info["is_success"] and reward == 1.0
-
-
-def test_lift_expert_lifts_the_cube():
-    pytest.importorskip("robosuite")
-    pytest.importorskip("robomimic")
-    from parapolicy_envs.lift_expert import LiftExpert
-    from parapolicy_envs.robomimic_env import RobomimicLowdimEnv
-
-    env = RobomimicLowdimEnv("Lift")
-    obs, _ = env.reset(seed=100000)
-    assert obs.shape == (19,)
-    expert = LiftExpert(np.random.default_rng(0))
-    for _ in range(150):
-        obs, reward, _, _, info = env.step(expert.act(env))
-        if info["is_success"]:
-            break
-    assert info["is_success"] and reward == 1.0
-
-
-@pytest.mark.parametrize("env_id, dim", [("parapolicy/Can-lowdim-v0", 23), ("parapolicy/Square-lowdim-v0", 23)])
-def test_can_and_square_have_upstreams_23_d_lowdim_obs(env_id, dim):
-    pytest.importorskip("robosuite")
-    pytest.importorskip("robomimic")
-    env = gym.make(env_id)
-    obs, _ = env.reset(seed=100000)
-    assert obs.shape == (dim,) and env.action_space.shape == (7,)
-    obs2, reward, terminated, truncated, info = env.step(np.zeros(7))
-    assert obs2.shape == (dim,) and reward == 0.0 and not info["is_success"]

@@ -85,9 +85,10 @@ def test_wrong_pairing_is_one_clear_error_listing_both(lerobot_dirs):
     with pytest.raises(ObservationError) as err:
         make_env_factory(env_cfg, policy.spec)
     message = str(err.value)
-    assert message.startswith("checkpoint inputs {observation.image: (3, 96, 96), observation.state: (2,)} "
-                              "cannot be built from env 'gym_pusht/PushT-v0' observations "
+    assert message.startswith("checkpoint 'image' inputs {observation.image: (3, 96, 96), "
+                              "observation.state: (2,)} cannot be built from env 'gym_pusht/PushT-v0' observations "
                               "{agent_pos: (2,), environment_state: (16,)}")
+    assert "an image checkpoint cannot run in a low-dim env" in message
     assert message.endswith("'observation.image' has no source")
     with pytest.raises(ObservationError, match=r"'observation.image' needs shape \(3, 64, 64\), the env gives "
                                                r"\(3, 96, 96\)"):

@@ -27,7 +27,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PAGES = ["README.md", *sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "docs", "*.md")))]
 TEXT = {page: open(os.path.join(ROOT, page)).read() for page in PAGES}
 README = TEXT["README.md"]
-PENDING = {"docs/security.md", "docs/robomimic.md"}  # written on other branches; must exist once merged
 PYPROJECT = open(os.path.join(ROOT, "pyproject.toml")).read()
 CI = open(os.path.join(ROOT, ".ci", "run")).read()
 
@@ -283,8 +282,6 @@ def _targets(page):
 def test_every_link_and_named_file_exists(page):
     links, paths = _targets(page)
     for target in links + paths:
-        if target in PENDING and not os.path.exists(os.path.join(ROOT, target)):
-            continue
         assert os.path.exists(os.path.join(ROOT, target)), f"{page} names {target}, which does not exist"
 
 
@@ -294,7 +291,7 @@ def test_mkdocs_nav_lists_every_page(tmp_path):
     config = yaml.safe_load(open(os.path.join(ROOT, "mkdocs.yml")))
     nav = {f"docs/{list(entry.values())[0]}" for entry in config["nav"]}
     pages = set(PAGES) - {"README.md"}
-    assert pages <= nav and nav - pages <= PENDING
+    assert pages == nav
 
 
 def test_mkdocs_builds_the_docs_strictly(tmp_path):

@@ -6,16 +6,25 @@ Importing this package registers the environments under the ``parapolicy/`` name
 import gymnasium as gym
 
 from parapolicy_envs.multistep import MultiStepWrapper
+from parapolicy_envs.robomimic_env import OBS_TYPES, TASKS
 
 _ENVS = {
     "parapolicy/ToyReach-v0": ("parapolicy_envs.toy:ToyReachEnv", {}, 60),
     "parapolicy/PushT-keypoints-v0": ("parapolicy_envs.pusht:PushTDPEnv", {"obs_type": "keypoints"}, 300),
     "parapolicy/PushT-image-v0": ("parapolicy_envs.pusht:PushTDPEnv", {"obs_type": "image"}, 300),
-    "parapolicy/Lift-lowdim-v0": ("parapolicy_envs.robomimic_env:RobomimicLowdimEnv", {"task": "Lift"}, 400),
-    "parapolicy/Can-lowdim-v0": ("parapolicy_envs.robomimic_env:RobomimicLowdimEnv", {"task": "PickPlaceCan"}, 400),
-    "parapolicy/Square-lowdim-v0": ("parapolicy_envs.robomimic_env:RobomimicLowdimEnv", {"task": "NutAssemblySquare"},
-                                    400),
 }
+
+
+def robomimic_env_id(task: str, obs_type: str) -> str:
+    """``parapolicy/Lift-lowdim-v0`` ... ``parapolicy/ToolHang-image-v0`` (absolute actions: ``abs_action=True``)."""
+    return f"parapolicy/{task}-{obs_type}-v0"
+
+
+_ENVS.update({
+    robomimic_env_id(name, obs_type): ("parapolicy_envs.robomimic_env:RobomimicEnv",
+                                       {"task": name, "obs_type": obs_type}, task.max_steps)
+    for name, task in TASKS.items() for obs_type in OBS_TYPES
+})
 
 
 def register_envs() -> None:
@@ -27,4 +36,4 @@ def register_envs() -> None:
 
 register_envs()
 
-__all__ = ["MultiStepWrapper", "register_envs"]
+__all__ = ["MultiStepWrapper", "register_envs", "robomimic_env_id"]

@@ -12,8 +12,10 @@ wraps the env so every observation already has the checkpoint's keys, shapes and
 * ``observation.environment_state`` <- gym-pusht's ``environment_state`` (the 8 T corners),
   or the same 16 values computed from the gym-pusht simulation inside ``parapolicy/PushT-*``.
 
-An env that already yields the declared keys is returned unchanged. A checkpoint input no
-source provides, or a shape that differs, is one ``ObservationError`` listing both sides.
+An env that already yields exactly the declared keys is returned unchanged; a key the env
+names itself passes through. A checkpoint input no source provides, or a shape that differs,
+is one ``ObservationError`` listing both sides (an ``EnvPairingError`` when the checkpoint
+takes images and the env has none, or the reverse).
 """
 
 from __future__ import annotations
@@ -21,24 +23,26 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from parapolicy.errors import ObservationError
+from parapolicy.errors import EnvPairingError, ObservationError
 
 STATE, ENV = "observation.state", "observation.environment_state"
 
 
-def make_adapted_env(env_id: str, kwargs: dict, obs_shapes: dict, obs_key: str = "obs") -> gym.Env:
+def make_adapted_env(env_id: str, kwargs: dict, obs_shapes: dict, obs_key: str = "obs",
+                     checkpoint: str = "checkpoint") -> gym.Env:
     """``gym.make(env_id, **kwargs)`` with its observations adapted to ``obs_shapes``."""
     if env_id.startswith("gym_pusht/"):
         import gym_pusht  # noqa: F401 - registers gym_pusht/PushT-v0
 
-    return adapt_observations(gym.make(env_id, **kwargs), obs_shapes, obs_key)
+    return adapt_observations(gym.make(env_id, **kwargs), obs_shapes, obs_key, checkpoint)
 
 
-def adapt_observations(env: gym.Env, obs_shapes: dict, obs_key: str = "obs") -> gym.Env:
-    """``env`` wrapped so its observations carry exactly the checkpoint's ``obs_shapes`` keys."""
+def adapt_observations(env: gym.Env, obs_shapes: dict, obs_key: str = "obs", checkpoint: str = "checkpoint") -> gym.Env:
+    """``env`` wrapped so its observations carry exactly the checkpoint's ``obs_shapes`` keys
+    (``checkpoint`` names it in errors)."""
     space = env.observation_space
     provided = _provided(space, obs_key)
-    if all(k in provided and provided[k] == tuple(s) for k, s in obs_shapes.items()):
+    if provided == {k: tuple(s) for k, s in obs_shapes.items()}:
         return env
     getters, problems = {}, []
     for key, shape in obs_shapes.items():
@@ -53,9 +57,16 @@ def adapt_observations(env: gym.Env, obs_shapes: dict, obs_key: str = "obs") -> 
         getters[key] = getter
     if problems:
         env_id = env.spec.id if env.spec is not None else type(env.unwrapped).__name__
-        raise ObservationError(
-            f"checkpoint inputs {_describe(obs_shapes)} cannot be built from env {env_id!r} observations "
-            f"{_describe(provided)}: {'; '.join(problems)}")
+        message = (f"{checkpoint} inputs {_describe(obs_shapes)} cannot be built from env {env_id!r} observations "
+                   f"{_describe(provided)}: ")
+        wants, has = (any(len(s) == 3 for s in shapes.values()) for shapes in (obs_shapes, provided))
+        if wants != has:  # image inputs from an env without images, or the reverse
+            kind, article = {True: "image", False: "low-dim"}, {True: "an", False: "a"}
+            raise EnvPairingError(
+                f"{message}{article[wants]} {kind[wants]} checkpoint cannot run in {article[has]} {kind[has]} env "
+                f"(use the env's {kind[wants]} variant, or leave env= out to take it from the checkpoint); "
+                f"{'; '.join(problems)}")
+        raise ObservationError(message + "; ".join(problems))
     return ObservationAdapter(env, getters, obs_shapes)
 
 
@@ -88,6 +99,8 @@ def _describe(shapes: dict) -> str:
 def _source(env: gym.Env, space: gym.Space, key: str):
     """``(getter(obs) -> array, shape)`` for checkpoint input ``key``, or None."""
     spaces = space.spaces if isinstance(space, gym.spaces.Dict) else {}
+    if key in spaces:  # the env names it already (robomimic image envs: camera and arm keys)
+        return (lambda o: o[key]), spaces[key].shape
     sim = _pusht_sim(env)
     if key == STATE:
         if "agent_pos" in spaces:

@@ -19,6 +19,7 @@ from parapolicy.checkpoints.archive import check_plain_torch_zip, check_zip_crc
 from parapolicy.checkpoints.dp_builders import build_networks
 from parapolicy.checkpoints.files import open_regular
 from parapolicy.checkpoints.dp_cfg import resolve_section
+from parapolicy.checkpoints.dp_task import read_task
 from parapolicy.checkpoints.limits import (
     MAX_INFERENCE_STEPS,
     check_bool,
@@ -134,6 +135,7 @@ def policy_from_payload(payload: dict, origin: str = "", use_ema: bool | None = 
     load_policy_groups(groups, model, encoder, normalizer, origin)
     check_normalizer_fits(normalizer, spec, origin=origin)
     spec.source = {"format": "diffusion_policy_workspace", "path": os.path.abspath(origin), "weights": weights_key}
+    spec.task = read_task(cfg, trust_checkpoint)
     return Policy(spec, model, normalizer, scheduler, encoder)
 
 

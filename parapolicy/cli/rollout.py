@@ -55,7 +55,8 @@ def run_job(cfg, output_dir: str, run_label: str = "") -> int:
 
     if run_label:
         log.info("%s: %s", run_label, " ".join(HydraConfig.get().overrides.task) or "(defaults)")
-    progress = Progress(cfg.env.max_episode_steps, prefix=run_label) if cfg.get("progress") else None
+    # the episode length is read when a pass starts: env=auto sets it from the checkpoint
+    progress = Progress(lambda: cfg.env.max_episode_steps, prefix=run_label) if cfg.get("progress") else None
     try:
         results = run_rollout(cfg, output_dir, progress=progress)
     except (ParapolicyError, KeyboardInterrupt) as exc:

@@ -66,12 +66,15 @@ def make_step_env_factory(env_cfg, spec, wrappers=()):
     ``wrappers`` wrap the adapted env (e.g. video frames per control step).
     """
     ensure_envs_importable()
+    from parapolicy_envs.actions import adapt_actions
     from parapolicy_envs.adapters import make_adapted_env
 
     kwargs = dict(env_cfg.get("kwargs") or {})
+    label = f"checkpoint {os.path.basename(spec.source['path'])!r}" if spec.source.get("path") else "the checkpoint"
 
     def make():
-        env = make_adapted_env(env_cfg.id, kwargs, spec.obs_shapes, env_cfg.get("obs_key", "obs"))
+        env = make_adapted_env(env_cfg.id, kwargs, spec.obs_shapes, env_cfg.get("obs_key", "obs"), label)
+        env = adapt_actions(env, spec.action_dim, spec.task.get("abs_action"), label)
         for wrap in wrappers:
             env = wrap(env)
         return env

@@ -15,14 +15,18 @@ class StepBar:
     """``on_chunk(steps, finished)`` callback: advances by executed control steps; an episode that
     ends early fills its remaining steps, so the bar ends at its total."""
 
-    def __init__(self, desc: str, n_episodes: int, max_episode_steps: int, disable=False):
-        self.total, self.max_steps = n_episodes * int(max_episode_steps), int(max_episode_steps)
+    def __init__(self, desc: str, n_episodes: int, max_episode_steps, disable=False):
+        # max_episode_steps may be a callable read at the first chunk: env=auto learns it from the checkpoint
+        self.n_episodes, self._max_steps = n_episodes, max_episode_steps
         self.desc, self.disable = desc, disable
         self.bar = None  # created by the first chunk, so an error before it prints only itself
         self.scores, self.failed = [], 0
 
     def __call__(self, steps: int, finished) -> None:
         if self.bar is None:
+            steps = self._max_steps() if callable(self._max_steps) else self._max_steps
+            self.max_steps = int(steps)
+            self.total = self.n_episodes * self.max_steps
             self.bar = tqdm(total=self.total, desc=self.desc, unit="step", disable=self.disable, dynamic_ncols=True)
         self.bar.update(steps)
         for res in finished:
@@ -60,8 +64,9 @@ class ChunkBar:
 class Progress:
     """Hands out one bar per pass, closing the previous one; ``prefix`` starts every label."""
 
-    def __init__(self, max_episode_steps: int, prefix: str = "", disable=False):
-        self.max_steps, self.prefix, self.disable = int(max_episode_steps), prefix, disable
+    def __init__(self, max_episode_steps, prefix: str = "", disable=False):
+        # an int, or a callable read when a pass starts (env=auto learns the length from the checkpoint)
+        self.max_steps, self.prefix, self.disable = max_episode_steps, prefix, disable
         self.current = None
 
     def _label(self, desc: str) -> str:

@@ -23,6 +23,7 @@ from parapolicy.eval.build import (
     versions,
 )
 from parapolicy.eval.compare import COMPARE_SCHEDULE_KEYS, compare_policy
+from parapolicy.eval.env_choice import AUTO, fill_episode_length, resolve_env
 from parapolicy.eval.episodes import VECTOR_MODES, RunResult, keyed_obs, run_episodes
 from parapolicy.eval.report import eval_info, flat_metrics
 from parapolicy.metrics import write_json_atomic
@@ -79,17 +80,24 @@ def _check_env(env_cfg) -> None:
 
 
 def prepare(cfg):
-    """Load and configure the policy (and the paired run's compare side) and check the env;
-    raises before anything is written. Returns ``(checkpoint, policy, compare or None)``."""
+    """Load and configure the policy (and the paired run's compare side), pick the env for
+    ``env=auto`` and check it; raises before anything is written. Returns
+    ``(checkpoint, policy, compare or None)``."""
     import parapolicy
 
     check_settings(cfg)
-    _check_env(cfg.env)
+    auto = str(cfg.env.get("id")) == AUTO
+    if not auto:
+        _check_env(cfg.env)
     ckpt = resolve_checkpoint(cfg)
     policy = parapolicy.load_policy(ckpt, device=cfg.policy.device, use_ema=cfg.policy.use_ema,
                                     trust_checkpoint=bool(cfg.policy.trust_checkpoint))
     if cfg.policy.get("scheduler") is not None or cfg.policy.get("num_inference_steps") is not None:
         policy = policy.with_inference(cfg.policy.get("scheduler"), cfg.policy.get("num_inference_steps"))
+    if auto:
+        resolve_env(cfg, policy.spec)
+        _check_env(cfg.env)
+    fill_episode_length(cfg)
     policy.accelerate(cfg.policy.get("acceleration", "eager"))
     name, settings = sampler_settings(cfg.sampler)
     policy.set_sampler(name, **settings)

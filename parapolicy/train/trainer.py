@@ -1,5 +1,9 @@
 """DDPM training of DiffusionPolicy UNet policies (lowdim, hybrid image), in upstream's ``.ckpt`` format.
 
+A ``task`` section in the training cfg (upstream's ``config/task/*.yaml``: env runner,
+``abs_action``, episode length, test seeds) is stored with the checkpoint, as upstream's
+workspaces store it, so evaluation can set the env up from the checkpoint alone.
+
 Recipe as upstream: limits-mode LinearNormalizer fitted on the whole buffer, epsilon
 prediction at uniformly drawn timesteps, AdamW with cosine decay after warmup, and an
 EMA copy of the weights (decay ``1 - (1 + step)^-power`` capped at ``ema_max``) which is
@@ -119,6 +123,8 @@ def train(cfg: dict, out_dir: str, logger=None, resume: bool = True, progress: b
     stored_cfg = {"_target_": WORKSPACES[spec.family], "name": cfg.get("name", "train"), "policy": pcfg,
                   "horizon": spec.horizon, "n_obs_steps": spec.n_obs_steps, "n_action_steps": spec.n_action_steps,
                   "training": dict(tcfg, use_ema=True), "data": dict(cfg["data"])}
+    if "task" in cfg:  # upstream's task section: which env runner evaluates the policy, and how
+        stored_cfg["task"] = cfg["task"]
     bar = tqdm(total=total, initial=step, disable=not progress, desc="train", dynamic_ncols=True,
                mininterval=0.1 if sys.stderr.isatty() else 30.0)
     started = time.time()
