@@ -34,7 +34,7 @@ from omegaconf import OmegaConf
 
 import parapolicy
 from parapolicy.eval.build import ASSETS_DIR, CONFIG_DIR, device_name, make_env_factory
-from parapolicy.eval.compare import DeviationRecorder
+from parapolicy.eval.compare import DeviationRecorder, compare_policy
 from parapolicy.eval.episodes import run_batch
 from parapolicy.metrics import score_ci, success_ci, write_json_atomic, write_report
 
@@ -80,7 +80,8 @@ class ObservationTap:
 
 def closed_loop(policy, make_env, seeds, name, settings, tap=None, deviation=True):
     policy.set_sampler(name, **settings)
-    recorder = DeviationRecorder(policy, (name, settings), SEQUENTIAL) if deviation else policy
+    # the deviation side: the same network under the sequential sampler, replaying each chunk's draws
+    recorder = DeviationRecorder(policy, compare_policy(policy, *SEQUENTIAL)) if deviation else policy
     driver = tap if tap is not None else recorder
     if tap is not None:
         tap.policy = recorder
