@@ -162,7 +162,9 @@ def main(argv=None) -> int:
     if os.path.exists(args.out + ".json"):
         with open(args.out + ".json") as f:
             cache = json.load(f)
-        if cache.get("seeds") != seeds or cache.get("checkpoint") != os.path.abspath(args.checkpoint):
+        # the same checkpoint file wherever the checkout lives (a path from another machine still matches)
+        if cache.get("seeds") != seeds or os.path.basename(cache.get("checkpoint") or "") != os.path.basename(
+                args.checkpoint):
             cache = {}
     result = {"checkpoint": os.path.abspath(args.checkpoint), "seeds": seeds, "device": device_name("cpu"),
               "torch": torch.__version__, "threads": args.threads, "n_open_loop": args.open_loop,
