@@ -140,7 +140,7 @@ class Auto(SamplerBase):
             self._chosen[key] = self._calibrate(problem)
             self._chosen["latest"] = self._chosen[key]["report"]
         chosen = self._chosen[key]["sampler"]
-        result = chosen.sample(problem) if chosen is not None else make_sampler("sequential").sample(problem)
+        result = chosen.sample(problem)
         result.stats.settings = {**result.stats.settings, "chosen": self._chosen[key]["report"]["chosen"]}
         result.stats.sampler = self.name
         return result
@@ -149,7 +149,7 @@ class Auto(SamplerBase):
         started = time.perf_counter()
         batch, n_steps = problem.batch, problem.rule.num_steps
         predictions = {"sequential": {"rounds": n_steps, "rows_per_round": 1.0, "host_ms": 0.0}}
-        samplers = {"sequential": None}
+        samplers = {"sequential": make_sampler("sequential")}
         single = one_sample(problem)
         for label, sampler in self.candidates():
             timed = TimedDenoiser(single.denoise)
@@ -165,7 +165,7 @@ class Auto(SamplerBase):
             p["predicted_ms"] = p["rounds"] * call_cost(curve, p["rows_per_round"]) + p["host_ms"]
         usable = {k: v for k, v in predictions.items() if not v.get("fallback")}
         chosen = min(usable, key=lambda k: usable[k]["predicted_ms"])
-        report = {"chosen": chosen, "config": samplers[chosen].config() if samplers[chosen] else {"name": "sequential"},
+        report = {"chosen": chosen, "config": samplers[chosen].config(),
                   "batch": batch, "cost_curve_ms": {str(k): v for k, v in curve.items()}, "candidates": predictions,
                   "calibration_s": time.perf_counter() - started}
         return {"sampler": samplers[chosen], "report": report}
