@@ -30,12 +30,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 from omegaconf import OmegaConf
-from bench_samplers import closed_loop, score_ci, success_ci
+from bench_samplers import closed_loop
 
 import parapolicy
 from parapolicy.eval.build import ASSETS_DIR, device_name, make_env_factory
 from parapolicy.eval.env_choice import env_for_task
-from parapolicy.metrics import write_json_atomic, write_report
+from parapolicy.metrics import score_ci, success_ci, write_json_atomic, write_report
 from parapolicy.samplers import SAMPLERS
 
 CHECKPOINT = os.path.join(ASSETS_DIR, "lift_lowdim_unet.ckpt")
