@@ -23,12 +23,9 @@ import weakref
 import numpy as np
 import torch
 
+from parapolicy.timing import median_call_ms, synchronize
+
 _CURVES = weakref.WeakKeyDictionary()  # network -> {(device, acceleration, x shape): {rows: median ms}}
-
-
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def call_latency_curve(policy, obs: dict, rows, repeats: int = 5) -> dict:
@@ -47,16 +44,8 @@ def call_latency_curve(policy, obs: dict, rows, repeats: int = 5) -> dict:
             raise ValueError(f"row count {count} is not a multiple of the batch {batch}")
         x = torch.randn((count, *shape[1:]), generator=generator).to(policy.device)
         t = torch.full((count,), int(policy.scheduler.timesteps[0]), dtype=torch.long, device=policy.device)
-        times = []
-        with torch.no_grad():
-            for r in range(repeats + 1):
-                _synchronize(policy.device)
-                started = time.perf_counter()
-                denoise(x, t)
-                _synchronize(policy.device)
-                if r > 0:  # the first call warms up (and captures a graph)
-                    times.append((time.perf_counter() - started) * 1000.0)
-        curve[count] = float(np.median(times))
+        with torch.no_grad():  # the warm-up call also captures a graph where one is used
+            curve[count] = median_call_ms(lambda: denoise(x, t), policy.device, repeats)
     return {int(r): curve[int(r)] for r in rows}
 
 
@@ -66,7 +55,7 @@ def sync_latency_ms(device, repeats: int = 20) -> float:
     flag = torch.zeros((), device=device)
     times = []
     for r in range(repeats + 1):
-        _synchronize(device)
+        synchronize(device)
         started = time.perf_counter()
         (flag + 1).item()
         if r > 0:

@@ -19,22 +19,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-import torch
 
 from parapolicy.samplers.base import SamplerBase
 from parapolicy.samplers.problem import DenoisingProblem, SampleResult
 from parapolicy.samplers.registry import make_sampler
+from parapolicy.timing import median_call_ms, synchronize
 
 CANDIDATES = (  # (label, sampler name, settings): exact samplers under one row budget and one tolerance rule
     ("quasi_newton", "quasi_newton", {"probes": False}),
     ("quasi_newton_probes", "quasi_newton", {"probes": True}),
 )
 REPEATS = 3  # timed calls per row count (the median is kept), after one warm-up call
-
-
-def _synchronize(x: torch.Tensor) -> None:
-    if x.is_cuda:
-        torch.cuda.synchronize(x.device)
 
 
 def cost_curve(problem: DenoisingProblem, rows_per_sample, repeats: int = REPEATS) -> dict[int, float]:
@@ -44,15 +39,7 @@ def cost_curve(problem: DenoisingProblem, rows_per_sample, repeats: int = REPEAT
     curve = {}
     for rows in rows_per_sample:
         x = x_T.repeat(rows, *([1] * (x_T.dim() - 1)))
-        times = []
-        for r in range(repeats + 1):
-            _synchronize(x)
-            started = time.perf_counter()
-            problem.denoise(x, t.repeat(rows * batch))
-            _synchronize(x)
-            if r:
-                times.append((time.perf_counter() - started) * 1000.0)
-        curve[rows] = sorted(times)[len(times) // 2]
+        curve[rows] = median_call_ms(lambda: problem.denoise(x, t.repeat(rows * batch)), x.device, repeats)
     return curve
 
 
@@ -75,10 +62,10 @@ class TimedDenoiser:
         self.denoise, self.ms = denoise, 0.0
 
     def __call__(self, x, t):
-        _synchronize(x)
+        synchronize(x.device)
         started = time.perf_counter()
         out = self.denoise(x, t)
-        _synchronize(out)
+        synchronize(out.device)
         self.ms += (time.perf_counter() - started) * 1000.0
         return out
 

@@ -1,0 +1,33 @@
+"""Wall time of one device call, measured the one way every latency model here relies on.
+
+A GPU runs calls asynchronously, so a timer must synchronise before starting and before
+stopping; the first call pays for warm-up (allocation, a graph capture), so it is run and
+not counted. Used by ``sampler=auto``'s cost curve and by the window autotuner.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+
+def synchronize(device) -> None:
+    """Wait for the device's queued work (a no-op off CUDA)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_call_ms(call, device, repeats: int) -> float:
+    """Median milliseconds of ``call()`` over ``repeats`` timed calls, after one untimed warm-up."""
+    times = []
+    for r in range(repeats + 1):
+        synchronize(device)
+        started = time.perf_counter()
+        call()
+        synchronize(device)
+        if r > 0:
+            times.append((time.perf_counter() - started) * 1000.0)
+    return float(np.median(times))
