@@ -20,33 +20,24 @@ import argparse
 import sys
 import time
 
-import numpy as np
 import torch
 
 from bench_latency import POLICIES, random_obs
 from parapolicy.eval.build import device_name
 from parapolicy.metrics import write_report
-
-
-def _synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
+from parapolicy.timing import median_call_ms, synchronize
 
 
 def time_calls(denoise, x, t, repeats: int, device: str):
     """(first call ms, median ms of ``repeats`` calls after two more warm-up calls)."""
-    def once():
-        _synchronize(device)
+    with torch.no_grad():
+        synchronize(device)
         started = time.perf_counter()
-        with torch.no_grad():
-            denoise(x, t)
-        _synchronize(device)
-        return (time.perf_counter() - started) * 1000.0
-
-    first = once()
-    for _ in range(2):
-        once()
-    return first, float(np.median([once() for _ in range(repeats)]))
+        denoise(x, t)  # the first call: capture / compile cost included
+        synchronize(device)
+        first = (time.perf_counter() - started) * 1000.0
+        denoise(x, t)  # second warm-up; median_call_ms runs the third
+        return first, median_call_ms(lambda: denoise(x, t), device, repeats)
 
 
 def powers_of_two(limit: int) -> list[int]:
