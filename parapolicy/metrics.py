@@ -91,10 +91,3 @@ def write_json_atomic(path: str, payload: dict) -> str:
     finally:
         os.close(dir_fd)
     return path
-
-
-def write_report(prefix: str, result: dict, markdown: str) -> None:
-    """A benchmark's two files: ``<prefix>.json`` (the numbers) and ``<prefix>.md`` (the table)."""
-    write_json_atomic(prefix + ".json", result)
-    with open(prefix + ".md", "w") as f:
-        f.write(markdown)

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import json
 import os
 import platform
@@ -51,26 +50,12 @@ import time
 import numpy as np
 import torch
 
-import parapolicy
 from parapolicy.autotune import autotune_window
-from parapolicy.checkpoints.dp_builders import build_from_policy_cfg
-from parapolicy.eval.build import ASSETS_DIR, device_name
-from parapolicy.metrics import write_report
-from parapolicy.models.normalizer import LinearNormalizer
-from parapolicy.policy import Policy
-from parapolicy.samplers import SampleResult, SamplerBase, SampleStats
+from parapolicy.bench.harness import command_line, time_chunks, write_report
+from parapolicy.bench.networks import POLICIES, SCHEDULERS, random_obs, with_scheduler
+from parapolicy.eval.build import device_name
+from parapolicy.samplers import SampleResult, SamplerBase, SampleStats, make_sampler
 from parapolicy.samplers.inpainting import impose
-
-SCHEDULERS = {
-    "DDPM-100": ({"_target_": "diffusers.DDPMScheduler", "variance_type": "fixed_small", "clip_sample": True}, 100),
-    "DDIM-16": ({"_target_": "diffusers.DDIMScheduler", "set_alpha_to_one": True, "steps_offset": 0,
-                 "clip_sample": True}, 16),
-    "DPMSolver-16": ({"_target_": "diffusers.DPMSolverMultistepScheduler"}, 16),
-}
-COMMON = {"num_train_timesteps": 100, "beta_start": 0.0001, "beta_end": 0.02, "beta_schedule": "squaredcos_cap_v2",
-          "prediction_type": "epsilon"}
-IMAGE_META = {"obs": {"image": {"shape": [3, 96, 96], "type": "rgb"}, "agent_pos": {"shape": [2], "type": "low_dim"}},
-              "action": {"shape": [2]}}
 
 
 class UpstreamStepLoop(SamplerBase):
@@ -96,77 +81,6 @@ class UpstreamStepLoop(SamplerBase):
         return {"name": self.name}
 
 
-def _random_policy(cfg, obs_norm: dict, device) -> Policy:
-    torch.manual_seed(0)
-    spec, model, encoder, scheduler = build_from_policy_cfg(cfg)
-    norm = LinearNormalizer()
-    for key, (dim, scale) in obs_norm.items():
-        norm.set_field(key, torch.full((dim,), scale), torch.full((dim,), -1.0))
-    return Policy(spec, model, norm, scheduler, encoder).to(device)
-
-
-def upstream_size_unet(device) -> Policy:
-    cfg = {
-        "_target_": "diffusion_policy.policy.diffusion_unet_lowdim_policy.DiffusionUnetLowdimPolicy",
-        "model": {"input_dim": 2, "global_cond_dim": 40, "diffusion_step_embed_dim": 256,
-                  "down_dims": [256, 512, 1024], "kernel_size": 5, "n_groups": 8, "cond_predict_scale": True},
-        "noise_scheduler": {"_target_": "diffusers.DDPMScheduler", **COMMON},
-        "horizon": 16, "obs_dim": 20, "action_dim": 2, "n_action_steps": 8, "n_obs_steps": 2,
-        "num_inference_steps": 100, "obs_as_global_cond": True, "oa_step_convention": True,
-    }
-    return _random_policy(cfg, {"obs": (20, 1 / 256), "action": (2, 1 / 256)}, device)
-
-
-def hybrid_image_unet(device) -> Policy:
-    cfg = {
-        "_target_": "diffusion_policy.policy.diffusion_unet_hybrid_image_policy.DiffusionUnetHybridImagePolicy",
-        "shape_meta": IMAGE_META, "noise_scheduler": {"_target_": "diffusers.DDPMScheduler", **COMMON},
-        "horizon": 16, "n_action_steps": 8, "n_obs_steps": 2, "num_inference_steps": 100, "obs_as_global_cond": True,
-        "crop_shape": [84, 84], "diffusion_step_embed_dim": 128, "down_dims": [512, 1024, 2048], "kernel_size": 5,
-        "n_groups": 8, "cond_predict_scale": True, "obs_encoder_group_norm": True, "eval_fixed_crop": True,
-    }
-    return _random_policy(cfg, {"image": (3, 1.0), "agent_pos": (2, 1 / 256), "action": (2, 1 / 256)}, device)
-
-
-POLICIES = {
-    "shipped_pusht": lambda device: parapolicy.load_policy(os.path.join(ASSETS_DIR, "pusht_keypoints_unet.ckpt"),
-                                                           device=device),
-    "upstream_size_unet": upstream_size_unet,
-    "hybrid_image_unet": hybrid_image_unet,
-}
-
-
-def with_scheduler(policy: Policy, name: str) -> Policy:
-    from parapolicy.checkpoints.schedulers import build_scheduler
-
-    extra, steps = SCHEDULERS[name]
-    spec = dataclasses.replace(policy.spec, num_inference_steps=steps)
-    return Policy(spec, policy.model, policy.normalizer, build_scheduler({**COMMON, **extra}), policy.obs_encoder)
-
-
-def random_obs(policy: Policy, batch: int) -> dict:
-    g = torch.Generator().manual_seed(1)
-    to = policy.spec.n_obs_steps
-    return {k: torch.rand(batch, to, *shape, generator=g) * (1.0 if len(shape) == 3 else 500.0)
-            for k, shape in policy.spec.obs_shapes.items()}
-
-
-def time_chunks(policy, obs, repeats, warmup=2):
-    """Wall time of whole predict_action calls (the policy synchronises the GPU before returning).
-
-    Seeds 0..repeats-1 are timed (the same seeds for every mode, so outputs pair up); the
-    warm-up chunks use other seeds and capture the graphs those window sizes need.
-    """
-    times, outs = [], []
-    for r in range(-warmup, repeats):
-        started = time.perf_counter()
-        out = policy.predict_action(obs, generator=torch.Generator().manual_seed(r % 1_000_003))
-        if r >= 0:
-            times.append((time.perf_counter() - started) * 1000)
-            outs.append(out)
-    return times, outs
-
-
 def choose_window(policy, obs, name, tolerance, window_arg, ks=(1,)):
     """(window, rounds_per_sync): fixed, or the autotuner's best pair for ``name`` on this device."""
     steps = len(policy.scheduler.timesteps)
@@ -181,11 +95,7 @@ def choose_window(policy, obs, name, tolerance, window_arg, ks=(1,)):
 
 def alternative_ddim(policy, obs, args, accel, steps: int) -> list:
     """Graphed sequential DDIM-``steps`` on the same network: the user's fewer-steps alternative."""
-    extra, _ = SCHEDULERS["DDIM-16"]
-    from parapolicy.checkpoints.schedulers import build_scheduler
-
-    spec = dataclasses.replace(policy.spec, num_inference_steps=steps)
-    ddim = Policy(spec, policy.model, policy.normalizer, build_scheduler({**COMMON, **extra}), policy.obs_encoder)
+    ddim = with_scheduler(policy, "DDIM-16", steps)
     ddim.accelerate(accel).set_sampler("sequential")
     times, _ = time_chunks(ddim, obs, args.repeats)
     ddim.accelerate("eager")
@@ -313,7 +223,7 @@ def sampler_table(base, pname: str, args) -> list[dict]:
         cost, _, _ = modelled_cost(args.cost_curve, args.cost_mode, curve_network)
     base.accelerate(args.acceleration or ("cuda_graph" if args.device.startswith("cuda") else "eager"))
     policies = {name: base.with_inference(*INFERENCE[name]) for name in INFERENCE}
-    samplers = {(label, sched): parapolicy.samplers.make_sampler(name, **settings)
+    samplers = {(label, sched): make_sampler(name, **settings)
                 for label, sched, name, settings in SAMPLER_MODES}
     observations = table_observations(base, args.chunks, pname)
     runs = {key: [] for key in samplers}
@@ -384,7 +294,7 @@ def main_sampler_table(args, argv) -> int:
     else:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = not args.no_tf32
     result = {"device": device_name(args.device), "torch": torch.__version__, "python": platform.python_version(),
-              "rows": [], "command": "python scripts/bench_latency.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+              "rows": [], "command": command_line(__file__, argv)}
     for pname in args.policies.split(","):
         rows = sampler_table(POLICIES[pname](args.device), pname, args)
         result["rows"].extend(rows)
@@ -431,7 +341,7 @@ def main(argv=None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cuda and not args.no_tf32
     result = {"device": device_name(args.device), "torch": torch.__version__, "python": platform.python_version(),
               "tf32": bool(torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32), "acceleration": accel, "rows": [],
-              "command": "python scripts/bench_latency.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+              "command": command_line(__file__, argv)}
     done = {}
     if args.out and os.path.exists(args.out + ".json") and not args.fresh:
         old = json.load(open(args.out + ".json"))

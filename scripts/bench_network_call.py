@@ -8,7 +8,7 @@
 A parallel sampler's chunk costs the sum, over its rounds, of one call at that round's rows,
 so this curve (median ms per call over ``--repeats`` calls, the device synchronised around
 each) is what its latency is predicted from (``sampler=auto``, the modelled columns of
-``bench_latency.py --table samplers``). Networks: ``bench_latency.py``'s policies (the
+``bench_latency.py --table samplers``). Networks: ``parapolicy.bench.networks.POLICIES`` (the
 shipped PushT UNet, the 65.8M upstream-size UNet, the 255M hybrid-image policy); modes:
 eager, cuda_graph and compile on CUDA (graph capture / compile cost is the first call), eager
 on the CPU.
@@ -22,9 +22,9 @@ import time
 
 import torch
 
-from bench_latency import POLICIES, random_obs
 from parapolicy.eval.build import device_name
-from parapolicy.metrics import write_report
+from parapolicy.bench.harness import command_line, write_report
+from parapolicy.bench.networks import POLICIES, random_obs
 from parapolicy.timing import median_call_ms, synchronize
 
 
@@ -75,7 +75,7 @@ def main(argv=None) -> int:
     rows_list = [int(r) for r in args.rows.split(",")] if args.rows else powers_of_two(args.max_rows)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = cuda
     result = {"device": device_name(args.device), "torch": torch.__version__, "tf32": cuda, "rows": [],
-              "command": "python scripts/bench_network_call.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+              "command": command_line(__file__, argv)}
     for network in args.networks.split(","):
         policy = POLICIES[network](args.device)
         params = round(sum(q.numel() for q in policy.parameters()) / 1e6, 1)

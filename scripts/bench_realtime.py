@@ -28,7 +28,7 @@ import torch
 import parapolicy
 from parapolicy.eval.realtime import RealtimeSettings, run_realtime
 from parapolicy.samplers.prefix import DEFAULT_MAX_GUIDANCE_WEIGHT
-from parapolicy.metrics import score_ci, write_report
+from parapolicy.bench.harness import command_line, score_ci, write_report
 from parapolicy.eval.build import ASSETS_DIR, device_name, ensure_envs_importable as _ensure_envs_importable
 
 ENV_ID = "parapolicy/PushT-keypoints-v0"
@@ -190,7 +190,7 @@ def main(argv=None) -> int:
     _ensure_envs_importable()
     policy = parapolicy.load_policy(args.checkpoint)
     seeds = [args.seed + i for i in range(args.episodes)]
-    result = {"command": "python scripts/bench_realtime.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    result = {"command": command_line(__file__, argv),
               "device": device_name("cpu"), "rows": {}}
     if os.path.exists(args.out + ".json"):  # resume: keep the rows run on the seeds asked for now
         with open(args.out + ".json") as f:

@@ -30,11 +30,9 @@ import numpy as np
 import torch
 
 import parapolicy
-from parapolicy.metrics import paired_difference, write_json_atomic
-from parapolicy.eval.build import ASSETS_DIR, device_name, ensure_envs_importable as _ensure_envs_importable
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_latency import with_scheduler  # noqa: E402
+from parapolicy.bench.harness import command_line, device_label, paired_difference, write_json_atomic
+from parapolicy.bench.networks import upstream_size_unet, with_scheduler
+from parapolicy.eval.build import ASSETS_DIR, ensure_envs_importable as _ensure_envs_importable
 
 SAMPLERS = {  # (sampler name, settings): the defaults a user gets; picard's rows are in the table above
     "picard": ("picard", {"window": 100, "tolerance": 0.1}),
@@ -241,8 +239,8 @@ def main(argv=None) -> int:
     p.add_argument("--md", default="benchmarks/samplers.md")
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # shared CPUs: one thread per process thrashes least
-    command = "python scripts/bench_rounds.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    device = f"{device_name('cpu')}, torch {torch.__version__}"
+    command = command_line(__file__, argv)
+    device = device_label("cpu")
     with open(args.observations) as f:
         observations = np.asarray(json.load(f)["observations"], dtype=np.float32)[: args.open_loop]
     result = json.load(open(args.out)) if os.path.exists(args.out) else {}
@@ -254,8 +252,6 @@ def main(argv=None) -> int:
     if args.extra_checkpoint:
         cases.insert(1, ("extra", parapolicy.load_policy(args.extra_checkpoint), 1))
     if wanted & {"random", "random_ddim16"}:
-        from bench_latency import upstream_size_unet
-
         random_unet = upstream_size_unet("cpu")
         cases.insert(1, ("random", random_unet, 1))
         cases.insert(2, ("random_ddim16", with_scheduler(random_unet, "DDIM-16"), 1))
@@ -317,7 +313,7 @@ def markdown(result) -> str:
             r = result[case]
             rows_per_call = next(iter(r["rows"].values()))["rows_per_call"]
             title = title.replace("One batch of rows", f"One batch of {rows_per_call} rows")
-            name = os.path.basename(r["checkpoint"] or "") or "built in scripts/bench_latency.py, not a file"
+            name = os.path.basename(r["checkpoint"] or "") or "built in parapolicy/bench/networks.py, not a file"
             parts.append(table(f"{title} ({name})", r["rows"], TARGETS[target],
                                r["command"], result["device"], max_rows))
     if "closed" in result:

@@ -34,11 +34,10 @@ from omegaconf import OmegaConf
 
 import parapolicy
 from parapolicy.eval.build import ASSETS_DIR, CONFIG_DIR, device_name, make_env_factory
-from parapolicy.eval.compare import DeviationRecorder, compare_policy
-from parapolicy.eval.episodes import run_batch
-from parapolicy.metrics import score_ci, success_ci, write_json_atomic, write_report
+from parapolicy.bench.harness import score_ci, success_ci, write_json_atomic, write_report
+from parapolicy.bench.loops import closed_loop
 
-SEQUENTIAL = ("sequential", {})
+SEQUENTIAL = ("sequential", {})  # the reference row every table starts with
 ROWS = [  # (label, sampler name, settings)
     ("sequential", "sequential", {}),
     ("picard", "picard", {"window": 100, "tolerance": 0.1}),
@@ -76,21 +75,6 @@ class ObservationTap:
             if len(self.observations) < self.keep:
                 self.observations.append(np.asarray(row))
         return self.policy.predict_action(obs, generator=generator)
-
-
-def closed_loop(policy, make_env, seeds, name, settings, tap=None, deviation=True):
-    policy.set_sampler(name, **settings)
-    # the deviation side: the same network under the sequential sampler, replaying each chunk's draws
-    recorder = DeviationRecorder(policy, compare_policy(policy, *SEQUENTIAL)) if deviation else policy
-    driver = tap if tap is not None else recorder
-    if tap is not None:
-        tap.policy = recorder
-    run = run_batch(driver, make_env, seeds, generator=torch.Generator().manual_seed(0), obs_key="obs")
-    out = run.to_json()
-    out["max_action_deviation"] = recorder.max_dev if deviation else None
-    out["scores"] = [float(e.max_reward) for e in run.episodes]
-    out["successes"] = [bool(e.success) for e in run.episodes]
-    return out
 
 
 def open_loop_batch1(policy, observations, name, settings):

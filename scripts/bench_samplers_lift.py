@@ -6,7 +6,7 @@ NFE, deviation from sequential, success with CIs, time per chunk on this CPU.
     python scripts/bench_samplers_lift.py --fewer picard=5,jacobian_newton=0 --fewer-b1 jacobian_newton=2
 
 Each sampler runs with its default settings. (1) Closed loop on ``--episodes`` seeds from
-100000, all envs batched, noise generator seeded 0 (``bench_samplers.closed_loop``): score and
+100000, all envs batched, noise generator seeded 0 (``parapolicy.bench.loops.closed_loop``): score and
 success with 95% CIs, rounds/NFE per chunk at that batch, and the max |action difference| to
 the sequential sampler replayed on every chunk's observations and generator state. An episode
 ends at its first success (``--fewer``: costly samplers run the first n seeds only): robomimic's reward is the sparse success, so the score (max reward)
@@ -30,12 +30,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 from omegaconf import OmegaConf
-from bench_samplers import closed_loop
 
 import parapolicy
 from parapolicy.eval.build import ASSETS_DIR, device_name, make_env_factory
 from parapolicy.eval.env_choice import env_for_task
-from parapolicy.metrics import score_ci, success_ci, write_json_atomic, write_report
+from parapolicy.bench.harness import score_ci, success_ci, write_json_atomic, write_report
+from parapolicy.bench.loops import closed_loop
 from parapolicy.samplers import SAMPLERS
 
 CHECKPOINT = os.path.join(ASSETS_DIR, "lift_lowdim_unet.ckpt")

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 import parapolicy
-from parapolicy.metrics import write_report
+from parapolicy.bench.harness import command_line, write_report
 from parapolicy.eval.build import ASSETS_DIR, device_name, ensure_envs_importable
 
 
@@ -74,7 +74,7 @@ def main(argv=None) -> int:
         "mean_rounds_warm": float(np.mean(warm_rounds)),
         "rounds_ratio_warm_over_cold": float(np.mean(warm_rounds) / np.mean(cold_rounds)),
         "max_action_difference": max_diff, "device": device_name("cpu"), "wall_s": time.time() - started,
-        "command": "python scripts/bench_warm_start.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line(__file__, argv),
     }
     print(json.dumps(result, indent=2))
     if args.out:

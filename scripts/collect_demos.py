@@ -19,9 +19,10 @@ import time
 import numpy as np
 from tqdm.auto import tqdm
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "envs"))
+from parapolicy.eval.build import ensure_envs_importable
+from parapolicy.train.dataset import save_buffer
 
-from parapolicy.train.dataset import save_buffer  # noqa: E402
+ensure_envs_importable()
 from parapolicy_envs.demos import EXPERT_ENVS, render_pusht_images, run_expert_episode  # noqa: E402
 
 
