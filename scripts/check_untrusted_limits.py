@@ -1,6 +1,8 @@
 """Hostile inputs of issue 25, each loaded in a fresh process under an address-space cap.
 
-    python scripts/check_untrusted_limits.py [--cap-gib 6] [--timeout 60]
+    PYTHONPATH=. python scripts/check_untrusted_limits.py [--cap-gib 6] [--timeout 60]
+
+(from the repository root: the hostile files are built with the test fixtures, ``tests.support``)
 
 Builds each attack in a temporary directory (a full-size UNet whose weights share one stored
 tensor, a parameter with a fake stride/element_size, schedules with too many steps, a
@@ -22,7 +24,6 @@ import tempfile
 import textwrap
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 CHILD = textwrap.dedent("""
     import json, resource, sys, time
@@ -45,7 +46,13 @@ def build_attacks(root: str) -> dict:
     """name -> Python statement that triggers it (run in the capped child)."""
     import dill
     import torch
-    from dp_fixtures import POLICY_CFGS, random_weights
+
+    try:
+        from tests.support.dp_fixtures import POLICY_CFGS, random_weights
+        from tests.support.lerobot_eras import STATE_ONLY_0_5, write_dir
+    except ImportError as exc:
+        raise SystemExit(f"the attacks are built with the test fixtures: run `PYTHONPATH=. python "
+                         f"scripts/check_untrusted_limits.py` from the repository root ({exc})") from None
 
     from parapolicy.checkpoints.dp_workspace import save_dp_workspace
 
@@ -82,8 +89,6 @@ def build_attacks(root: str) -> dict:
 
     cfg = dict(small, label="${eval:'[[1] * 10000] * 10000'}")
     attacks["nested ${eval} list"] = f"parapolicy.load_policy({save('eval.ckpt', cfg, state)!r})"
-
-    from lerobot_eras import STATE_ONLY_0_5, write_dir
 
     from parapolicy.checkpoints.lerobot import PRE_STATS
 

@@ -1,10 +1,8 @@
 import os
-import sys
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(__file__))
 os.environ.setdefault("WANDB_MODE", "disabled")
 torch.set_num_threads(2)
 
@@ -63,7 +61,7 @@ def capped():
 def robomimic_ckpt(tmp_path_factory):
     """``robomimic_ckpt(kind)``: a two-step upstream-format robomimic checkpoint of one kind
     (``robomimic_fixtures.KINDS``), trained once per session on first use."""
-    from robomimic_fixtures import train_tiny
+    from tests.support.robomimic_fixtures import train_tiny
 
     root, made = tmp_path_factory.mktemp("robomimic_ckpts"), {}
 

@@ -7,8 +7,7 @@ rows are free, the candidate with the fewest rounds wins.
 
 import pytest
 import torch
-from conftest import toy_ckpt  # noqa: F401
-from helpers import CountingDenoiser, SmoothNetDenoiser, make_scheduler, solve
+from tests.support.helpers import CountingDenoiser, SmoothNetDenoiser, make_scheduler, solve
 from hydra import compose, initialize_config_dir
 
 from parapolicy.errors import SamplerConfigError

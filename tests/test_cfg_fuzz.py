@@ -3,7 +3,7 @@
 import copy
 
 import pytest
-from dp_fixtures import POLICY_CFGS, random_weights
+from tests.support.dp_fixtures import POLICY_CFGS, random_weights
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 

@@ -5,7 +5,7 @@ import pickle
 
 import pytest
 import torch
-from dp_fixtures import POLICY_CFGS, sample_obs, write_checkpoint
+from tests.support.dp_fixtures import POLICY_CFGS, sample_obs, write_checkpoint
 
 import parapolicy
 from parapolicy.checkpoints.dp_workspace import save_dp_workspace

@@ -11,7 +11,7 @@ import shutil
 
 import pytest
 import torch
-from lerobot_eras import STATE_ONLY_0_5, write_dir
+from tests.support.lerobot_eras import STATE_ONLY_0_5, write_dir
 
 import parapolicy
 from parapolicy.checkpoints.lerobot import PRE_STATS

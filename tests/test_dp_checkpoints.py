@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-from dp_fixtures import POLICY_CFGS, sample_obs, write_checkpoint
-from upstream_reference import upstream_predict_action
+from tests.support.dp_fixtures import POLICY_CFGS, sample_obs, write_checkpoint
+from tests.support.upstream_reference import upstream_predict_action
 
 import parapolicy
 

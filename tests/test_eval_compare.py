@@ -1,7 +1,7 @@
 """Paired sampler runs: Ctrl-C in the first pass skips the others and says so; every pass shows
 progress; the compare side may run another inference schedule."""
 
-from helpers import ProgressRecorder
+from tests.support.helpers import ProgressRecorder
 from omegaconf import OmegaConf
 
 import parapolicy

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from dp_fixtures import POLICY_CFGS, sample_obs, write_checkpoint
+from tests.support.dp_fixtures import POLICY_CFGS, sample_obs, write_checkpoint
 
 import parapolicy
 

@@ -9,7 +9,6 @@ capture itself is checked by tests/test_gpu.py).
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
-from helpers import DP_SCHEDULE, make_scheduler
 
 import parapolicy
 from parapolicy.acceleration import GraphExecutor
@@ -17,18 +16,8 @@ from parapolicy.policy import BoundDenoiser
 from parapolicy.eval.build import ASSETS_DIR
 from parapolicy.samplers import (DenoisingProblem, NewtonPicard, Picard, PIADM, RandomizedMidpoint, Sequential,
                                  draw_noises, make_step_rule)
-
-
-class RunWithoutCapture:
-    """``GraphedDenoiser.captured`` as on a GPU, minus the graph: build once per key, replay = call."""
-
-    def __init__(self):
-        self.built = {}
-
-    def captured(self, key, build, device):
-        if key not in self.built:
-            self.built[key] = build()
-        return self.built[key]
+from tests.support.capture import RunWithoutCapture
+from tests.support.helpers import DP_SCHEDULE, make_scheduler
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +120,7 @@ def test_captured_picard_falls_back_to_sequential_on_nan(toy):
 
 def test_ddim_with_eta_converges_to_upstreams_ddim_eta_answer():
     """Upstream DDIM policies may pass eta > 0: x_T, then one draw per step, all exact samplers agree."""
-    from helpers import SmoothNetDenoiser, upstream_conditional_sample
+    from tests.support.helpers import SmoothNetDenoiser, upstream_conditional_sample
 
     sched = DDIMScheduler(**DP_SCHEDULE, set_alpha_to_one=True, steps_offset=0)
     sched.set_timesteps(16)

@@ -9,9 +9,9 @@ import os
 
 import pytest
 import torch
-from helpers import (GaussianDenoiser, SmoothNetDenoiser, inpainting_condition, make_scheduler, nan_on_batches_above,
+from tests.support.helpers import (GaussianDenoiser, SmoothNetDenoiser, inpainting_condition, make_scheduler, nan_on_batches_above,
                      solve)
-from test_analytic import MU, S, _affine_steps
+from tests.support.analytic import MU, S, affine_steps
 
 import parapolicy
 from parapolicy.errors import SamplerConfigError
@@ -22,7 +22,7 @@ from parapolicy.samplers.jacobian_newton import NetworkJacobian, carry_correctio
 
 def _closed_form(sched, draws, stochastic):
     x = draws.x_T.double()
-    for i, (a, c, sigma) in enumerate(_affine_steps(sched, stochastic)):
+    for i, (a, c, sigma) in enumerate(affine_steps(sched, stochastic)):
         x = a * x + c + (sigma * draws.noises[i].double() if stochastic else 0.0)
     return x
 

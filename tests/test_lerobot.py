@@ -5,7 +5,7 @@ import os
 
 import pytest
 import torch
-from dp_fixtures import POLICY_CFGS, sample_obs, write_checkpoint
+from tests.support.dp_fixtures import POLICY_CFGS, sample_obs, write_checkpoint
 from safetensors.torch import load_file, save_file
 
 import parapolicy

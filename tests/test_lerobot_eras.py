@@ -5,7 +5,7 @@ import os
 
 import pytest
 import torch
-from lerobot_eras import (
+from tests.support.lerobot_eras import (
     ERA_CONFIGS,
     HUB_2024,
     HUB_2024_KEYPOINTS,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from lerobot_eras import HUB_2024_KEYPOINTS, STATE_ONLY_0_5, V0_5, small, write_dir
+from tests.support.lerobot_eras import HUB_2024_KEYPOINTS, STATE_ONLY_0_5, V0_5, small, write_dir
 from safetensors.torch import load_file, save_file
 
 import parapolicy

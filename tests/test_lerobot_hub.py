@@ -9,7 +9,7 @@ import shutil
 
 import huggingface_hub.constants  # noqa: F401 - read its environment now, before the fixtures change it
 import pytest
-from lerobot_eras import HUB_2024_KEYPOINTS, small, write_dir
+from tests.support.lerobot_eras import HUB_2024_KEYPOINTS, small, write_dir
 
 import parapolicy
 from parapolicy.checkpoints.hub import looks_like_hub_id

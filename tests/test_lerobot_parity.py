@@ -13,7 +13,7 @@ import copy
 
 import pytest
 import torch
-from lerobot_eras import V0_3, V0_6, lerobot_obs, small, write_dir
+from tests.support.lerobot_eras import V0_3, V0_6, lerobot_obs, small, write_dir
 
 import parapolicy
 

@@ -8,7 +8,7 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
-from lerobot_eras import HUB_2024_KEYPOINTS, V0_5, small, write_dir
+from tests.support.lerobot_eras import HUB_2024_KEYPOINTS, V0_5, small, write_dir
 from omegaconf import OmegaConf
 
 import parapolicy

@@ -7,8 +7,8 @@ it must give the one-round-per-sync driver's rounds, NFE, answer and fallback.
 
 import pytest
 import torch
-from helpers import make_scheduler
-from test_graphed_samplers import RunWithoutCapture
+from tests.support.helpers import make_scheduler
+from tests.support.capture import RunWithoutCapture
 
 import parapolicy
 from parapolicy.acceleration import GraphExecutor

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from helpers import CountingDenoiser, GaussianDenoiser, SmoothNetDenoiser, make_scheduler, solve
+from tests.support.helpers import CountingDenoiser, GaussianDenoiser, SmoothNetDenoiser, make_scheduler, solve
 
 from parapolicy.samplers import NewtonPicard, Picard, Sequential, draw_noises, make_sampler
 from parapolicy.samplers.secant import SecantMemory, newton_states

@@ -6,8 +6,8 @@ pre-drawn noises, so its exact output is computed in float64 from the schedule a
 
 import pytest
 import torch
-from helpers import GaussianDenoiser, SmoothNetDenoiser, make_scheduler, solve
-from test_analytic import MU, S, _affine_steps
+from tests.support.helpers import GaussianDenoiser, SmoothNetDenoiser, make_scheduler, solve
+from tests.support.analytic import MU, S, affine_steps
 
 from parapolicy.samplers import (
     DenoisingProblem,
@@ -25,7 +25,7 @@ from parapolicy.samplers.newton_prior import PRIOR_STD
 def _closed_form(sched, draws, stochastic):
     """The sequential answer for these draws, x_{i+1} = a_i x_i + c_i + sigma_i z_i, in float64."""
     x = draws.x_T.double()
-    for i, (a, c, sigma) in enumerate(_affine_steps(sched, stochastic)):
+    for i, (a, c, sigma) in enumerate(affine_steps(sched, stochastic)):
         x = a * x + c + (sigma * draws.noises[i].double() if stochastic else 0.0)
     return x
 

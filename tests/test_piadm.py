@@ -4,7 +4,7 @@ the closed-form Gaussian target as the grid is refined."""
 
 import pytest
 import torch
-from helpers import (CountingDenoiser, GaussianDenoiser, SamplePredictionDenoiser, SmoothNetDenoiser,
+from tests.support.helpers import (CountingDenoiser, GaussianDenoiser, SamplePredictionDenoiser, SmoothNetDenoiser,
                      make_scheduler, solve)
 
 from parapolicy.errors import SamplerConfigError
@@ -171,7 +171,7 @@ def test_piadm_by_name_and_bad_settings():
 
 
 def test_piadm_on_a_loaded_policy(tmp_path):
-    from dp_fixtures import POLICY_CFGS, sample_obs, write_checkpoint
+    from tests.support.dp_fixtures import POLICY_CFGS, sample_obs, write_checkpoint
 
     import parapolicy
 

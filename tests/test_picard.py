@@ -4,7 +4,7 @@ import re
 
 import pytest
 import torch
-from helpers import CountingDenoiser, GaussianDenoiser, SmoothNetDenoiser, make_scheduler, solve
+from tests.support.helpers import CountingDenoiser, GaussianDenoiser, SmoothNetDenoiser, make_scheduler, solve
 
 from parapolicy.errors import NonFiniteSampleError, SamplerConfigError, UnsupportedSchedulerError
 from parapolicy.samplers import Picard, Sequential, draw_noises, make_sampler

@@ -8,11 +8,11 @@ rows of every network call.
 
 import pytest
 import torch
-from helpers import (CountingDenoiser, GaussianDenoiser, SmoothNetDenoiser, inpainting_condition, make_scheduler,
+from tests.support.helpers import (CountingDenoiser, GaussianDenoiser, SmoothNetDenoiser, inpainting_condition, make_scheduler,
                      nan_on_batches_above, solve)
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_analytic import MU, S, _affine_steps
+from tests.support.analytic import MU, S, affine_steps
 
 from parapolicy.errors import SamplerConfigError
 from parapolicy.samplers import DenoisingProblem, QuasiNewton, Sequential, draw_noises, make_sampler, make_step_rule
@@ -22,7 +22,7 @@ from parapolicy.samplers.quasi_newton import PROBE_STEP, evaluation_plan
 
 def _closed_form(sched, draws, stochastic):
     x = draws.x_T.double()
-    for i, (a, c, sigma) in enumerate(_affine_steps(sched, stochastic)):
+    for i, (a, c, sigma) in enumerate(affine_steps(sched, stochastic)):
         x = a * x + c + (sigma * draws.noises[i].double() if stochastic else 0.0)
     return x
 

@@ -3,7 +3,7 @@ map as the grid is refined, and the policy's draw of the random nodes."""
 
 import pytest
 import torch
-from helpers import (CountingDenoiser, GaussianDenoiser, SamplePredictionDenoiser, SmoothNetDenoiser,
+from tests.support.helpers import (CountingDenoiser, GaussianDenoiser, SamplePredictionDenoiser, SmoothNetDenoiser,
                      make_scheduler, solve)
 
 import parapolicy

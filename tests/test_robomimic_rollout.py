@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 from omegaconf import OmegaConf
-from test_rollout_cli import cli, compose_rollout
+from tests.support.cli import cli, compose_rollout
 
 from parapolicy.checkpoints.dp_task import read_task
 from parapolicy.errors import CheckpointError, EnvPairingError

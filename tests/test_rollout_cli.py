@@ -6,37 +6,16 @@ imports the CLI module.
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
-from conftest import toy_ckpt  # noqa: F401  (tests/test_controller.py still imports the fixture from here)
-from helpers import ProgressRecorder
-from hydra import compose, initialize_config_dir
 
 from parapolicy.errors import CheckpointError
-from parapolicy.eval.build import CONFIG_DIR, logged_config
+from parapolicy.eval.build import logged_config
 from parapolicy.eval.run import prepare, run_rollout
 from parapolicy.samplers import SAMPLERS
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def cli(args, cwd, timeout=600, extra_env=None, pythonpath=()):
-    env = dict(os.environ, WANDB_MODE="disabled", WANDB_DIR=str(cwd), WANDB_SILENT="true")
-    env["PYTHONPATH"] = os.pathsep.join([*map(str, pythonpath), ROOT, os.path.join(ROOT, "envs"),
-                                         env.get("PYTHONPATH", "")])
-    env.pop("HYDRA_FULL_ERROR", None)
-    env.update(extra_env or {})
-    return subprocess.run([sys.executable, "-m", "parapolicy.cli.rollout", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env=env)
-
-
-def compose_rollout(overrides):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        return compose("rollout", overrides=overrides)
-
+from tests.support.cli import cli, compose_rollout
+from tests.support.helpers import ProgressRecorder
 
 def test_a_multirun_labels_its_jobs_and_writes_results_logs_and_one_summary(toy_ckpt, tmp_path):
     """The one end-to-end CLI test of the default run: every other subprocess test is marked slow."""

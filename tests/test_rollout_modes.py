@@ -6,7 +6,7 @@ import json
 import re
 
 import pytest
-from helpers import ProgressRecorder
+from tests.support.helpers import ProgressRecorder
 from hydra import compose, initialize_config_dir
 
 import parapolicy.logging

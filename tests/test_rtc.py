@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler, DDPMScheduler
-from test_rollout_cli import toy_ckpt  # noqa: F401  (shared fixture)
 
 import parapolicy
 from parapolicy.errors import ControllerConfigError, PrefixError

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from test_rollout_cli import compose_rollout
+from tests.support.cli import compose_rollout
 
 import parapolicy
 from parapolicy.errors import PrefixError

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from helpers import SmoothNetDenoiser, make_scheduler, solve, upstream_conditional_sample
+from tests.support.helpers import SmoothNetDenoiser, make_scheduler, solve, upstream_conditional_sample
 
 from parapolicy.samplers import Sequential, draw_noises
 

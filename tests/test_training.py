@@ -110,7 +110,7 @@ def test_pusht_image_demos_replay_and_hybrid_image_training(tmp_path):
 def test_a_checkpoint_from_our_training_matches_upstream_semantics(tmp_path):
     """Our own trainer writes upstream's format: the loaded policy equals the step-by-step
     restatement of upstream's predict_action on the stored cfg and EMA weights."""
-    from upstream_reference import upstream_predict_action
+    from tests.support.upstream_reference import upstream_predict_action
 
     from parapolicy.checkpoints.dp_cfg import to_plain
     from parapolicy.checkpoints.dp_workspace import read_payload

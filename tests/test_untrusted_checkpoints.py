@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 import torch
-from dp_fixtures import POLICY_CFGS, write_checkpoint
+from tests.support.dp_fixtures import POLICY_CFGS, write_checkpoint
 
 import parapolicy
 from parapolicy.checkpoints.dp_workspace import save_dp_workspace

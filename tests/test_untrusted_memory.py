@@ -9,7 +9,7 @@ and sampler settings whose grid or round budget is out of bounds.
 import dill
 import pytest
 import torch
-from dp_fixtures import POLICY_CFGS, random_weights, write_checkpoint
+from tests.support.dp_fixtures import POLICY_CFGS, random_weights, write_checkpoint
 
 import parapolicy
 from parapolicy.checkpoints.dp_workspace import save_dp_workspace

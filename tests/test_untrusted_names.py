@@ -9,8 +9,8 @@ import os
 import zipfile
 
 import pytest
-from dp_fixtures import POLICY_CFGS, write_checkpoint
-from lerobot_eras import STATE_ONLY_0_5, write_dir
+from tests.support.dp_fixtures import POLICY_CFGS, write_checkpoint
+from tests.support.lerobot_eras import STATE_ONLY_0_5, write_dir
 from safetensors.torch import load_file, save_file
 
 import parapolicy

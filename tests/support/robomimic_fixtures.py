@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KINDS = ("lowdim_delta", "lowdim_abs", "image_abs", "transport_abs")
 TRANSPORT_KEYS = ["object", *(f"robot{i}_{k}" for i in range(2) for k in ("eef_pos", "eef_quat", "gripper_qpos"))]
 

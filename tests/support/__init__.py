@@ -1,0 +1,1 @@
+"""Helpers and fixture builders shared by the tests (``from tests.support.<module> import ...``)."""
