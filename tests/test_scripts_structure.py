@@ -62,3 +62,21 @@ def test_the_library_never_imports_the_benchmark_harness():
             if any(n == "parapolicy.bench" or n.startswith("parapolicy.bench.") for n in names):
                 offenders.append(str(path.relative_to(package)))
     assert not offenders
+
+
+TESTS = sorted(pathlib.Path(__file__).resolve().parent.rglob("*.py"))
+
+
+@pytest.mark.parametrize("path", TESTS, ids=lambda p: p.name)
+def test_tests_share_code_through_tests_support_only(path):
+    """A test module never imports another test module or conftest, and nothing edits sys.path."""
+    tree = ast.parse(path.read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            imported.add(node.module)
+        elif isinstance(node, ast.Import):
+            imported |= {alias.name for alias in node.names}
+    bad = {m for m in imported if m.split(".")[-1].startswith("test_") or m.split(".")[-1] == "conftest"}
+    assert not bad, f"{path.name} imports {sorted(bad)}; shared code belongs in tests/support"
+    assert not _edits_sys_path(tree), f"{path.name} edits sys.path"
