@@ -97,18 +97,20 @@ def autotune_window(policy, obs: dict, windows=None, tolerance: float = 0.1, rep
               "expected_ms": steps * curve[batch]}]
     try:
         for window in windows:
-            policy.set_sampler(name, window=int(window), tolerance=tolerance)  # rounds do not depend on k
+            # the budget is the window measured, so the window recorded is the window that runs
+            policy.set_sampler(name, window=int(window), tolerance=tolerance, max_rows=int(window))
             rounds = policy.predict_action(obs, generator=torch.Generator().manual_seed(0))["stats"]["rounds"]
             cost = curve[batch * int(window)]
             for k in ks:
                 expected, executed = expected_chunk_ms(rounds, cost, sync_ms, k)
-                table.append({"name": name, "window": int(window), "tolerance": tolerance, "rounds_per_sync": k,
+                table.append({"name": name, "window": int(window), "max_rows": int(window), "tolerance": tolerance,
+                              "rounds_per_sync": k,
                               "rounds": float(rounds), "executed_rounds": executed, "call_ms": cost,
                               "expected_ms": expected})
     finally:
         policy.sampler = previous
     best = min(table, key=lambda row: row["expected_ms"])
-    choice = {k: best[k] for k in ("name", "window", "tolerance", "rounds_per_sync") if k in best}
+    choice = {k: best[k] for k in ("name", "window", "max_rows", "tolerance", "rounds_per_sync") if k in best}
     if apply:
         policy.set_sampler(choice["name"], **{k: v for k, v in choice.items() if k != "name"})
     return {"best": choice, "table": table, "curve": curve, "sync_ms": sync_ms}

@@ -117,7 +117,7 @@ def bench_config(policy, obs, args, accel):
     ks = tuple(int(k) for k in args.rounds_per_sync.split(","))
     for label, name, tol in (("picard", "picard", args.tolerance), ("newton", "newton_picard", args.newton_tolerance)):
         window, k = choose_window(policy, obs, name, tol, args.window, ks)
-        policy.set_sampler(name, window=window, tolerance=tol, rounds_per_sync=k)
+        policy.set_sampler(name, window=window, max_rows=window, tolerance=tol, rounds_per_sync=k)
         row[label], outs = time_chunks(policy, obs, args.repeats)
         row[f"{label}_window"], row[f"{label}_rounds_per_sync"] = window, k
         row[f"{label}_rounds"] = float(np.mean([o["stats"]["rounds"] for o in outs]))

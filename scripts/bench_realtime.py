@@ -183,7 +183,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="benchmarks/realtime_pusht")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    args.rounds_settings = {"window": args.window}
+    args.rounds_settings = {"window": args.window, "max_rows": args.window}
     if args.tolerance is not None:
         args.rounds_settings["tolerance"] = args.tolerance
     args.window_desc = f"{args.rounds_sampler}, " + ", ".join(f"{k} {v}" for k, v in args.rounds_settings.items())

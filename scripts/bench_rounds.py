@@ -35,7 +35,7 @@ from parapolicy.bench.networks import upstream_size_unet, with_scheduler
 from parapolicy.eval.build import ASSETS_DIR, ensure_envs_importable as _ensure_envs_importable
 
 SAMPLERS = {  # (sampler name, settings): the defaults a user gets; picard's rows are in the table above
-    "picard": ("picard", {"window": 100, "tolerance": 0.1}),
+    "picard": ("picard", {"window": 100, "max_rows": 100, "tolerance": 0.1}),
     "newton_picard": ("newton_picard", {}),
     "newton_prior": ("newton_prior", {}),
     "jacobian_newton": ("jacobian_newton", {}),

@@ -40,9 +40,9 @@ from parapolicy.bench.loops import closed_loop
 SEQUENTIAL = ("sequential", {})  # the reference row every table starts with
 ROWS = [  # (label, sampler name, settings)
     ("sequential", "sequential", {}),
-    ("picard", "picard", {"window": 100, "tolerance": 0.1}),
-    ("newton_picard", "newton_picard", {"window": 100, "tolerance": 0.01}),
-    ("newton_picard@0.1", "newton_picard", {"window": 100, "tolerance": 0.1}),
+    ("picard", "picard", {"window": 100, "max_rows": 100, "tolerance": 0.1}),
+    ("newton_picard", "newton_picard", {"window": 100, "max_rows": 100, "tolerance": 0.01}),
+    ("newton_picard@0.1", "newton_picard", {"window": 100, "max_rows": 100, "tolerance": 0.1}),
 ]
 SWEEP = [  # (label, sampler name, settings): rounds per chunk = blocks x iterations here
     ("piadm_sde@15", "piadm", {"blocks": 5, "points": 4, "iterations": 3, "mode": "sde"}),

@@ -57,7 +57,8 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="write <out>.md and <out>.json")
     args = p.parse_args(argv)
     ensure_envs_importable()
-    policy = parapolicy.load_policy(args.checkpoint).set_sampler("picard", window=args.window, tolerance=args.tolerance)
+    policy = parapolicy.load_policy(args.checkpoint).set_sampler("picard", window=args.window, max_rows=args.window,
+                                                                     tolerance=args.tolerance)
     cold_rounds, warm_rounds, max_diff = [], [], 0.0
     started = time.time()
     for i in range(args.episodes):

@@ -47,7 +47,7 @@ def main(argv=None) -> int:
     ckpt = args.checkpoint or os.path.join(ASSETS_DIR, DEFAULT_CKPT.get(args.env, ""))
     policy = parapolicy.load_policy(ckpt)
     if args.sampler == "picard":
-        policy.set_sampler("picard", window=args.window, tolerance=args.tolerance)
+        policy.set_sampler("picard", window=args.window, max_rows=args.window, tolerance=args.tolerance)
     env = gym.make(args.env)
     obs, _ = env.reset(seed=args.seed)
     best = 0.0

@@ -78,9 +78,9 @@ def test_autotune_picks_window_and_rounds_per_sync_together_from_the_curve(monke
         assert row["executed_rounds"] == syncs * k
         assert abs(row["expected_ms"] - (syncs * 0.6 + syncs * k * (fake(window) - 0.6))) < 1e-9
     best = min(result["table"], key=lambda row: row["expected_ms"])
-    assert result["best"] == {k: best[k] for k in ("name", "window", "tolerance", "rounds_per_sync")}
+    assert result["best"] == {k: best[k] for k in ("name", "window", "max_rows", "tolerance", "rounds_per_sync")}
     assert best["window"] == 32 and best["rounds_per_sync"] > 1  # the knee, with syncs amortised
-    assert policy.sampler.rounds_per_sync == best["rounds_per_sync"] and policy.sampler.window == 32
+    assert policy.sampler.rounds_per_sync == best["rounds_per_sync"] and policy.sampler.window == 32 == policy.sampler.max_rows
     # free syncs: one round per sync wastes nothing and wins
     again = autotune_window(policy, obs, windows=[32], rounds_per_sync=(1, 8), sync_ms=0.0, repeats=1, apply=False)
     assert again["best"]["rounds_per_sync"] == 1

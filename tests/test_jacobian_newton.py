@@ -139,7 +139,7 @@ def test_inpainted_entries_are_kept_and_the_answer_is_sequential():
 def test_settings_registry_and_bad_input():
     assert isinstance(make_sampler("jacobian_newton"), JacobianNewton)
     assert make_sampler("jacobian_newton").config() == {"name": "jacobian_newton", "window": 100, "tolerance": 0.1,
-                                                        "refresh": 1, "jacobian": "difference"}
+                                                        "refresh": 1, "jacobian": "difference", "max_rows": None}
     with pytest.raises(SamplerConfigError, match="jacobian_newton jacobian must be one of jvp, difference, got 'fd'"):
         JacobianNewton(jacobian="fd")
     with pytest.raises(SamplerConfigError, match="jacobian_newton refresh must be an integer >= 1, got 0"):

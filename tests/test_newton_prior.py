@@ -53,7 +53,7 @@ def test_prior_trajectory_is_the_sequential_chain_for_the_prior_itself(kind):
     guess = prior_trajectory(sched, draws.x_T, draws.noises)
     assert guess.shape == (len(sched.timesteps) + 1, 3, 16, 2)
     assert (guess[-1] - ref).abs().max() < 1e-4  # float32 rounding of two ways to write the same map
-    out = solve(NewtonPrior(tolerance=1e-3), den, sched, draws.x_T, draws.noises)
+    out = solve(NewtonPrior(tolerance=1e-3, max_rows=100), den, sched, draws.x_T, draws.noises)
     assert out.stats.rounds == 1
     cold = solve(NewtonPicard(tolerance=1e-3), den, sched, draws.x_T, draws.noises)
     assert cold.stats.rounds > 2  # the prior, not the refinement, is what made it one round
@@ -73,7 +73,7 @@ def test_a_caller_guess_replaces_the_prior():
         x = rule.transition(i, x[None], eps[None], draws.noises[i : i + 1])[0]
         traj.append(x)
     problem = DenoisingProblem(net, sched, draws.x_T, draws.noises, init_guess=torch.stack(traj))
-    out = NewtonPrior(tolerance=1e-3).sample(problem)
+    out = NewtonPrior(tolerance=1e-3, max_rows=100).sample(problem)
     assert out.stats.settings["start"] == "warm" and out.stats.initial_guess and out.stats.rounds == 1
     assert (out.sample - seq.sample).abs().max() < 1e-5
 
@@ -109,7 +109,8 @@ def test_inpainted_entries_are_kept_and_the_answer_is_sequential():
 
 def test_settings_and_registry():
     assert isinstance(make_sampler("newton_prior"), NewtonPrior)
-    assert make_sampler("newton_prior").config() == {"name": "newton_prior", "window": 100, "tolerance": 0.01}
+    assert make_sampler("newton_prior").config() == {"name": "newton_prior", "window": 100, "tolerance": 0.01,
+                                                     "max_rows": 64}
     with pytest.raises(Exception, match="newton_prior tolerance must be a finite number > 0"):
         NewtonPrior(tolerance=0.0)
 
@@ -126,7 +127,7 @@ def test_a_stand_in_with_the_data_mean_is_the_sequential_chain(kind):
     off = prior_trajectory(sched, draws.x_T, draws.noises, std=S, mean=torch.full((16, 2), MU + 0.3))
     assert (off[-1] - ref).abs().max() > 0.1  # the mean is used, not ignored
     problem = DenoisingProblem(den, sched, draws.x_T, draws.noises, init_guess=guess)
-    assert NewtonPrior(tolerance=1e-3).sample(problem).stats.rounds == 1
+    assert NewtonPrior(tolerance=1e-3, max_rows=100).sample(problem).stats.rounds == 1
 
 
 @pytest.mark.parametrize("kind", ["ddpm", "ddim"])

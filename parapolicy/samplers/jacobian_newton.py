@@ -186,12 +186,19 @@ class JacobianNewton(SamplerBase):
 
     The default tolerance is Picard's, ten times ``newton_picard``'s: Newton converges
     quadratically, so once a state's change is below the tolerance its remaining error is
-    far smaller still (measured deviations: ``benchmarks/samplers.md``)."""
+    far smaller still (measured deviations: ``benchmarks/samplers.md``).
+
+    ``max_rows`` (network rows per round per sample) is the one exact sampler's budget that
+    is off by default: every state costs D + 1 rows here (D = horizon x action dims), so a
+    64-row budget would leave a window of one or two steps. Set it to bound a round: the
+    window shrinks to ``max_rows // (D + 1)`` steps, and a budget below one state's rows is
+    refused."""
 
     window: int = 100
     tolerance: float = 0.1
     refresh: int = 1
     jacobian: str = "difference"
+    max_rows: int | None = None
     name = "jacobian_newton"
     exact = True
     accepts_initial_guess = True
@@ -200,6 +207,8 @@ class JacobianNewton(SamplerBase):
         check_bounded_int(self.name, "window", self.window)
         check_tolerance(self.name, self.tolerance)
         check_bounded_int(self.name, "refresh", self.refresh)
+        if self.max_rows is not None:
+            check_bounded_int(self.name, "max_rows", self.max_rows)
         if not isinstance(self.jacobian, str) or self.jacobian not in METHODS:
             raise SamplerConfigError(f"{self.name} jacobian must be one of {', '.join(METHODS)}, got {self.jacobian!r}")
 
@@ -210,10 +219,23 @@ class JacobianNewton(SamplerBase):
                                      f"{rule.scheduler_name}")
         problem, given = start_from_prior(problem)
         network = NetworkJacobian(problem.x_T.shape[1:], problem.cond_mask, self.jacobian, self.refresh)
-        settings = {"window": min(self.window, rule.num_steps), "tolerance": float(self.tolerance),
+        window = self._window(network.size + 1)
+        settings = {"window": min(window, rule.num_steps), "tolerance": float(self.tolerance),
                     "refresh": self.refresh, "jacobian": self.jacobian, "start": "warm" if given else "prior"}
+        if self.max_rows is not None:
+            settings["max_rows"] = self.max_rows
         result = solve_windowed(problem.replace(executor=EAGER), JacobianUpdate(network, rule), name=self.name,
-                                window=self.window, tolerance=self.tolerance, settings=settings, kernel=jacobian_round)
+                                window=window, tolerance=self.tolerance, settings=settings, kernel=jacobian_round)
         result.stats.nfe += network.extra_rows // problem.batch
         result.stats.max_rows_per_round *= network.size + 1  # every state's row and its D directions
         return result
+
+    def _window(self, rows_per_state: int) -> int:
+        """Steps per round: ``window``, narrowed so that a round's rows stay within ``max_rows``."""
+        if self.max_rows is None:
+            return self.window
+        if self.max_rows < rows_per_state:
+            raise SamplerConfigError(f"{self.name} max_rows must be at least one state's rows here (its value and "
+                                     f"its {rows_per_state - 1} directions): expected >= {rows_per_state}, "
+                                     f"got {self.max_rows}")
+        return min(self.window, self.max_rows // rows_per_state)

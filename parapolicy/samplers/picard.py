@@ -23,13 +23,17 @@ from parapolicy.samplers.problem import DenoisingProblem, SampleResult, check_bo
 
 @dataclass(frozen=True)
 class Picard(SamplerBase):
-    """Settings: window (steps per batched call), tolerance, and rounds_per_sync (rounds per
+    """Settings: window (steps per batched call), tolerance, rounds_per_sync (rounds per
     kernel call between host syncs: 1 reads the flags every round; k > 1 keeps acceptance
-    on the device for k rounds, for GPU graph replays, with up to k - 1 wasted rounds)."""
+    on the device for k rounds, for GPU graph replays, with up to k - 1 wasted rounds), and
+    max_rows, the row budget every exact sampler shares: network rows per round per sample,
+    never exceeded (the window runs at most ``max_rows`` steps; a call's cost grows with its
+    rows, so a wider window can save rounds and still lose time)."""
 
     window: int = 100
     tolerance: float = 0.1
     rounds_per_sync: int = 1
+    max_rows: int = 64
     name = "picard"
     exact = True
     accepts_initial_guess = True
@@ -41,6 +45,12 @@ class Picard(SamplerBase):
         check_bounded_int(self.name, "window", self.window)
         check_tolerance(self.name, self.tolerance)
         check_bounded_int(self.name, "rounds_per_sync", self.rounds_per_sync)
+        check_bounded_int(self.name, "max_rows", self.max_rows)
+
+    @property
+    def rows_per_round(self) -> int:
+        """The window the row budget allows: steps evaluated per round and sample."""
+        return min(self.window, self.max_rows)
 
     def config(self) -> dict:
         """The settings; ``rounds_per_sync`` only where it differs from one round per sync."""
@@ -50,8 +60,10 @@ class Picard(SamplerBase):
         return config
 
     def sample(self, problem: DenoisingProblem) -> SampleResult:
-        settings = {"window": min(self.window, problem.rule.num_steps), "tolerance": float(self.tolerance)}
+        window = self.rows_per_round
+        settings = {"window": min(window, problem.rule.num_steps), "tolerance": float(self.tolerance),
+                    "max_rows": self.max_rows}
         if self.rounds_per_sync != 1:
             settings["rounds_per_sync"] = self.rounds_per_sync
-        return solve_windowed(problem, self.update, name=self.name, window=self.window, tolerance=self.tolerance,
+        return solve_windowed(problem, self.update, name=self.name, window=window, tolerance=self.tolerance,
                               settings=settings, rounds_per_sync=self.rounds_per_sync)
