@@ -13,9 +13,9 @@ from hydra import compose, initialize_config_dir
 from parapolicy.errors import SamplerConfigError
 from parapolicy.eval.build import CONFIG_DIR
 from parapolicy.eval.run import run_rollout
-from parapolicy.samplers import Sequential, draw_noises, make_sampler
+from parapolicy.samplers import DenoisingProblem, Sequential, draw_noises, make_sampler
 from parapolicy.samplers import auto as auto_module
-from parapolicy.samplers.auto import call_cost
+from parapolicy.samplers.auto import call_cost, cost_curve, monotone
 
 
 def _problem(kind="ddpm", steps=100, batch=2, seed=0):
@@ -37,6 +37,17 @@ def test_call_cost_is_linear_between_points_and_extends_the_last_segment():
     assert call_cost(curve, 25) == pytest.approx(14.0)
     assert call_cost(curve, 57) == pytest.approx(30.0)  # beyond 41: the slope of the 9..41 segment
     assert call_cost({4: 3.0}, 100) == 3.0
+
+
+def test_a_noisy_point_never_makes_more_rows_look_cheaper(monkeypatch):
+    assert monotone({1: 2.0, 40: 9.0, 64: 7.5, 128: 12.0}) == {1: 2.0, 40: 9.0, 64: 9.0, 128: 12.0}
+    timings = iter([2.0, 9.0, 7.5])  # the 64-row call timed while something else held the CPU less
+    monkeypatch.setattr(auto_module, "median_call_ms", lambda call, device, repeats: next(timings))
+    sched, draws, net = _problem(batch=1)
+    problem = DenoisingProblem(net, sched, draws.x_T, draws.noises)
+    curve = cost_curve(problem, [1, 40, 64])
+    assert curve == {1: 2.0, 40: 9.0, 64: 9.0}
+    assert call_cost(curve, 64) >= call_cost(curve, 40)
 
 
 @pytest.mark.parametrize("per_call, per_row, expected", [(0.0, 1000.0, "sequential"), (1000.0, 0.0, "fewest rounds")])

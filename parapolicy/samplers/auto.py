@@ -8,7 +8,8 @@ barely until it is full). So on the first call for a schedule and batch shape, `
    round; sequential needs no run: N rounds of one row), timing the host work around the
    network (model updates, propagation) apart from the network itself,
 3. predicts each candidate's chunk time at the real batch as rounds x cost(rows per round x
-   batch) + host time, and keeps the fastest, sequential included.
+   batch) + host time, and keeps the fastest, sequential included (the curve is held
+   non-decreasing in rows: a noisy point must not make more rows look cheaper).
 Later calls run the choice. Every candidate is exact, so the choice moves the latency, never
 the answer beyond the candidates' tolerance. ``calibration`` holds the cost curve, each
 candidate's prediction and the choice (results.json's ``auto`` block).
@@ -33,14 +34,29 @@ REPEATS = 3  # timed calls per row count (the median is kept), after one warm-up
 
 
 def cost_curve(problem: DenoisingProblem, rows_per_sample, repeats: int = REPEATS) -> dict[int, float]:
-    """Median milliseconds of one network call on ``r`` x batch rows, for each r."""
+    """Median milliseconds of one network call on ``r`` x batch rows, for each r (made monotone)."""
     x_T, batch = problem.x_T, problem.batch
     t = problem.rule.timesteps[:1].to(x_T.device)
     curve = {}
     for rows in rows_per_sample:
         x = x_T.repeat(rows, *([1] * (x_T.dim() - 1)))
         curve[rows] = median_call_ms(lambda: problem.denoise(x, t.repeat(rows * batch)), x.device, repeats)
-    return curve
+    return monotone(curve)
+
+
+def monotone(curve: dict[int, float]) -> dict[int, float]:
+    """The curve with each point raised to the most any smaller row count cost.
+
+    A call on more rows never costs less than one on fewer (it does the same work and more), so
+    a point measured below a smaller one is timing noise (another process, a clock step); left
+    in, it would make the candidate with more rows per round look cheaper than one with fewer
+    at the same rounds.
+    """
+    out, highest = {}, float("-inf")
+    for rows, ms in sorted(curve.items()):
+        highest = max(highest, ms)
+        out[rows] = highest
+    return out
 
 
 def call_cost(curve: dict[int, float], rows: float) -> float:
