@@ -85,6 +85,8 @@ def batch_one(policy, observations, name, reference=None):
            "rows_per_round_b1": float(np.mean(rows)), "n_b1": len(observations)}
     if reference is not None:
         row["max_deviation_b1"] = float(np.abs(np.stack(plans) - np.asarray(reference)).max())
+    if getattr(policy.sampler, "calibration", None):  # auto: what it measured and predicted, to check its pick
+        row["calibration_b1"] = policy.sampler.calibration
     return row, plans
 
 
