@@ -20,23 +20,15 @@ from parapolicy.checkpoints.dp_builders import build_networks
 from parapolicy.checkpoints.files import open_regular
 from parapolicy.checkpoints.dp_cfg import resolve_section
 from parapolicy.checkpoints.dp_task import read_task
-from parapolicy.checkpoints.limits import (
-    MAX_INFERENCE_STEPS,
-    check_bool,
-    check_fits_file,
-    check_tensor_safe,
-    describe,
-    head,
-    key_path,
-    module_bytes,
-    one_line,
-    quoted,
-    stored_bytes,
-)
+from parapolicy.checkpoints.budget import check_fits_file, module_bytes, stored_bytes
+from parapolicy.checkpoints.fields import check_bool
+from parapolicy.checkpoints.limits import MAX_INFERENCE_STEPS
+from parapolicy.checkpoints.messages import describe, head, key_path, one_line, quoted
 from parapolicy.checkpoints.schedulers import build_scheduler
 from parapolicy.checkpoints.safe_pickle import allow_list_pickle
 from parapolicy.errors import CheckpointError, ParapolicyError, UntrustedCheckpointError
 from parapolicy.models.normalizer import LinearNormalizer
+from parapolicy.tensor_safety import check_tensor_safe
 from parapolicy.policy import Policy
 
 # keys upstream state dicts carry that hold no information (ModuleAttrMixin placeholders)

@@ -21,12 +21,12 @@ from parapolicy.checkpoints.lerobot.stats import (
     read_stats,
 )
 from parapolicy.checkpoints.lerobot.weights import read_safetensors, safetensors_header
-from parapolicy.checkpoints.limits import check_fits_file, module_bytes
+from parapolicy.checkpoints.budget import check_fits_file, module_bytes
+from parapolicy.checkpoints.limits import MAX_CONFIG_JSON_BYTES
 from parapolicy.checkpoints.schedulers import build_scheduler
 from parapolicy.errors import CheckpointError
 from parapolicy.policy import GLOBAL, Policy, PolicySpec
 
-MAX_CONFIG_BYTES = 1 << 20  # a LeRobot config.json is a few kB
 MODEL_FILE = "model.safetensors"
 
 
@@ -37,7 +37,7 @@ def is_lerobot_dir(path: str) -> bool:
 
 
 def read_config_json(folder: CheckpointDir) -> dict:
-    data = folder.read_bytes("config.json", MAX_CONFIG_BYTES)
+    data = folder.read_bytes("config.json", MAX_CONFIG_JSON_BYTES)
     if data is None:
         raise CheckpointError("no config.json: expected one in a LeRobot pretrained_model dir")
     try:

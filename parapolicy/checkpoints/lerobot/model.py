@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from parapolicy.checkpoints.lerobot.config import ENV, STATE, LeRobotConfig
-from parapolicy.checkpoints.limits import head, quoted
+from parapolicy.checkpoints.messages import head, quoted
 from parapolicy.errors import CheckpointError
 from parapolicy.models.unet1d import ConditionalUnet1D
 from parapolicy.models.vision import center_crop, make_resnet18
