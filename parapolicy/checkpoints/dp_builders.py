@@ -21,6 +21,7 @@ from parapolicy.checkpoints.limits import (
     MAX_OBS_KEYS,
 )
 from parapolicy.checkpoints.messages import describe, one_line
+from parapolicy.checkpoints.networks import NetworkBundle
 from parapolicy.checkpoints.schedulers import build_scheduler
 from parapolicy.errors import CheckpointError
 from parapolicy.models.transformer import TransformerForDiffusion
@@ -120,7 +121,7 @@ def _unet_lowdim(c: Fields):
     start = to - 1 if c.bool("oa_step_convention", False) else to
     spec = _spec(c, "unet_lowdim", {"obs": (obs_dim,)}, action_dim, mode, start, pred_only,
                  2 ** (len(kw["down_dims"]) - 1))
-    return spec, model, None
+    return NetworkBundle(model, None, spec)
 
 
 def _transformer_kwargs(c: Fields, defaults: dict) -> dict:
@@ -161,7 +162,7 @@ def _transformer_lowdim(c: Fields):
     model = TransformerForDiffusion(**wanted, obs_as_cond=obs_as_cond, **kw)
     mode = TOKENS if obs_as_cond else INPAINT
     spec = _spec(c, "transformer_lowdim", {"obs": (obs_dim,)}, action_dim, mode, to - 1, pred_only)
-    return spec, model, None
+    return NetworkBundle(model, None, spec)
 
 
 def _shape_meta(c: Fields):
@@ -250,7 +251,7 @@ def _unet_on_features(c: Fields, family, encoder, obs_shapes, action_dim):
     )
     spec = _spec(c, family, obs_shapes, action_dim, GLOBAL if global_cond else INPAINT, to - 1,
                  sample_multiple=2 ** (len(kw["down_dims"]) - 1))
-    return spec, model, encoder
+    return NetworkBundle(model, encoder, spec)
 
 
 def _transformer_hybrid_image(c: Fields):
@@ -270,7 +271,7 @@ def _transformer_hybrid_image(c: Fields):
     )
     mode = TOKENS if obs_as_cond else INPAINT
     spec = _spec(c, "transformer_hybrid_image", obs_shapes, action_dim, mode, to - 1, pred_only)
-    return spec, model, encoder
+    return NetworkBundle(model, encoder, spec)
 
 
 BUILDERS = {
@@ -282,8 +283,8 @@ BUILDERS = {
 }
 
 
-def build_networks(cfg: dict):
-    """Return (spec, denoiser, obs_encoder or None) for a resolved cfg.policy, every field checked first."""
+def build_networks(cfg: dict) -> NetworkBundle:
+    """The networks and spec of a resolved cfg.policy, every field checked first."""
     c = Fields(cfg, "cfg.policy")
     target = c.raw("_target_", "")
     builder = BUILDERS.get(target[len(_PREFIX):]) if isinstance(target, str) and target.startswith(_PREFIX) else None
@@ -299,8 +300,7 @@ def build_networks(cfg: dict):
         raise CheckpointError(f"cannot build {target.rsplit('.', 1)[-1]} from cfg.policy: {one_line(exc)}") from None
 
 
-def build_from_policy_cfg(cfg: dict):
-    """Return (spec, denoiser, obs_encoder or None, scheduler) for a resolved cfg.policy."""
-    spec, model, encoder = build_networks(cfg)
-    scheduler = build_scheduler(Fields(cfg, "cfg.policy").raw("noise_scheduler"))
-    return spec, model, encoder, scheduler
+def build_from_policy_cfg(cfg: dict) -> tuple[NetworkBundle, object]:
+    """``(networks, scheduler)`` for a resolved cfg.policy."""
+    networks = build_networks(cfg)
+    return networks, build_scheduler(Fields(cfg, "cfg.policy").raw("noise_scheduler"))

@@ -114,21 +114,21 @@ def policy_from_payload(payload: dict, origin: str = "", use_ema: bool | None = 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with torch.device("meta"):
-            meta_spec, meta_model, meta_encoder = build_networks(policy_cfg)
+            meta = build_networks(policy_cfg)
     scheduler = build_scheduler(policy_cfg.get("noise_scheduler"))
-    check_spec(meta_spec, scheduler)
-    check_weights_fit(meta_model, meta_encoder, groups, origin)
+    check_spec(meta.spec, scheduler)
+    check_weights_fit(meta.model, meta.obs_encoder, groups, origin)
     normalizer_bytes = 4 * sum(torch.Tensor.numel(t) for t in groups["normalizer."].values())  # kept as float32
-    check_fits_file(module_bytes(meta_model, meta_encoder) + normalizer_bytes, stored_bytes(weights.values()),
-                    repr(origin))
-    spec, model, encoder = build_networks(policy_cfg)
+    check_fits_file(module_bytes(*meta.modules()) + normalizer_bytes, stored_bytes(weights.values()), repr(origin))
+    networks = build_networks(policy_cfg)
+    spec = networks.spec
     check_spec(spec, scheduler)
     normalizer = LinearNormalizer()
-    load_policy_groups(groups, model, encoder, normalizer, origin)
+    load_policy_groups(groups, networks.model, networks.obs_encoder, normalizer, origin)
     check_normalizer_fits(normalizer, spec, origin=origin)
     spec.source = {"format": "diffusion_policy_workspace", "path": os.path.abspath(origin), "weights": weights_key}
     spec.task = read_task(cfg, trust_checkpoint)
-    return Policy(spec, model, normalizer, scheduler, encoder)
+    return Policy(spec, networks.model, normalizer, scheduler, networks.obs_encoder)
 
 
 def _select_weights(state_dicts, use_ema: bool) -> tuple[str, dict]:
