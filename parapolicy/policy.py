@@ -22,13 +22,13 @@ from parapolicy.samplers import (EAGER, SAMPLERS, DenoisingProblem, SampleResult
                                  make_sampler, make_step_rule)
 from parapolicy.samplers.guesses import guess_trajectory
 from parapolicy.samplers.prefix import ActionPrefix, constrained_denoiser
+from parapolicy.scheduler_kinds import SCHEDULER_KINDS as INFERENCE_SCHEDULERS
 
 # How observations enter the denoiser.
 GLOBAL = "global"  # UNet: flattened obs features appended to the step embedding (FiLM)
 LOCAL = "local"  # UNet: per-timestep obs features (lowdim only)
 INPAINT = "inpaint"  # obs written into the trajectory and re-imposed every step
 TOKENS = "tokens"  # transformer: one condition token per observation step
-INFERENCE_SCHEDULERS = {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler", "dpmsolver": "DPMSolverMultistepScheduler"}
 
 
 @dataclass

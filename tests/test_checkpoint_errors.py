@@ -29,6 +29,19 @@ def test_directory_that_is_not_lerobot(tmp_path):
         parapolicy.load_policy(tmp_path)
 
 
+def test_formats_are_one_table_asked_in_order(tmp_path, monkeypatch):
+    from parapolicy.checkpoints.formats import DP_WORKSPACE, FORMATS, HUB_ID, LEROBOT_DIR, find_format
+
+    monkeypatch.chdir(tmp_path)
+    assert FORMATS == (HUB_ID, LEROBOT_DIR, DP_WORKSPACE)
+    (tmp_path / "run.ckpt").write_bytes(b"")
+    assert find_format("lerobot/diffusion_pusht") is HUB_ID
+    assert find_format("run.ckpt") is DP_WORKSPACE  # any file: what it holds is checked when read
+    with pytest.raises(CheckpointError, match=r"^'\.' is a directory but not a LeRobot pretrained_model dir "
+                                              r"\(needs config.json \+ model.safetensors\)$"):
+        find_format(".")
+
+
 def test_corrupt_file(tmp_path):
     path = tmp_path / "garbage.ckpt"
     path.write_bytes(os.urandom(4096))

@@ -13,7 +13,8 @@ from tests.support.dp_fixtures import POLICY_CFGS, random_weights, write_checkpo
 
 import parapolicy
 from parapolicy.checkpoints.dp_workspace import save_dp_workspace
-from parapolicy.checkpoints.limits import MAX_BYTES_PER_STORED_BYTE, check_tensor_safe
+from parapolicy.checkpoints.limits import MAX_BYTES_PER_STORED_BYTE
+from parapolicy.tensor_safety import check_tensor_safe
 from parapolicy.errors import CheckpointError, SamplerConfigError, UntrustedCheckpointError
 from parapolicy.samplers import PIADM, JacobianNewton, Picard, RandomizedMidpoint
 

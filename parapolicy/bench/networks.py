@@ -35,11 +35,11 @@ IMAGE_META = {"obs": {"image": {"shape": [3, 96, 96], "type": "rgb"}, "agent_pos
 
 def _random_policy(cfg, obs_norm: dict, device) -> Policy:
     torch.manual_seed(0)
-    spec, model, encoder, scheduler = build_from_policy_cfg(cfg)
+    networks, scheduler = build_from_policy_cfg(cfg)
     norm = LinearNormalizer()
     for key, (dim, scale) in obs_norm.items():
         norm.set_field(key, torch.full((dim,), scale), torch.full((dim,), -1.0))
-    return Policy(spec, model, norm, scheduler, encoder).to(device)
+    return Policy(networks.spec, networks.model, norm, scheduler, networks.obs_encoder).to(device)
 
 
 def upstream_size_unet(device) -> Policy:

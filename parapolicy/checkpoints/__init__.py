@@ -1,4 +1,4 @@
-"""Checkpoint formats -> one ``Policy``: DP workspace ``.ckpt`` files and LeRobot dirs."""
+"""Checkpoint formats -> one ``Policy``: hub ids, LeRobot dirs, DP workspace ``.ckpt`` files (``formats.FORMATS``)."""
 
 from __future__ import annotations
 
@@ -24,28 +24,9 @@ def load_policy(path, device="cpu", use_ema: bool | None = None, trust_checkpoin
     if type(trust_checkpoint) is not bool:
         raise CheckpointError(f"trust_checkpoint must be true or false, got {trust_checkpoint!r}")
     _check_device(device)
-    from parapolicy.checkpoints.hub import local_path_reason, resolve_hub_id
+    from parapolicy.checkpoints.formats import find_format
 
-    reason = local_path_reason(path)
-    if reason is None:  # e.g. "lerobot/diffusion_pusht": a LeRobot dir from the Hub cache
-        from parapolicy.checkpoints.lerobot import load_lerobot
-
-        snapshot, blobs = resolve_hub_id(path)
-        return load_lerobot(snapshot, device=device, blobs=blobs)
-    if not os.path.lexists(path):
-        raise CheckpointError(f"no checkpoint file at {path!r} (read as a local path: {reason}; "
-                              "a hub id is owner/name[@revision] with no local folder named owner)")
-    if os.path.isdir(path):
-        from parapolicy.checkpoints.lerobot import is_lerobot_dir, load_lerobot
-
-        if is_lerobot_dir(path):
-            return load_lerobot(path, device=device)
-        raise CheckpointError(
-            f"{path!r} is a directory but not a LeRobot pretrained_model dir (needs config.json + model.safetensors)"
-        )
-    from parapolicy.checkpoints.dp_workspace import load_dp_workspace
-
-    return load_dp_workspace(path, device=device, use_ema=use_ema, trust_checkpoint=trust_checkpoint)
+    return find_format(path).load(path, device=device, use_ema=use_ema, trust_checkpoint=trust_checkpoint)
 
 
 def _check_device(device) -> None:

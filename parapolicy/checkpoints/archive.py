@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import zipfile
 
-from parapolicy.checkpoints.limits import one_line, quoted
+from parapolicy.checkpoints.messages import one_line, quoted
 from parapolicy.errors import CheckpointError, UntrustedCheckpointError
 
 ZIP_MAGIC = b"PK\x03\x04"

@@ -4,7 +4,7 @@ Upstream registers Python's ``eval`` as OmegaConf's ``eval`` resolver; here only
 arithmetic, comparisons, ``and``/``or``/``not``, ``a if c else b`` and list/tuple displays
 are evaluated, with every result bounded *before* it is computed: integers of at most
 ``MAX_INT_BITS`` bits, strings/lists of at most ``MAX_SEQUENCE`` items, expressions of at
-most ``MAX_EXPRESSION`` characters and ``MAX_NESTING`` levels. A list's size counts the
+most ``MAX_EXPRESSION`` characters and ``MAX_EXPRESSION_NESTING`` levels (all in ``limits``). A list's size counts the
 items of the lists inside it too (every sub-expression, however nested), so a list of
 references to one long list cannot stand for far more work than its text shows.
 """
@@ -15,12 +15,8 @@ import ast
 import math
 import operator
 
+from parapolicy.checkpoints.limits import MAX_EXPRESSION, MAX_EXPRESSION_NESTING, MAX_INT_BITS, MAX_SEQUENCE
 from parapolicy.errors import CheckpointError
-
-MAX_INT_BITS = 4096
-MAX_SEQUENCE = 10_000
-MAX_EXPRESSION = 2_000
-MAX_NESTING = 50
 
 _UNARY = {ast.USub: operator.neg, ast.UAdd: operator.pos, ast.Not: operator.not_}
 _COMPARE = {
@@ -111,8 +107,8 @@ def safe_arithmetic(expression: str):
     sizes = _Sizes()
 
     def ev(node, depth):
-        if depth > MAX_NESTING:
-            fail(f"nests deeper than {MAX_NESTING} levels")
+        if depth > MAX_EXPRESSION_NESTING:
+            fail(f"nests deeper than {MAX_EXPRESSION_NESTING} levels")
         if isinstance(node, ast.Expression):
             return ev(node.body, depth + 1)
         if isinstance(node, ast.Constant) and isinstance(node.value, (int, float, str, bool, type(None))):
@@ -173,4 +169,4 @@ def safe_arithmetic(expression: str):
     try:
         return ev(tree, 0)
     except RecursionError:
-        fail(f"nests deeper than {MAX_NESTING} levels")
+        fail(f"nests deeper than {MAX_EXPRESSION_NESTING} levels")

@@ -2,7 +2,7 @@
 
 The stored cfg drives everything (never repo YAML): horizons, crop, conditioning mode,
 action-slice convention, scheduler. Constructor defaults below are upstream's defaults
-for arguments a cfg may leave out. Every field is read through ``limits.Fields``: typed,
+for arguments a cfg may leave out. Every field is read through ``fields.Fields``: typed,
 bounded, and checked against the others (dims, horizons, divisibility) before a network
 is built, so a bad cfg is one ``CheckpointError``, never a crash or a huge allocation.
 """
@@ -11,23 +11,17 @@ from __future__ import annotations
 
 import warnings
 
+from parapolicy.checkpoints.fields import Fields, check_int_list
 from parapolicy.checkpoints.limits import (
-    MAX_CHANNELS,
+    DP_LIMITS as LIMITS,
     MAX_FEATURE_DIM,
     MAX_HEADS,
-    MAX_HORIZON,
-    MAX_IMAGE_SIDE,
-    MAX_KERNEL,
-    MAX_LAYERS,
-    MAX_LEVELS,
-    MAX_OBS_KEYS,
-    MAX_OBS_STEPS,
     MAX_INFERENCE_STEPS,
-    Fields,
-    check_int_list,
-    describe,
-    one_line,
+    MAX_LAYERS,
+    MAX_OBS_KEYS,
 )
+from parapolicy.checkpoints.messages import describe, one_line
+from parapolicy.checkpoints.networks import NetworkBundle
 from parapolicy.checkpoints.schedulers import build_scheduler
 from parapolicy.errors import CheckpointError
 from parapolicy.models.transformer import TransformerForDiffusion
@@ -40,8 +34,8 @@ _PREFIX = "diffusion_policy.policy."
 
 def _spec(c: Fields, family, obs_shapes, action_dim, cond_mode, action_start, pred_only=False, sample_multiple=1):
     """Horizons checked against each other: the executed slice must fit in what is sampled."""
-    horizon, to = c.int("horizon", 1, MAX_HORIZON), c.int("n_obs_steps", 1, MAX_OBS_STEPS)
-    ta = c.int("n_action_steps", 1, MAX_HORIZON)
+    horizon, to = c.int("horizon", 1, LIMITS.horizon), c.int("n_obs_steps", 1, LIMITS.obs_steps)
+    ta = c.int("n_action_steps", 1, LIMITS.horizon)
     if cond_mode in (LOCAL, INPAINT) and to > horizon:
         raise CheckpointError(f"cfg.policy.n_obs_steps={to} exceeds horizon={horizon} (observations fill the first steps)")
     if pred_only:
@@ -77,10 +71,11 @@ def _spec(c: Fields, family, obs_shapes, action_dim, cond_mode, action_start, pr
 def _unet_kwargs(c: Fields, defaults: dict) -> dict:
     """UNet size settings, bounded, with the divisibility its GroupNorms and embeddings need."""
     kw = {
-        "diffusion_step_embed_dim": c.int("diffusion_step_embed_dim", 4, MAX_CHANNELS, defaults["diffusion_step_embed_dim"]),
-        "down_dims": c.int_list("down_dims", 1, MAX_LEVELS, 1, MAX_CHANNELS, defaults["down_dims"]),
-        "kernel_size": c.int("kernel_size", 1, MAX_KERNEL, defaults["kernel_size"]),
-        "n_groups": c.int("n_groups", 1, MAX_CHANNELS, defaults["n_groups"]),
+        "diffusion_step_embed_dim": c.int("diffusion_step_embed_dim", 4, LIMITS.step_embed_dim,
+                                          defaults["diffusion_step_embed_dim"]),
+        "down_dims": c.int_list("down_dims", 1, LIMITS.levels, 1, LIMITS.channels, defaults["down_dims"]),
+        "kernel_size": c.int("kernel_size", 1, LIMITS.kernel, defaults["kernel_size"]),
+        "n_groups": c.int("n_groups", 1, LIMITS.channels, defaults["n_groups"]),
         "cond_predict_scale": c.bool("cond_predict_scale", defaults["cond_predict_scale"]),
     }
     if kw["diffusion_step_embed_dim"] % 2:
@@ -102,8 +97,8 @@ _HYBRID_UNET_DEFAULTS = dict(_UNET_DEFAULTS, kernel_size=5, cond_predict_scale=T
 
 
 def _unet_lowdim(c: Fields):
-    obs_dim, action_dim = c.int("obs_dim", 1, MAX_FEATURE_DIM), c.int("action_dim", 1, MAX_FEATURE_DIM)
-    to = c.int("n_obs_steps", 1, MAX_OBS_STEPS)
+    obs_dim, action_dim = c.int("obs_dim", 1, LIMITS.vector_dim), c.int("action_dim", 1, LIMITS.vector_dim)
+    to = c.int("n_obs_steps", 1, LIMITS.obs_steps)
     global_cond, local_cond = c.bool("obs_as_global_cond", False), c.bool("obs_as_local_cond", False)
     pred_only = c.bool("pred_action_steps_only", False)
     if global_cond and local_cond:
@@ -119,21 +114,21 @@ def _unet_lowdim(c: Fields):
         "global_cond_dim": obs_dim * to if mode == GLOBAL else None,
     }
     for key, value in wanted.items():
-        found = m.opt_int(key, 0, MAX_FEATURE_DIM * MAX_OBS_STEPS)
+        found = m.opt_int(key, 0, MAX_FEATURE_DIM * LIMITS.obs_steps)
         if (found or None) != value:
             raise CheckpointError(f"cfg.policy.model.{key} must be {value} for this policy's {mode} conditioning, found {found}")
     model = ConditionalUnet1D(**wanted, **kw)
     start = to - 1 if c.bool("oa_step_convention", False) else to
     spec = _spec(c, "unet_lowdim", {"obs": (obs_dim,)}, action_dim, mode, start, pred_only,
                  2 ** (len(kw["down_dims"]) - 1))
-    return spec, model, None
+    return NetworkBundle(model, None, spec)
 
 
 def _transformer_kwargs(c: Fields, defaults: dict) -> dict:
     kw = {
         "n_layer": c.int("n_layer", 1, MAX_LAYERS, defaults["n_layer"]),
         "n_head": c.int("n_head", 1, MAX_HEADS, defaults["n_head"]),
-        "n_emb": c.int("n_emb", 4, MAX_CHANNELS, defaults["n_emb"]),
+        "n_emb": c.int("n_emb", 4, LIMITS.channels, defaults["n_emb"]),
         "p_drop_emb": c.float("p_drop_emb", 0.0, 1.0, defaults["p_drop_emb"]),
         "p_drop_attn": c.float("p_drop_attn", 0.0, 1.0, defaults["p_drop_attn"]),
         "causal_attn": c.bool("causal_attn", defaults["causal_attn"]),
@@ -146,14 +141,14 @@ def _transformer_kwargs(c: Fields, defaults: dict) -> dict:
 
 
 def _transformer_lowdim(c: Fields):
-    obs_dim, action_dim = c.int("obs_dim", 1, MAX_FEATURE_DIM), c.int("action_dim", 1, MAX_FEATURE_DIM)
-    horizon, to = c.int("horizon", 1, MAX_HORIZON), c.int("n_obs_steps", 1, MAX_OBS_STEPS)
+    obs_dim, action_dim = c.int("obs_dim", 1, LIMITS.vector_dim), c.int("action_dim", 1, LIMITS.vector_dim)
+    horizon, to = c.int("horizon", 1, LIMITS.horizon), c.int("n_obs_steps", 1, LIMITS.obs_steps)
     obs_as_cond, pred_only = c.bool("obs_as_cond", False), c.bool("pred_action_steps_only", False)
     m = c.dict("model")
     kw = _transformer_kwargs(m, {"n_layer": 12, "n_head": 12, "n_emb": 768, "p_drop_emb": 0.1, "p_drop_attn": 0.1,
                                  "causal_attn": False})
     io_dim = action_dim if obs_as_cond else action_dim + obs_dim
-    sampled = c.int("n_action_steps", 1, MAX_HORIZON) if pred_only else horizon
+    sampled = c.int("n_action_steps", 1, LIMITS.horizon) if pred_only else horizon
     wanted = {"input_dim": io_dim, "output_dim": io_dim, "horizon": sampled, "n_obs_steps": to,
               "cond_dim": obs_dim if obs_as_cond else 0}
     for key, value in wanted.items():
@@ -167,7 +162,7 @@ def _transformer_lowdim(c: Fields):
     model = TransformerForDiffusion(**wanted, obs_as_cond=obs_as_cond, **kw)
     mode = TOKENS if obs_as_cond else INPAINT
     spec = _spec(c, "transformer_lowdim", {"obs": (obs_dim,)}, action_dim, mode, to - 1, pred_only)
-    return spec, model, None
+    return NetworkBundle(model, None, spec)
 
 
 def _shape_meta(c: Fields):
@@ -182,16 +177,16 @@ def _shape_meta(c: Fields):
         entry = obs_meta.dict(key)
         kind = entry.raw("type", "low_dim")
         if kind == "rgb":
-            shape = entry.int_list("shape", 3, 3, 1, MAX_IMAGE_SIDE)
+            shape = entry.int_list("shape", 3, 3, 1, LIMITS.image_side)
             if shape[0] != 3:
                 raise CheckpointError(f"{entry.name}.shape must be (3, H, W) for an rgb key, found {shape}")
             rgb_keys.append(key)
         elif kind == "low_dim":
-            shape = entry.int_list("shape", 1, 1, 1, MAX_FEATURE_DIM)
+            shape = entry.int_list("shape", 1, 1, 1, LIMITS.vector_dim)
         else:
             raise CheckpointError(f"{entry.name}.type must be 'rgb' or 'low_dim', found {describe(kind)}")
         obs_shapes[key] = tuple(shape)
-    action_dim = meta.dict("action").int_list("shape", 1, 1, 1, MAX_FEATURE_DIM)[0]
+    action_dim = meta.dict("action").int_list("shape", 1, 1, 1, LIMITS.vector_dim)[0]
     return obs_shapes, rgb_keys, action_dim
 
 
@@ -199,7 +194,7 @@ def _crop(c: Fields, key: str, default, obs_shapes, rgb_keys):
     crop = c.raw(key, default)
     if crop is None:
         return None
-    h, w = check_int_list(f"{c.name}.{key}", crop, 2, 2, 1, MAX_IMAGE_SIDE)
+    h, w = check_int_list(f"{c.name}.{key}", crop, 2, 2, 1, LIMITS.image_side)
     for rgb in rgb_keys:
         if h > obs_shapes[rgb][1] or w > obs_shapes[rgb][2]:
             raise CheckpointError(f"{c.name}.{key} {[h, w]} is larger than the {rgb!r} image {list(obs_shapes[rgb][1:])}")
@@ -243,7 +238,7 @@ def _unet_image(c: Fields):
 
 def _unet_on_features(c: Fields, family, encoder, obs_shapes, action_dim):
     feature_dim = encoder.output_dim()
-    to = c.int("n_obs_steps", 1, MAX_OBS_STEPS)
+    to = c.int("n_obs_steps", 1, LIMITS.obs_steps)
     global_cond = c.bool("obs_as_global_cond", True)
     if feature_dim * to > MAX_FEATURE_DIM:
         raise CheckpointError(f"{family}: {to} obs steps x {feature_dim} features exceed {MAX_FEATURE_DIM} condition values")
@@ -256,7 +251,7 @@ def _unet_on_features(c: Fields, family, encoder, obs_shapes, action_dim):
     )
     spec = _spec(c, family, obs_shapes, action_dim, GLOBAL if global_cond else INPAINT, to - 1,
                  sample_multiple=2 ** (len(kw["down_dims"]) - 1))
-    return spec, model, encoder
+    return NetworkBundle(model, encoder, spec)
 
 
 def _transformer_hybrid_image(c: Fields):
@@ -264,19 +259,19 @@ def _transformer_hybrid_image(c: Fields):
     encoder = _robomimic_encoder(c, obs_shapes, rgb_keys)
     feature_dim = encoder.output_dim()
     obs_as_cond, pred_only = c.bool("obs_as_cond", True), c.bool("pred_action_steps_only", False)
-    horizon, to = c.int("horizon", 1, MAX_HORIZON), c.int("n_obs_steps", 1, MAX_OBS_STEPS)
+    horizon, to = c.int("horizon", 1, LIMITS.horizon), c.int("n_obs_steps", 1, LIMITS.obs_steps)
     input_dim = action_dim if obs_as_cond else action_dim + feature_dim
     kw = _transformer_kwargs(c, {"n_layer": 8, "n_head": 4, "n_emb": 256, "p_drop_emb": 0.0, "p_drop_attn": 0.3,
                                  "causal_attn": True})
     if obs_as_cond and not kw["time_as_cond"]:
         raise CheckpointError("cfg.policy.time_as_cond must be true when observations are condition tokens")
     model = TransformerForDiffusion(
-        input_dim=input_dim, output_dim=input_dim, horizon=c.int("n_action_steps", 1, MAX_HORIZON) if pred_only else horizon,
+        input_dim=input_dim, output_dim=input_dim, horizon=c.int("n_action_steps", 1, LIMITS.horizon) if pred_only else horizon,
         n_obs_steps=to, cond_dim=feature_dim if obs_as_cond else 0, obs_as_cond=obs_as_cond, **kw,
     )
     mode = TOKENS if obs_as_cond else INPAINT
     spec = _spec(c, "transformer_hybrid_image", obs_shapes, action_dim, mode, to - 1, pred_only)
-    return spec, model, encoder
+    return NetworkBundle(model, encoder, spec)
 
 
 BUILDERS = {
@@ -288,8 +283,8 @@ BUILDERS = {
 }
 
 
-def build_networks(cfg: dict):
-    """Return (spec, denoiser, obs_encoder or None) for a resolved cfg.policy, every field checked first."""
+def build_networks(cfg: dict) -> NetworkBundle:
+    """The networks and spec of a resolved cfg.policy, every field checked first."""
     c = Fields(cfg, "cfg.policy")
     target = c.raw("_target_", "")
     builder = BUILDERS.get(target[len(_PREFIX):]) if isinstance(target, str) and target.startswith(_PREFIX) else None
@@ -305,8 +300,7 @@ def build_networks(cfg: dict):
         raise CheckpointError(f"cannot build {target.rsplit('.', 1)[-1]} from cfg.policy: {one_line(exc)}") from None
 
 
-def build_from_policy_cfg(cfg: dict):
-    """Return (spec, denoiser, obs_encoder or None, scheduler) for a resolved cfg.policy."""
-    spec, model, encoder = build_networks(cfg)
-    scheduler = build_scheduler(Fields(cfg, "cfg.policy").raw("noise_scheduler"))
-    return spec, model, encoder, scheduler
+def build_from_policy_cfg(cfg: dict) -> tuple[NetworkBundle, object]:
+    """``(networks, scheduler)`` for a resolved cfg.policy."""
+    networks = build_networks(cfg)
+    return networks, build_scheduler(Fields(cfg, "cfg.policy").raw("noise_scheduler"))

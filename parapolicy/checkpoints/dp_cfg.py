@@ -16,16 +16,18 @@ from __future__ import annotations
 import re
 
 from parapolicy.checkpoints.arithmetic import safe_arithmetic
-from parapolicy.checkpoints.limits import describe, key_path, one_line
+from parapolicy.checkpoints.limits import (
+    MAX_CFG_NESTING,
+    MAX_CFG_NODES,
+    MAX_INTERPOLATION,
+    MAX_PARSED,
+    MAX_REFERENCE_DEPTH,
+    MAX_STRING,
+    MAX_WORK,
+)
+from parapolicy.checkpoints.messages import describe, key_path, one_line
 from parapolicy.errors import CheckpointError
 
-MAX_NODES = 200_000  # values copied out of the stored cfg, shared nodes counted each time
-MAX_NESTING = 32  # containers inside containers
-MAX_REFERENCE_DEPTH = 24  # interpolations resolving through interpolations
-MAX_STRING = 100_000  # characters of any resolved string
-MAX_WORK = 1_000_000  # size units (characters, values) handed out by all references together
-MAX_INTERPOLATION = 1_000  # characters of one interpolation string (upstream's are under 200)
-MAX_PARSED = 20_000  # characters of interpolation text parsed in all (the grammar parser is slow)
 _TRUST_HINT = "pass trust_checkpoint=True only if you trust this file"
 
 __all__ = ["safe_arithmetic", "to_plain", "resolve_section"]
@@ -53,7 +55,7 @@ def to_plain(node, trust: bool = False):
     if trust:
         return _to_plain_trusted(node)
     root = node
-    for _ in range(MAX_NESTING):  # bounded walk up: a pickled parent chain may be cyclic
+    for _ in range(MAX_CFG_NESTING):  # bounded walk up: a pickled parent chain may be cyclic
         parent = getattr(root, "__dict__", {}).get("_parent")
         if parent is None:
             break
@@ -98,10 +100,10 @@ class _RawCopy:
         from omegaconf.nodes import ValueNode
 
         self.count += 1
-        if self.count > MAX_NODES:
-            raise CheckpointError(f"the checkpoint's cfg has more than {MAX_NODES} values (shared or cyclic nodes?)")
-        if depth > MAX_NESTING:
-            raise CheckpointError(f"the checkpoint's cfg nests deeper than {MAX_NESTING} levels at {_dotted(path)}")
+        if self.count > MAX_CFG_NODES:
+            raise CheckpointError(f"the checkpoint's cfg has more than {MAX_CFG_NODES} values (shared or cyclic nodes?)")
+        if depth > MAX_CFG_NESTING:
+            raise CheckpointError(f"the checkpoint's cfg nests deeper than {MAX_CFG_NESTING} levels at {_dotted(path)}")
         if self.find is not None and node is self.find and self.found is None:
             self.found = path
         if isinstance(node, (DictConfig, ListConfig)):
@@ -197,7 +199,7 @@ class _Resolver:
         if path in self.active:
             cycle = " -> ".join(_dotted(p) for p in self.active[self.active.index(path):] + [path])
             raise CheckpointError(f"the checkpoint's cfg has an interpolation cycle: {cycle}")
-        if len(self.active) >= MAX_REFERENCE_DEPTH + MAX_NESTING:
+        if len(self.active) >= MAX_REFERENCE_DEPTH + MAX_CFG_NESTING:
             raise CheckpointError(f"the checkpoint's cfg resolves deeper than allowed at {_dotted(path)}")
         raw = _lookup(self.root, path)
         if raw is _ABSENT:

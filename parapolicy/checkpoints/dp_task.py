@@ -10,10 +10,10 @@ None (the rollout's env config decides), a malformed one is a ``CheckpointError`
 from __future__ import annotations
 
 from parapolicy.checkpoints.dp_cfg import resolve_section
-from parapolicy.checkpoints.limits import check_bool, check_int, describe
+from parapolicy.checkpoints.fields import check_bool, check_int
+from parapolicy.checkpoints.limits import MAX_EPISODE_STEPS
+from parapolicy.checkpoints.messages import describe
 from parapolicy.errors import CheckpointError
-
-MAX_EPISODE_STEPS = 100_000
 _ABSENT = object()
 
 

@@ -20,23 +20,15 @@ from parapolicy.checkpoints.dp_builders import build_networks
 from parapolicy.checkpoints.files import open_regular
 from parapolicy.checkpoints.dp_cfg import resolve_section
 from parapolicy.checkpoints.dp_task import read_task
-from parapolicy.checkpoints.limits import (
-    MAX_INFERENCE_STEPS,
-    check_bool,
-    check_fits_file,
-    check_tensor_safe,
-    describe,
-    head,
-    key_path,
-    module_bytes,
-    one_line,
-    quoted,
-    stored_bytes,
-)
+from parapolicy.checkpoints.budget import check_fits_file, module_bytes, stored_bytes
+from parapolicy.checkpoints.fields import check_bool
+from parapolicy.checkpoints.limits import MAX_INFERENCE_STEPS
+from parapolicy.checkpoints.messages import describe, head, key_path, one_line, quoted
 from parapolicy.checkpoints.schedulers import build_scheduler
 from parapolicy.checkpoints.safe_pickle import allow_list_pickle
 from parapolicy.errors import CheckpointError, ParapolicyError, UntrustedCheckpointError
 from parapolicy.models.normalizer import LinearNormalizer
+from parapolicy.tensor_safety import check_tensor_safe
 from parapolicy.policy import Policy
 
 # keys upstream state dicts carry that hold no information (ModuleAttrMixin placeholders)
@@ -122,21 +114,21 @@ def policy_from_payload(payload: dict, origin: str = "", use_ema: bool | None = 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with torch.device("meta"):
-            meta_spec, meta_model, meta_encoder = build_networks(policy_cfg)
+            meta = build_networks(policy_cfg)
     scheduler = build_scheduler(policy_cfg.get("noise_scheduler"))
-    check_spec(meta_spec, scheduler)
-    check_weights_fit(meta_model, meta_encoder, groups, origin)
+    check_spec(meta.spec, scheduler)
+    check_weights_fit(meta.model, meta.obs_encoder, groups, origin)
     normalizer_bytes = 4 * sum(torch.Tensor.numel(t) for t in groups["normalizer."].values())  # kept as float32
-    check_fits_file(module_bytes(meta_model, meta_encoder) + normalizer_bytes, stored_bytes(weights.values()),
-                    repr(origin))
-    spec, model, encoder = build_networks(policy_cfg)
+    check_fits_file(module_bytes(*meta.modules()) + normalizer_bytes, stored_bytes(weights.values()), repr(origin))
+    networks = build_networks(policy_cfg)
+    spec = networks.spec
     check_spec(spec, scheduler)
     normalizer = LinearNormalizer()
-    load_policy_groups(groups, model, encoder, normalizer, origin)
+    load_policy_groups(groups, networks.model, networks.obs_encoder, normalizer, origin)
     check_normalizer_fits(normalizer, spec, origin=origin)
     spec.source = {"format": "diffusion_policy_workspace", "path": os.path.abspath(origin), "weights": weights_key}
     spec.task = read_task(cfg, trust_checkpoint)
-    return Policy(spec, model, normalizer, scheduler, encoder)
+    return Policy(spec, networks.model, normalizer, scheduler, networks.obs_encoder)
 
 
 def _select_weights(state_dicts, use_ema: bool) -> tuple[str, dict]:

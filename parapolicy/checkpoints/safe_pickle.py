@@ -16,7 +16,7 @@ file). Tensors and parameters are rebuilt without backward hooks and parameters 
 attributes of their own (torch would restore any attribute the file names, e.g. a fake
 ``stride``), and quantized or numpy-backed rebuilds, which allocate from a size in the
 pickle, are not offered. Expanded tensors are refused later, by the loaders
-(``limits.check_tensor_safe``).
+(``tensor_safety.check_tensor_safe``).
 """
 
 from __future__ import annotations

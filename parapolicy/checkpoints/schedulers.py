@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import math
 
-from parapolicy.checkpoints.limits import MAX_TRAIN_TIMESTEPS, Fields, describe, key_path, one_line
+from parapolicy.checkpoints.fields import Fields
+from parapolicy.checkpoints.limits import MAX_TRAIN_TIMESTEPS
+from parapolicy.checkpoints.messages import describe, key_path, one_line
 from parapolicy.errors import CheckpointError
+from parapolicy.scheduler_kinds import SCHEDULER_KINDS
 
-_SCHEDULERS = ("DDPMScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler")
+_SCHEDULERS = tuple(SCHEDULER_KINDS.values())
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 _CHOICES = {
-    "beta_schedule": ("linear", "scaled_linear", "squaredcos_cap_v2"),
+    "beta_schedule": BETA_SCHEDULES,
     "prediction_type": ("epsilon", "sample", "v_prediction"),
 }
 
@@ -35,8 +39,8 @@ def _check_settings(cfg: Fields, name: str) -> dict:
                     or not all(type(b) in (int, float) and 0 < b < 1 for b in value):
                 raise CheckpointError(f"{where} must be a list of betas in (0, 1), found {describe(value)}")
             value = list(value)
-        elif key in _CHOICES and value not in _CHOICES[key]:
-            raise CheckpointError(f"{where} must be one of {list(_CHOICES[key])}, found {describe(value)}")
+        elif key in _CHOICES:
+            value = cfg.choice(key, _CHOICES[key])
         elif isinstance(value, float) and not math.isfinite(value):
             raise CheckpointError(f"{where} must be finite, found {value}")
         elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_TRAIN_TIMESTEPS:

@@ -88,7 +88,8 @@ def train(cfg: dict, out_dir: str, logger=None, resume: bool = True, progress: b
     torch.manual_seed(int(tcfg.get("seed", 42)))
     np.random.seed(int(tcfg.get("seed", 42)))
     device = torch.device(tcfg.get("device", "cpu"))
-    spec, model, encoder, scheduler = build_from_policy_cfg(pcfg)
+    networks, scheduler = build_from_policy_cfg(pcfg)
+    spec, model, encoder = networks.spec, networks.model, networks.obs_encoder
     if spec.cond_mode != GLOBAL:
         raise NotImplementedError("train.py trains UNet policies with global observation conditioning")
     buffer = load_buffer(cfg["data"]["path"])

@@ -152,7 +152,8 @@ def random_normalizer(policy_cfg, seed) -> LinearNormalizer:
 
 def random_weights(policy_cfg, seed) -> dict:
     torch.manual_seed(seed)
-    _, model, encoder, _ = build_from_policy_cfg(policy_cfg)
+    networks, _ = build_from_policy_cfg(policy_cfg)
+    model, encoder = networks.model, networks.obs_encoder
     with torch.no_grad():  # non-trivial GroupNorm / LayerNorm affine parameters too
         for name, p in list(model.named_parameters()) + list((encoder.named_parameters() if encoder else [])):
             if p.dim() == 1 and p.numel() > 0 and ("norm" in name or ".block.1." in name or "ln_f" in name):

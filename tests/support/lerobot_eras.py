@@ -124,7 +124,8 @@ def write_dir(root, config: dict, stats_layout: str, seed: int = 0) -> str:
     os.makedirs(root, exist_ok=True)
     parsed = parse_config(config)
     torch.manual_seed(seed)
-    encoder, unet = build_networks(parsed, device="cpu")
+    networks = build_networks(parsed, device="cpu")
+    encoder, unet = networks.obs_encoder, networks.model
     for module in encoder.modules():
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.normal_(0.0, 0.2)

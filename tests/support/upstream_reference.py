@@ -49,7 +49,8 @@ def _encode(cfg, encoder, nobs):
 
 
 def upstream_predict_action(cfg: dict, flat: dict, obs: dict, generator: torch.Generator):
-    _, model, encoder, _ = build_from_policy_cfg(cfg)
+    networks, _ = build_from_policy_cfg(cfg)
+    model, encoder = networks.model, networks.obs_encoder
     model.load_state_dict({k[6:]: v for k, v in flat.items() if k.startswith("model.")})
     if encoder is not None:
         encoder.load_state_dict({k[12:]: v for k, v in flat.items() if k.startswith("obs_encoder.")})

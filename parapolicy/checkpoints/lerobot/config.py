@@ -18,25 +18,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from parapolicy.checkpoints.limits import MAX_INFERENCE_STEPS, MAX_TRAIN_TIMESTEPS
+from parapolicy.checkpoints.fields import CONFIG_JSON_CHECKS, Fields
+from parapolicy.checkpoints.limits import (
+    LEROBOT_LIMITS as LIMITS,
+    MAX_CAMERAS,
+    MAX_INFERENCE_STEPS,
+    MAX_KEYPOINTS,
+    MAX_TRAIN_TIMESTEPS,
+)
+from parapolicy.checkpoints.schedulers import BETA_SCHEDULES
 from parapolicy.errors import CheckpointError
+from parapolicy.scheduler_kinds import LEROBOT_SCHEDULER_KINDS, SCHEDULER_KINDS
 
 STATE, ENV, ACTION = "observation.state", "observation.environment_state", "action"
 MODES = ("IDENTITY", "MEAN_STD", "MIN_MAX", "QUANTILES", "QUANTILE10")
-SCHEDULERS = ("DDPM", "DDIM")
-BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+SCHEDULERS = tuple(kind.upper() for kind in LEROBOT_SCHEDULER_KINDS)  # noise_scheduler_type's spelling
 
-# Sane limits, checked before anything is built (LeRobot's own checkpoints sit far inside).
-MAX_OBS_STEPS = 64
-MAX_HORIZON = 1024
-MAX_VECTOR_DIM = 4096  # state / environment state / action width
-MAX_IMAGE_SIDE = 1024
-MAX_CAMERAS = 8
-MAX_DOWN_LEVELS = 6
-MAX_CHANNELS = 4096
-MAX_KERNEL = 31
-MAX_EMBED_DIM = 4096
-MAX_KEYPOINTS = 1024
 
 @dataclass(frozen=True)
 class LeRobotConfig:
@@ -71,7 +68,7 @@ def parse_config(config) -> LeRobotConfig:
     if kind != "diffusion":
         raise CheckpointError(f"config.json holds a LeRobot {kind!r} policy, expected 'diffusion'")
     _check_unsupported(config)
-    r = _Reader(config)
+    r = Fields(config, "config.json", CONFIG_JSON_CHECKS)
     if "input_features" in config:
         era, shapes, action_dim, modes = "features", *_features_era(r)
     elif "input_shapes" in config:
@@ -80,15 +77,15 @@ def parse_config(config) -> LeRobotConfig:
         raise CheckpointError("LeRobot config.json has neither 'input_features' (0.2+) nor 'input_shapes' (2024)")
     images = tuple(k for k, s in shapes.items() if len(s) == 3)
     _check_inputs(shapes, images)
-    n_obs = r.int("n_obs_steps", 2, 1, MAX_OBS_STEPS)
-    horizon = r.int("horizon", None, 1, MAX_HORIZON)
-    n_action = r.int("n_action_steps", None, 1, MAX_HORIZON)
+    n_obs = r.int("n_obs_steps", 1, LIMITS.obs_steps, 2)
+    horizon = r.int("horizon", 1, LIMITS.horizon)
+    n_action = r.int("n_action_steps", 1, LIMITS.horizon)
     if n_action > horizon - n_obs + 1:
         raise CheckpointError(f"config.json n_action_steps={n_action}: expected at most horizon - n_obs_steps + 1 "
                               f"= {horizon - n_obs + 1} (horizon {horizon}, n_obs_steps {n_obs})")
     crop = _crop(r, shapes, images)
-    down = r.int_list("down_dims", (512, 1024, 2048), 1, MAX_DOWN_LEVELS, 1, MAX_CHANNELS)
-    n_groups = r.int("n_groups", 8, 1, MAX_CHANNELS)
+    down = tuple(r.int_list("down_dims", 1, LIMITS.levels, 1, LIMITS.channels, (512, 1024, 2048)))
+    n_groups = r.int("n_groups", 1, LIMITS.channels, 8)
     for dim in (*down, down[0]):
         if dim % n_groups or dim % 8:
             raise CheckpointError(f"config.json down_dims {list(down)}: expected channels divisible by "
@@ -96,7 +93,7 @@ def parse_config(config) -> LeRobotConfig:
     if horizon % 2 ** len(down):
         raise CheckpointError(f"config.json horizon={horizon}: expected a multiple of 2**len(down_dims) "
                               f"= {2 ** len(down)} (down_dims {list(down)})")
-    kernel = r.int("kernel_size", 5, 1, MAX_KERNEL)
+    kernel = r.int("kernel_size", 1, LIMITS.kernel, 5)
     if kernel % 2 == 0:
         raise CheckpointError(f"config.json kernel_size: expected an odd number, found {kernel}")
     scheduler, steps = _scheduler(r)
@@ -104,10 +101,10 @@ def parse_config(config) -> LeRobotConfig:
         era=era, n_obs_steps=n_obs, horizon=horizon, n_action_steps=n_action, obs_shapes=shapes,
         image_keys=images, action_dim=action_dim, modes=modes, crop_shape=crop,
         use_group_norm=r.bool("use_group_norm", True),
-        num_keypoints=r.int("spatial_softmax_num_keypoints", 32, 1, MAX_KEYPOINTS),
+        num_keypoints=r.int("spatial_softmax_num_keypoints", 1, MAX_KEYPOINTS, 32),
         separate_rgb_encoders=r.bool("use_separate_rgb_encoder_per_camera", False),
         down_dims=down, kernel_size=kernel, n_groups=n_groups,
-        diffusion_step_embed_dim=_even(r.int("diffusion_step_embed_dim", 128, 4, MAX_EMBED_DIM)),
+        diffusion_step_embed_dim=_even(r.int("diffusion_step_embed_dim", 4, LIMITS.step_embed_dim, 128)),
         use_film_scale_modulation=r.bool("use_film_scale_modulation", True),
         scheduler=scheduler, num_inference_steps=steps,
     )
@@ -126,73 +123,19 @@ def _check_unsupported(config: dict) -> None:
         raise CheckpointError(f"LeRobot config.json uses unsupported settings: {'; '.join(reasons)}")
 
 
-class _Reader:
-    """Typed, range-checked reads of config.json fields; each failure names the field."""
-
-    def __init__(self, config: dict):
-        self.config = config
-
-    def _get(self, name, default):
-        if name not in self.config:
-            if default is None:
-                raise CheckpointError(f"config.json has no {name!r}: expected it (its default differs between "
-                                      "LeRobot releases, so it must be stated)")
-            return default
-        return self.config[name]
-
-    def int(self, name, default, lo, hi):
-        value = self._get(name, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise CheckpointError(f"config.json {name}: expected an integer in [{lo}, {hi}], found {value!r:.60}")
-        return value
-
-    def float(self, name, default, lo, hi):
-        value = self._get(name, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:  # NaN fails too
-            raise CheckpointError(f"config.json {name}: expected a number in [{lo}, {hi}], found {value!r:.60}")
-        return float(value)
-
-    def bool(self, name, default):
-        value = self._get(name, default)
-        if not isinstance(value, bool):
-            raise CheckpointError(f"config.json {name}: expected true or false, found {value!r:.60}")
-        return value
-
-    def choice(self, name, default, options):
-        value = self._get(name, default)
-        if not isinstance(value, str) or value not in options:
-            raise CheckpointError(f"config.json {name}: expected one of {list(options)}, found {value!r:.60}")
-        return value
-
-    def dict(self, name, default):
-        value = self._get(name, default)
-        if not isinstance(value, dict):
-            raise CheckpointError(f"config.json {name}: expected an object, found {value!r:.60}")
-        return value
-
-    def int_list(self, name, default, min_len, max_len, lo, hi, value=None):
-        value = self._get(name, default) if value is None else value
-        ok = isinstance(value, (list, tuple)) and min_len <= len(value) <= max_len and all(
-            isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi for v in value)
-        if not ok:
-            raise CheckpointError(f"config.json {name}: expected {min_len}-{max_len} integers in [{lo}, {hi}], "
-                                  f"found {value!r:.60}")
-        return tuple(value)
-
-
-def _shape(r: _Reader, name: str, value) -> tuple:
+def _shape(r: Fields, name: str, value) -> tuple:
     """One feature shape: (D,) for vectors, (C, H, W) for images."""
     if isinstance(value, (list, tuple)) and len(value) == 3:
-        shape = r.int_list(name, None, 3, 3, 1, MAX_IMAGE_SIDE, value=value)
+        shape = tuple(r.checks.int_list(r.where(name), value, 3, 3, 1, LIMITS.image_side))
         if shape[0] != 3:
             raise CheckpointError(f"config.json {name}: expected a (3, H, W) RGB image shape, found {list(shape)}")
         return shape
-    return r.int_list(name, None, 1, 1, 1, MAX_VECTOR_DIM, value=value)
+    return tuple(r.checks.int_list(r.where(name), value, 1, 1, 1, LIMITS.vector_dim))
 
 
-def _features_era(r: _Reader):
-    inputs, outputs = r.dict("input_features", None), r.dict("output_features", None)
-    mapping = r.dict("normalization_mapping", {"VISUAL": "MEAN_STD", "STATE": "MIN_MAX", "ACTION": "MIN_MAX"})
+def _features_era(r: Fields):
+    inputs, outputs = r.dict("input_features").cfg, r.dict("output_features").cfg
+    mapping = r.dict("normalization_mapping", {"VISUAL": "MEAN_STD", "STATE": "MIN_MAX", "ACTION": "MIN_MAX"}).cfg
     for ftype, mode in mapping.items():
         if mode not in MODES:
             raise CheckpointError(f"config.json normalization_mapping[{ftype!r}]: expected one of {list(MODES)}, "
@@ -223,15 +166,15 @@ def _features_era(r: _Reader):
     return shapes, action_dim, modes
 
 
-def _hub_2024_era(r: _Reader):
-    raw_in, raw_out = r.dict("input_shapes", None), r.dict("output_shapes", None)
+def _hub_2024_era(r: Fields):
+    raw_in, raw_out = r.dict("input_shapes").cfg, r.dict("output_shapes").cfg
     shapes = {key: _shape(r, f"input_shapes[{key!r}]", value) for key, value in raw_in.items()}
     if ACTION not in raw_out or len(raw_out) != 1:
         raise CheckpointError(f"config.json output_shapes: expected only 'action', found {list(raw_out)[:5]}")
-    action = r.int_list("output_shapes['action']", None, 1, 1, 1, MAX_VECTOR_DIM, value=raw_out[ACTION])
+    action = r.checks.int_list(r.where("output_shapes['action']"), raw_out[ACTION], 1, 1, 1, LIMITS.vector_dim)
     modes = {}
     for group in ("input_normalization_modes", "output_normalization_modes"):
-        for key, mode in r.dict(group, {}).items():
+        for key, mode in r.dict(group, {}).cfg.items():
             if mode not in ("mean_std", "min_max"):
                 raise CheckpointError(f"config.json {group}[{key!r}]: expected 'mean_std' or 'min_max', "
                                       f"found {mode!r:.60}")
@@ -256,13 +199,13 @@ def _check_inputs(shapes: dict, images: tuple) -> None:
                               f"{[list(shapes[k]) for k in images]}")
 
 
-def _crop(r: _Reader, shapes: dict, images: tuple):
+def _crop(r: Fields, shapes: dict, images: tuple):
     if not images:
         return None
-    crop = r._get("crop_shape", None)  # required with cameras: its default changed in 0.4.4
+    crop = r.raw("crop_shape")  # required with cameras: its default changed in 0.4.4
     if crop is None:
         return None
-    crop = r.int_list("crop_shape", None, 2, 2, 1, MAX_IMAGE_SIDE, value=crop)
+    crop = tuple(r.checks.int_list(r.where("crop_shape"), crop, 2, 2, 1, LIMITS.image_side))
     _, h, w = shapes[images[0]]
     if crop[0] > h or crop[1] > w:
         raise CheckpointError(f"config.json crop_shape {list(crop)}: expected to fit in the images ({h}, {w})")
@@ -275,29 +218,29 @@ def _even(dim: int) -> int:
     return dim
 
 
-def _scheduler(r: _Reader):
-    kind = r.choice("noise_scheduler_type", "DDPM", SCHEDULERS)
-    train_steps = r.int("num_train_timesteps", 100, 1, MAX_TRAIN_TIMESTEPS)
-    beta_start = r.float("beta_start", 1e-4, 0.0, 1.0)
-    beta_end = r.float("beta_end", 0.02, 0.0, 1.0)
+def _scheduler(r: Fields):
+    kind = r.choice("noise_scheduler_type", SCHEDULERS, "DDPM")
+    train_steps = r.int("num_train_timesteps", 1, MAX_TRAIN_TIMESTEPS, 100)
+    beta_start = r.float("beta_start", 0.0, 1.0, 1e-4)
+    beta_end = r.float("beta_end", 0.0, 1.0, 0.02)
     if not 0 < beta_start <= beta_end < 1:
         raise CheckpointError(f"config.json betas: expected 0 < beta_start <= beta_end < 1, found "
                               f"{beta_start}, {beta_end}")
     settings = {
-        "_target_": f"diffusers.{kind}Scheduler",
+        "_target_": f"diffusers.{SCHEDULER_KINDS[kind.lower()]}",
         "num_train_timesteps": train_steps,
         "beta_start": beta_start,
         "beta_end": beta_end,
-        "beta_schedule": r.choice("beta_schedule", "squaredcos_cap_v2", BETA_SCHEDULES),
+        "beta_schedule": r.choice("beta_schedule", BETA_SCHEDULES, "squaredcos_cap_v2"),
         "clip_sample": r.bool("clip_sample", True),
-        "clip_sample_range": r.float("clip_sample_range", 1.0, 1e-6, 1e6),
-        "prediction_type": r.choice("prediction_type", "epsilon", ("epsilon", "sample")),
+        "clip_sample_range": r.float("clip_sample_range", 1e-6, 1e6, 1.0),
+        "prediction_type": r.choice("prediction_type", ("epsilon", "sample"), "epsilon"),
     }
-    if r.config.get("num_inference_steps") is None:
+    if r.cfg.get("num_inference_steps") is None:
         steps = train_steps
         if steps > MAX_INFERENCE_STEPS:
             raise CheckpointError(f"config.json num_inference_steps: null means num_train_timesteps={train_steps}; "
                                   f"expected at most {MAX_INFERENCE_STEPS} steps (state num_inference_steps)")
     else:
-        steps = r.int("num_inference_steps", None, 1, min(train_steps, MAX_INFERENCE_STEPS))
+        steps = r.int("num_inference_steps", 1, min(train_steps, MAX_INFERENCE_STEPS))
     return settings, steps

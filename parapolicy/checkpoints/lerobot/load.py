@@ -21,12 +21,12 @@ from parapolicy.checkpoints.lerobot.stats import (
     read_stats,
 )
 from parapolicy.checkpoints.lerobot.weights import read_safetensors, safetensors_header
-from parapolicy.checkpoints.limits import check_fits_file, module_bytes
+from parapolicy.checkpoints.budget import check_fits_file, module_bytes
+from parapolicy.checkpoints.limits import MAX_CONFIG_JSON_BYTES
 from parapolicy.checkpoints.schedulers import build_scheduler
 from parapolicy.errors import CheckpointError
 from parapolicy.policy import GLOBAL, Policy, PolicySpec
 
-MAX_CONFIG_BYTES = 1 << 20  # a LeRobot config.json is a few kB
 MODEL_FILE = "model.safetensors"
 
 
@@ -37,7 +37,7 @@ def is_lerobot_dir(path: str) -> bool:
 
 
 def read_config_json(folder: CheckpointDir) -> dict:
-    data = folder.read_bytes("config.json", MAX_CONFIG_BYTES)
+    data = folder.read_bytes("config.json", MAX_CONFIG_JSON_BYTES)
     if data is None:
         raise CheckpointError("no config.json: expected one in a LeRobot pretrained_model dir")
     try:
@@ -56,19 +56,19 @@ def load_lerobot(path: str, device="cpu", blobs: str | None = None) -> Policy:
         config = parse_config(read_config_json(folder))
     except CheckpointError as exc:
         raise CheckpointError(f"{origin}: {exc}") from None
-    encoder, unet = build_networks(config)
+    networks = build_networks(config)
     model_file = folder.file(MODEL_FILE)
     if model_file is None:
         raise CheckpointError(f"{origin}: no {MODEL_FILE}: expected one beside config.json")
     header = safetensors_header(model_file, folder.shown(MODEL_FILE))
-    networks = {k: v for k, v in header.items() if not k.startswith(BUFFER_PREFIXES)}
-    check_header(networks, expected_weights(encoder, unet), origin)
-    check_fits_file(module_bytes(encoder, unet), os.path.getsize(model_file), origin)
+    stored = {k: v for k, v in header.items() if not k.startswith(BUFFER_PREFIXES)}
+    check_header(stored, expected_weights(networks), origin)
+    check_fits_file(module_bytes(*networks.modules()), os.path.getsize(model_file), origin)
     tensors = read_safetensors(model_file, folder.shown(MODEL_FILE))
     buffers = {k: v for k, v in tensors.items() if k.startswith(BUFFER_PREFIXES)}
     stats, legacy = read_stats(folder, buffers)
     stats = checked_stats(config, stats, origin)
-    materialize(encoder, unet, tensors)
+    materialize(networks, tensors)
     del tensors
     keys = [*config.obs_shapes, ACTION]
     normalizer = LeRobotNormalizer(stats, {k: config.modes.get(k, "IDENTITY") for k in keys}, legacy)
@@ -80,7 +80,8 @@ def load_lerobot(path: str, device="cpu", blobs: str | None = None) -> Policy:
                 "era": config.era, "stats": "buffers" if legacy else "processor", "config": config},
     )
     try:
-        return Policy(spec, unet, normalizer, build_scheduler(config.scheduler), encoder).to(device)
+        scheduler = build_scheduler(config.scheduler)
+        return Policy(spec, networks.model, normalizer, scheduler, networks.obs_encoder).to(device)
     except (ValueError, TypeError) as exc:  # diffusers refusing a combination the ranges allowed
         raise CheckpointError(f"{origin}: the scheduler settings are not usable: {str(exc)[:200]}") from None
 

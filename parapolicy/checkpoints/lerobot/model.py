@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from parapolicy.checkpoints.lerobot.config import ENV, STATE, LeRobotConfig
-from parapolicy.checkpoints.limits import head, quoted
+from parapolicy.checkpoints.messages import head, quoted
+from parapolicy.checkpoints.networks import NetworkBundle
 from parapolicy.errors import CheckpointError
 from parapolicy.models.unet1d import ConditionalUnet1D
 from parapolicy.models.vision import center_crop, make_resnet18
@@ -113,8 +114,8 @@ class LeRobotObsEncoder(nn.Module):
         return torch.cat(feats, dim=-1)
 
 
-def build_networks(config: LeRobotConfig, device="meta"):
-    """(obs encoder, UNet) for ``config``; on the meta device (the default) shapes only, no memory."""
+def build_networks(config: LeRobotConfig, device="meta") -> NetworkBundle:
+    """The UNet and observation encoder of ``config``; on the meta device (the default) shapes only, no memory."""
     with torch.device(device):
         encoder = LeRobotObsEncoder(config.obs_shapes, config.image_keys, config.crop_shape, config.use_group_norm,
                                     config.num_keypoints, config.separate_rgb_encoders)
@@ -124,13 +125,13 @@ def build_networks(config: LeRobotConfig, device="meta"):
             kernel_size=config.kernel_size, n_groups=config.n_groups,
             cond_predict_scale=config.use_film_scale_modulation,
         )
-    return encoder, unet
+    return NetworkBundle(unet, encoder)
 
 
-def expected_weights(encoder: nn.Module, unet: nn.Module) -> dict:
+def expected_weights(networks: NetworkBundle) -> dict:
     """``{file key: shape}`` LeRobot writes for these networks."""
-    want = {UNET + dp_unet_key_to_lerobot(k): tuple(v.shape) for k, v in unet.state_dict().items()}
-    want.update({ENCODER + k: tuple(v.shape) for k, v in encoder.state_dict().items()})
+    want = {UNET + dp_unet_key_to_lerobot(k): tuple(v.shape) for k, v in networks.model.state_dict().items()}
+    want.update({ENCODER + k: tuple(v.shape) for k, v in networks.obs_encoder.state_dict().items()})
     return want
 
 
@@ -151,9 +152,10 @@ def check_header(header: dict, want: dict, origin: str) -> None:
             raise CheckpointError(f"{origin}: weight {key!r}: expected dtype {'/'.join(allowed)}, found {dtype}")
 
 
-def materialize(encoder: nn.Module, unet: nn.Module, tensors: dict) -> None:
+def materialize(networks: NetworkBundle, tensors: dict) -> None:
     """Move the meta networks to the CPU and copy the (already checked) file tensors in."""
-    for module, prefix, rename in ((unet, UNET, dp_unet_key_to_lerobot), (encoder, ENCODER, str)):
+    parts = ((networks.model, UNET, dp_unet_key_to_lerobot), (networks.obs_encoder, ENCODER, str))
+    for module, prefix, rename in parts:
         module.to_empty(device="cpu")
         names = module.state_dict().keys()
         # to_empty leaves garbage in anything the file does not overwrite
