@@ -9,7 +9,8 @@ barely until it is full). So on the first call for a schedule and batch shape, `
    network (model updates, propagation) apart from the network itself,
 3. predicts each candidate's chunk time at the real batch as rounds x cost(rows per round x
    batch) + host time, and keeps the fastest, sequential included (the curve is held
-   non-decreasing in rows: a noisy point must not make more rows look cheaper).
+   non-decreasing in rows: a noisy point must not make more rows look cheaper; predictions
+   within 5% of the fastest are settled by the fewest rows per chunk).
 Later calls run the choice. Every candidate is exact, so the choice moves the latency, never
 the answer beyond the candidates' tolerance. ``calibration`` holds the cost curve, each
 candidate's prediction and the choice (results.json's ``auto`` block).
@@ -104,6 +105,19 @@ def one_sample(problem: DenoisingProblem) -> DenoisingProblem:
                            extra={}, callback=None)
 
 
+TIE = 0.05  # predictions this close (relative) are within timing noise of each other
+
+
+def choose(predictions: dict) -> str:
+    """The fastest prediction; among those within ``TIE`` of it, the one with the fewest network rows
+    per chunk. Host time is measured once and is noisy, so a near-tie is settled by the work that
+    does not depend on the clock: fewer rows cost less on every device."""
+    fastest = min(p["predicted_ms"] for p in predictions.values())
+    close = [k for k, p in predictions.items() if p["predicted_ms"] <= fastest * (1 + TIE)]
+    return min(close, key=lambda k: (predictions[k]["rounds"] * predictions[k]["rows_per_round"],
+                                     predictions[k]["predicted_ms"]))
+
+
 @dataclass(frozen=True)
 class Auto(SamplerBase):
     """Settings: ``tolerance_scale`` (multiplies every candidate's default tolerance; 1 keeps them)."""
@@ -167,7 +181,7 @@ class Auto(SamplerBase):
         for p in predictions.values():
             p["predicted_ms"] = p["rounds"] * call_cost(curve, p["rows_per_round"]) + p["host_ms"]
         usable = {k: v for k, v in predictions.items() if not v.get("fallback")}
-        chosen = min(usable, key=lambda k: usable[k]["predicted_ms"])
+        chosen = choose(usable)
         report = {"chosen": chosen, "config": samplers[chosen].config(),
                   "batch": batch, "cost_curve_ms": {str(k): v for k, v in curve.items()}, "candidates": predictions,
                   "calibration_s": time.perf_counter() - started}
