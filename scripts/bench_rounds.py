@@ -37,6 +37,8 @@ from parapolicy.eval.build import ASSETS_DIR, ensure_envs_importable as _ensure_
 SAMPLERS = {  # (sampler name, settings): the defaults a user gets; picard's rows are in the table above
     "picard": ("picard", {"window": 100, "max_rows": 100, "tolerance": 0.1}),
     "picard_budget": ("picard", {}),  # the default: window 100 run at the 64-row budget
+    "picard_budget@0.05": ("picard", {"tolerance": 0.05}),  # the tolerance a <= 1 px default needs?
+    "picard_budget@0.02": ("picard", {"tolerance": 0.02}),
     "newton_picard": ("newton_picard", {}),
     "newton_prior": ("newton_prior", {}),
     "jacobian_newton": ("jacobian_newton", {}),
