@@ -36,6 +36,7 @@ from collections import deque
 import numpy as np
 import torch
 
+from parapolicy.chunk_log import ChunkLog
 from parapolicy.errors import ControllerConfigError, ParapolicyError
 from parapolicy.samplers import SamplingCancelled
 from parapolicy.metrics import latency_summary
@@ -50,11 +51,6 @@ class ControllerError(ParapolicyError, RuntimeError):
 
 class InferenceCancelled(SamplingCancelled):
     """``close`` stopped an inference between two sampler rounds."""
-
-
-def sampler_counts(stats: dict) -> tuple[int, int, str | None]:
-    """(rounds, nfe, fallback) of one chunk: the one place that reads sampler stats names."""
-    return int(stats.get("rounds", 0)), int(stats.get("nfe", 0)), stats.get("fallback")
 
 
 def shifted_plan(plan: torch.Tensor, shift: int):
@@ -145,9 +141,9 @@ class Controller:
         self.warm_start = warm_start
         self._closed = False
         self._act_lock = threading.Lock()
-        self.chunk_latency_ms, self.act_latency_ms, self.rounds, self.nfe = [], [], [], []
+        self.chunks, self.act_latency_ms = ChunkLog(), []
         self.measured_delay_ticks, self.jumps = [], []
-        self.deadline_misses, self.empty_queue_waits, self.late_chunks, self.fallbacks = 0, 0, 0, 0
+        self.deadline_misses, self.empty_queue_waits, self.late_chunks = 0, 0, 0
         self._inflight = None
         self.reset()
 
@@ -233,6 +229,22 @@ class Controller:
         budget = self.latency_budget_ms if self.latency_budget_ms is not None else self.period_s * 1000.0
         self.deadline_misses += elapsed_ms > budget
         return action
+
+    @property
+    def chunk_latency_ms(self) -> list:
+        return self.chunks.latency_ms
+
+    @property
+    def rounds(self) -> list:
+        return self.chunks.rounds
+
+    @property
+    def nfe(self) -> list:
+        return self.chunks.nfe
+
+    @property
+    def fallbacks(self) -> int:
+        return len(self.chunks.fallbacks)
 
     @property
     def stats(self) -> dict:
@@ -350,11 +362,7 @@ class Controller:
             exc = inflight.error
             raise ControllerError(f"inference failed: {type(exc).__name__}: {exc}") from exc
         out = inflight.result
-        self.chunk_latency_ms.append(out["stats"]["latency_ms"])
-        rounds, nfe, fallback = sampler_counts(out["stats"])
-        self.rounds.append(rounds)
-        self.nfe.append(nfe)
-        self.fallbacks += fallback is not None
+        self.chunks.append(out["stats"])
         if "sample" in out:
             self._last_sample = (out["sample"].detach(), inflight.planned_at)
         spec = self.policy.spec

@@ -1,10 +1,10 @@
-"""The chunk log: one record per ``predict_action`` call, one summary for every evaluation mode.
+"""The chunk log: one record per ``predict_action`` call, one summary for every way of running chunks.
 
-The batched runner, the simulated clock and the paired comparison all append to a
-``ChunkLog`` and report ``ChunkLog.summary()``, so results.json, eval_info.json, wandb and the
-console table read the same names (``SampleStats``: ``rounds``, ``nfe``, rows per round)
-from one place. A ``ChunkRecord`` is made from the typed ``ChunkStats``; a stats dict (a
-stand-in policy's) is read by name here and nowhere else.
+The batched runner, the simulated clock, the paired comparison and the wall-clock Controller
+all append to a ``ChunkLog`` and report from it, so results.json, eval_info.json, wandb, the
+console table and ``Controller.stats`` read the same names (``SampleStats``: ``rounds``,
+``nfe``, rows per round) from one place. A ``ChunkRecord`` is made from the typed
+``ChunkStats``; a stats dict (a stand-in policy's) is read by name here and nowhere else.
 """
 
 from __future__ import annotations
