@@ -16,6 +16,7 @@ from torch import nn
 
 from parapolicy.acceleration import GraphedDenoiser, GraphExecutor, make_denoiser
 from parapolicy.action_chunk import ActionChunk, ChunkStats
+from parapolicy.chunking import executed_slice
 from parapolicy.errors import (AccelerationError, InputError, NonFiniteSampleError, ObservationError, PrefixError,
                                SamplerConfigError)
 from parapolicy.models.normalizer import LinearNormalizer
@@ -237,7 +238,7 @@ class Policy(nn.Module):
     # ------------------------------------------------------------------ internals
     def _action_rows(self) -> slice:
         """Where the executed actions sit in ``action_pred``."""
-        start = 0 if self.spec.pred_action_steps_only else self.spec.action_start
+        start = executed_slice(self.spec).start
         return slice(start, start + self.spec.n_action_steps)
 
     def _checked_prefix(self, prefix) -> ActionPrefix:
