@@ -175,6 +175,9 @@ def test_no_import_cycles_and_samplers_depend_on_neither_policy_nor_acceleration
     assert not _arrows(graph, "parapolicy.models", ("parapolicy.checkpoints", "parapolicy.samplers", "parapolicy.eval",
                                                      "parapolicy.policy"))  # no arrow back up from the networks
     assert not _arrows(graph, "parapolicy.checkpoints", ("parapolicy.eval", "parapolicy.controller", "parapolicy.cli"))
+    # the simulated clock and the wall-clock Controller share parapolicy.chunking, never each other
+    assert not _arrows(graph, "parapolicy.eval", ("parapolicy.controller",))
+    assert not _arrows(graph, "parapolicy.chunking", ("parapolicy.controller", "parapolicy.eval"))
     assert not _arrows(graph, "parapolicy.tensor_safety", ("parapolicy.",), allowed=("parapolicy.errors",))
     state = {}
 
