@@ -99,7 +99,7 @@ def autotune_window(policy, obs: dict, windows=None, tolerance: float = 0.1, rep
         for window in windows:
             # the budget is the window measured, so the window recorded is the window that runs
             policy.set_sampler(name, window=int(window), tolerance=tolerance, max_rows=int(window))
-            rounds = policy.predict_action(obs, generator=torch.Generator().manual_seed(0))["stats"]["rounds"]
+            rounds = policy.predict_action(obs, generator=torch.Generator().manual_seed(0)).stats.sampling.rounds
             cost = curve[batch * int(window)]
             for k in ks:
                 expected, executed = expected_chunk_ms(rounds, cost, sync_ms, k)

@@ -28,7 +28,6 @@ threads at once is refused with one clear error.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import deque
@@ -36,12 +35,16 @@ from collections import deque
 import numpy as np
 import torch
 
+from parapolicy import chunking
+from parapolicy.chunk_log import ChunkLog
+from parapolicy.chunking import Plan, PlannedSample, check_guidance, check_number, executed_slice, rtc_prefix
+from parapolicy.chunking import shifted_plan  # noqa: F401  (documented here before the core existed)
 from parapolicy.errors import ControllerConfigError, ParapolicyError
 from parapolicy.samplers import SamplingCancelled
 from parapolicy.metrics import latency_summary
-from parapolicy.samplers.prefix import DEFAULT_MAX_GUIDANCE_WEIGHT, GUIDANCE_FORMS, ActionPrefix
+from parapolicy.samplers.prefix import DEFAULT_MAX_GUIDANCE_WEIGHT, ActionPrefix
 
-MODES = ("sync", "async", "rtc")
+MODES = tuple(m for m in chunking.MODES if m not in chunking.AVERAGING_MODES)  # one plan queue, one action a tick
 
 
 class ControllerError(ParapolicyError, RuntimeError):
@@ -50,29 +53,6 @@ class ControllerError(ParapolicyError, RuntimeError):
 
 class InferenceCancelled(SamplingCancelled):
     """``close`` stopped an inference between two sampler rounds."""
-
-
-def sampler_counts(stats: dict) -> tuple[int, int, str | None]:
-    """(rounds, nfe, fallback) of one chunk: the one place that reads sampler stats names."""
-    return int(stats.get("rounds", 0)), int(stats.get("nfe", 0)), stats.get("fallback")
-
-
-def shifted_plan(plan: torch.Tensor, shift: int):
-    """A tensor (..., horizon, D) -- a denoised sample or per-step outputs -- moved ``shift``
-    ticks along the horizon, the tail padded with the last step; None when nothing overlaps.
-
-    The warm-start guess for a chunk planned ``shift`` ticks after the one that produced it.
-    """
-    if shift >= plan.shape[-2]:
-        return None
-    tail = plan[..., shift:, :]
-    return torch.cat([tail, tail[..., -1:, :].expand(*tail.shape[:-2], shift, tail.shape[-1])], dim=-2)
-
-
-def check_number(name: str, value, minimum_exclusive=0.0):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or value <= minimum_exclusive:
-        raise ControllerConfigError(f"{name} must be a finite number > {minimum_exclusive:g}, got {value!r}")
 
 
 class _Inference:
@@ -117,7 +97,8 @@ class Controller:
         if latency_budget_ms is not None:
             check_number("latency_budget_ms", latency_budget_ms)
         spec = policy.spec
-        available = spec.n_action_steps if spec.pred_action_steps_only else spec.horizon - spec.action_start
+        executable = executed_slice(spec)
+        available = executable.stop - executable.start
         steps = spec.n_action_steps if n_action_steps is None else n_action_steps
         if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= available:
             raise ControllerConfigError(f"n_action_steps must be an integer in [1, {available}], got {n_action_steps!r}")
@@ -127,9 +108,7 @@ class Controller:
             if isinstance(delay_ticks, bool) or not isinstance(delay_ticks, int) or not 0 <= delay_ticks < steps:
                 raise ControllerConfigError(f"delay_ticks must be an integer in [0, {steps - 1}] "
                                             f"(n_action_steps={steps}), got {delay_ticks!r}")
-        if not isinstance(guidance, str) or guidance not in GUIDANCE_FORMS:
-            raise ControllerConfigError(f"guidance must be one of {GUIDANCE_FORMS}, got {guidance!r}")
-        check_number("max_guidance_weight", max_guidance_weight)
+        check_guidance(guidance, max_guidance_weight)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise ControllerConfigError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
         if not isinstance(warm_start, bool):
@@ -145,9 +124,9 @@ class Controller:
         self.warm_start = warm_start
         self._closed = False
         self._act_lock = threading.Lock()
-        self.chunk_latency_ms, self.act_latency_ms, self.rounds, self.nfe = [], [], [], []
+        self.chunks, self.act_latency_ms = ChunkLog(), []
         self.measured_delay_ticks, self.jumps = [], []
-        self.deadline_misses, self.empty_queue_waits, self.late_chunks, self.fallbacks = 0, 0, 0, 0
+        self.deadline_misses, self.empty_queue_waits, self.late_chunks = 0, 0, 0
         self._inflight = None
         self.reset()
 
@@ -158,12 +137,12 @@ class Controller:
             self._inflight.cancel.set()
             self._inflight.done.wait()
         self._history = deque(maxlen=self.policy.spec.n_obs_steps)
-        self._plan: list[np.ndarray] = []  # actions for ticks self._tick, self._tick + 1, ...
+        self._executing: Plan | None = None  # gives the actions for ticks self._tick ... its end
         self._tick = 0
         self._inflight = None
-        self._last_sample = None  # (denoised sample in normalized units, tick it was planned at)
-        self._chunk = None  # (tick planned at, every action the chunk planned from there on)
-        self._last_action, self._switch_tick = None, None
+        self._last_sample: PlannedSample | None = None
+        self._received: Plan | None = None  # the newest chunk: every action it planned, its switch tick
+        self._last_action = None
 
     def close(self, timeout: float = 5.0) -> bool:
         """Cancel a running inference between sampler rounds and wait at most ``timeout`` s.
@@ -218,13 +197,13 @@ class Controller:
         self._collect(block=False)
         if self.mode != "sync":
             self._maybe_start()
-        if not self._plan:
+        if not self._queued():
             self.empty_queue_waits += self._tick > 0 and self.mode != "sync"
             if self._inflight is None:
                 self._start()
             self._collect(block=True)
-        action = self._plan.pop(0)
-        if self._tick == self._switch_tick and self._last_action is not None:
+        action = self._executing.action_at(self._tick)[0]
+        if self._tick == self._received.switch_tick and self._last_action is not None:
             self.jumps.append(float(np.linalg.norm(action - self._last_action)))
         self._last_action = action
         self._tick += 1
@@ -233,6 +212,22 @@ class Controller:
         budget = self.latency_budget_ms if self.latency_budget_ms is not None else self.period_s * 1000.0
         self.deadline_misses += elapsed_ms > budget
         return action
+
+    @property
+    def chunk_latency_ms(self) -> list:
+        return self.chunks.latency_ms
+
+    @property
+    def rounds(self) -> list:
+        return self.chunks.rounds
+
+    @property
+    def nfe(self) -> list:
+        return self.chunks.nfe
+
+    @property
+    def fallbacks(self) -> int:
+        return len(self.chunks.fallbacks)
 
     @property
     def stats(self) -> dict:
@@ -287,9 +282,11 @@ class Controller:
     def _obs_batch(self) -> dict:
         items = list(self._history)
         items = [items[0]] * (self._history.maxlen - len(items)) + items
-        if isinstance(items[0], dict):
-            return {k: torch.as_tensor(np.stack([o[k] for o in items]))[None] for k in items[0]}
-        return {self.obs_key: torch.as_tensor(np.stack(items))[None]}
+        return {k: v[None] for k, v in chunking.stack_observations(items, self.obs_key).items()}
+
+    def _queued(self) -> int:
+        """Planned actions left for this tick and the next ones."""
+        return self._executing.remaining(self._tick) if self._executing is not None else 0
 
     def _expected_latency_s(self) -> float:
         recent = self.chunk_latency_ms[-5:]
@@ -302,9 +299,9 @@ class Controller:
         return int(np.ceil(self._expected_latency_s() / self.period_s)) + 1
 
     def _maybe_start(self) -> None:
-        if self._inflight is not None or not self._plan:
+        if self._inflight is not None or not self._queued():
             return
-        if len(self._plan) <= self._delay_ticks():
+        if self._queued() <= self._delay_ticks():
             self._start()
 
     def _start(self) -> None:
@@ -316,19 +313,13 @@ class Controller:
 
     def _prefix(self) -> ActionPrefix | None:
         """RTC: the actions that execute while this chunk is computed, and the rest of the old plan."""
-        if self.mode != "rtc" or not self._plan or self._chunk is None:
+        if self.mode != "rtc" or not self._queued() or self._received is None:
             return None
-        planned_at, actions = self._chunk
-        known = actions[self._tick - planned_at :]
-        frozen = min(self._delay_ticks(), len(self._plan))
-        return ActionPrefix(torch.as_tensor(known)[None], frozen=frozen, guidance=self.guidance,
-                            max_guidance_weight=self.max_guidance_weight)
+        frozen = min(self._delay_ticks(), self._queued())
+        return rtc_prefix(self._received, self._tick, frozen, self.guidance, self.max_guidance_weight)
 
     def _warm_guess(self):
-        if self._last_sample is None:
-            return None
-        sample, planned_at = self._last_sample  # (B, horizon, D)
-        return shifted_plan(sample, self._tick - planned_at)
+        return self._last_sample.guess(self._tick) if self._last_sample is not None else None
 
     def _infer(self, obs, guess, prefix, check):
         kwargs = {"generator": self.generator, "initial_guess": guess}
@@ -350,24 +341,18 @@ class Controller:
             exc = inflight.error
             raise ControllerError(f"inference failed: {type(exc).__name__}: {exc}") from exc
         out = inflight.result
-        self.chunk_latency_ms.append(out["stats"]["latency_ms"])
-        rounds, nfe, fallback = sampler_counts(out["stats"])
-        self.rounds.append(rounds)
-        self.nfe.append(nfe)
-        self.fallbacks += fallback is not None
+        self.chunks.append(out["stats"])
         if "sample" in out:
-            self._last_sample = (out["sample"].detach(), inflight.planned_at)
-        spec = self.policy.spec
-        start = 0 if spec.pred_action_steps_only else spec.action_start
-        planned = out["action_pred"][0, start:].detach().cpu().numpy()
-        self._chunk = (inflight.planned_at, planned)
-        chunk = planned[: self.n_action_steps]
+            self._last_sample = PlannedSample(out["sample"].detach(), inflight.planned_at)
+        planned = out["action_pred"][:1, executed_slice(self.policy.spec)].detach().cpu().numpy()
+        received = Plan(inflight.planned_at, planned, usable_from=self._tick, frozen=inflight.frozen,
+                        until=inflight.planned_at + self.n_action_steps)
+        self._received = received
         late = self._tick - inflight.planned_at
         if inflight.planned_at > 0:
             self.measured_delay_ticks.append(late)
             self.late_chunks += self.mode == "rtc" and late > inflight.frozen
-        self._switch_tick = inflight.planned_at + max(late, inflight.frozen)
-        if late < len(chunk):
-            self._plan = list(chunk[late:])
-        elif not self._plan:
-            self._plan = [chunk[-1]]  # inference took longer than the whole chunk: hold the last action
+        if late < self.n_action_steps:
+            self._executing = received
+        elif not self._queued():
+            self._executing = received.holding_last(self._tick)  # inference took longer than the whole chunk

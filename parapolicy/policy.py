@@ -15,6 +15,8 @@ import torch
 from torch import nn
 
 from parapolicy.acceleration import GraphedDenoiser, GraphExecutor, make_denoiser
+from parapolicy.action_chunk import ActionChunk, ChunkStats
+from parapolicy.chunking import executed_slice
 from parapolicy.errors import (AccelerationError, InputError, NonFiniteSampleError, ObservationError, PrefixError,
                                SamplerConfigError)
 from parapolicy.models.normalizer import LinearNormalizer
@@ -140,14 +142,15 @@ class Policy(nn.Module):
 
     # ------------------------------------------------------------------ inference
     def predict_action(self, obs_dict: dict, generator: torch.Generator | None = None, initial_guess=None,
-                       callback=None, prefix: ActionPrefix | None = None) -> dict:
+                       callback=None, prefix: ActionPrefix | None = None) -> ActionChunk:
         """Sample an action chunk; same outputs and semantics as upstream's predict_action.
 
-        ``prepare`` -> ``sampler.sample`` -> ``decode``. Returns ``action`` (B, n_action_steps,
-        Da), ``action_pred`` (B, horizon, Da), ``stats`` (``SampleStats`` names plus
-        ``latency_ms``), ``sample`` (B, horizon, D), the denoised trajectory in normalized
-        units, and ``denoiser_outputs`` (steps, B, horizon, D), each step's latest network
-        output. ``initial_guess`` is a guess of either: a ``sample`` (e.g. the previous
+        ``prepare`` -> ``sampler.sample`` -> ``decode``. Returns an ``ActionChunk``
+        (``parapolicy.action_chunk``), read as fields or, as upstream's dict, by key: ``action``
+        (B, n_action_steps, Da), ``action_pred`` (B, horizon, Da), ``stats`` (``ChunkStats``: the
+        sampler's ``SampleStats`` plus ``latency_ms``; ``stats["rounds"]`` reads its flat names),
+        ``sample`` (B, horizon, D), the denoised trajectory in normalized units, and
+        ``denoiser_outputs`` (steps, B, horizon, D), each step's latest network output. ``initial_guess`` is a guess of either: a ``sample`` (e.g. the previous
         chunk's, shifted by the executed steps; the trajectory whose denoiser always predicts
         it, with this call's noises) or per-step outputs (the trajectory they imply with this
         call's noises). A sampler that accepts one starts from that trajectory, which changes
@@ -163,7 +166,7 @@ class Policy(nn.Module):
             out = self.decode(self.sampler.sample(problem), prefix)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        out["stats"]["latency_ms"] = (time.perf_counter() - started) * 1000.0
+        out.stats = ChunkStats(out.stats.sampling, latency_ms=(time.perf_counter() - started) * 1000.0)
         return out
 
     def prepare(self, obs_dict: dict, generator: torch.Generator | None = None, initial_guess=None,
@@ -198,7 +201,7 @@ class Policy(nn.Module):
         return DenoisingProblem(denoise, self.rule, draws.x_T, draws.noises, cond_data, cond_mask, init_guess=guess,
                                 extra=extra, callback=callback, executor=executor)
 
-    def decode(self, result: SampleResult, prefix: ActionPrefix | None = None) -> dict:
+    def decode(self, result: SampleResult, prefix: ActionPrefix | None = None) -> ActionChunk:
         """The sampler's normalized trajectory -> actions in the env's units, upstream's slice, stats.
 
         Non-finite actions are an error here, after unnormalising, so that no normalizer
@@ -219,14 +222,12 @@ class Policy(nn.Module):
             action = action_pred
         else:
             action = action_pred[:, spec.action_start : spec.action_start + spec.n_action_steps]
-        out = {"action": action, "action_pred": action_pred, "sample": result.sample.clone(), "stats": result.stats.as_dict()}
-        if result.eps is not None:
-            out["denoiser_outputs"] = result.eps
+        out = ActionChunk(action, action_pred, result.sample.clone(), ChunkStats(result.stats),
+                          denoiser_outputs=result.eps)
         if spec.cond_mode == INPAINT and "obs" in self.normalizer.fields and self.obs_encoder is None:
             with torch.no_grad():
-                obs_pred = self.normalizer.unnormalize("obs", result.sample[..., spec.action_dim :])
-            out["obs_pred"] = obs_pred
-            out["action_obs_pred"] = obs_pred[:, spec.action_start : spec.action_start + spec.n_action_steps]
+                out.obs_pred = self.normalizer.unnormalize("obs", result.sample[..., spec.action_dim :])
+            out.action_obs_pred = out.obs_pred[:, spec.action_start : spec.action_start + spec.n_action_steps]
         return out
 
     def bound_denoiser(self, obs_dict: dict):
@@ -237,7 +238,7 @@ class Policy(nn.Module):
     # ------------------------------------------------------------------ internals
     def _action_rows(self) -> slice:
         """Where the executed actions sit in ``action_pred``."""
-        start = 0 if self.spec.pred_action_steps_only else self.spec.action_start
+        start = executed_slice(self.spec).start
         return slice(start, start + self.spec.n_action_steps)
 
     def _checked_prefix(self, prefix) -> ActionPrefix:

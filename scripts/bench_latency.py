@@ -111,7 +111,7 @@ def bench_config(policy, obs, args, accel):
     row["seq_eager"], _ = time_chunks(policy, obs, args.repeats)
     policy.accelerate(accel)
     row["seq_graph"], reference = time_chunks(policy, obs, args.repeats)
-    row["seq_graphed_chain"] = all(o["stats"].get("captured", False) for o in reference)
+    row["seq_graphed_chain"] = all(o.stats.sampling.captured for o in reference)
     row["seq_graph_ddim16"] = alternative_ddim(policy, obs, args, accel, 16)
     row["seq_graph_ddim10"] = alternative_ddim(policy, obs, args, accel, 10)
     ks = tuple(int(k) for k in args.rounds_per_sync.split(","))
@@ -120,9 +120,9 @@ def bench_config(policy, obs, args, accel):
         policy.set_sampler(name, window=window, max_rows=window, tolerance=tol, rounds_per_sync=k)
         row[label], outs = time_chunks(policy, obs, args.repeats)
         row[f"{label}_window"], row[f"{label}_rounds_per_sync"] = window, k
-        row[f"{label}_rounds"] = float(np.mean([o["stats"]["rounds"] for o in outs]))
-        row[f"{label}_nfe"] = float(np.mean([o["stats"]["nfe"] for o in outs]))
-        row[f"{label}_graphed_rounds"] = all(o["stats"].get("captured", False) for o in outs)
+        row[f"{label}_rounds"] = float(np.mean([o.stats.sampling.rounds for o in outs]))
+        row[f"{label}_nfe"] = float(np.mean([o.stats.sampling.nfe for o in outs]))
+        row[f"{label}_graphed_rounds"] = all(o.stats.sampling.captured for o in outs)
         row[f"{label}_max_action_diff"] = max(float((a["action"] - b["action"]).abs().max())
                                              for a, b in zip(reference, outs))
     policy.accelerate("eager")
@@ -238,11 +238,11 @@ def sampler_table(base, pname: str, args) -> list[dict]:
                 if label == "sequential":
                     reference[sched] = out["action"]
                 if not warm:
-                    stats = out["stats"]
-                    runs[(label, sched)].append({"ms": ms, "rounds": stats["rounds"], "nfe": stats["nfe"],
-                                                 "rows": stats["rows_per_round"], "max_rows": stats["max_rows_per_round"],
+                    stats = out.stats.sampling
+                    runs[(label, sched)].append({"ms": ms, "rounds": stats.rounds, "nfe": stats.nfe,
+                                                 "rows": stats.rows_per_round, "max_rows": stats.max_rows_per_round,
                                                  "dev": float((out["action"] - reference[sched]).abs().max()),
-                                                 "chosen": stats.get("chosen")})
+                                                 "chosen": stats.settings.get("chosen")})
     rows = []
     for (label, sched), chunks in runs.items():
         rows.append({"policy": pname, "label": label, "schedule": sched, "chunks": len(chunks),

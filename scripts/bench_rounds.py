@@ -79,10 +79,11 @@ def open_loop(policy, observations, samplers, batch=1):
             st = stats[label]
             st["ms"].append((time.perf_counter() - started) * 1000.0)
             ref = out["action"] if ref is None else ref
-            st["rounds"].append(int(out["stats"]["rounds"]))
-            st["nfe"].append(out["stats"]["nfe"])
-            st["rows"].append(out["stats"]["rows_per_round"])
-            st["max_rows"] = max(st["max_rows"], out["stats"]["max_rows_per_round"])
+            sampling = out.stats.sampling
+            st["rounds"].append(int(sampling.rounds))
+            st["nfe"].append(sampling.nfe)
+            st["rows"].append(sampling.rows_per_round)
+            st["max_rows"] = max(st["max_rows"], sampling.max_rows_per_round)
             st["dev"] = max(st["dev"], float((out["action"] - ref).abs().max()))
     seq_ms = float(np.median(stats["sequential"]["ms"]))
     return {name: {"rounds": float(np.mean(st["rounds"])), "rounds_max": int(max(st["rounds"])),

@@ -83,8 +83,8 @@ def open_loop_batch1(policy, observations, name, settings):
     rounds, nfe = [], []
     for i, obs in enumerate(observations):
         out = policy.predict_action({"obs": torch.as_tensor(obs)[None]}, generator=torch.Generator().manual_seed(i))
-        rounds.append(out["stats"]["rounds"])
-        nfe.append(out["stats"]["nfe"])
+        rounds.append(out.stats.sampling.rounds)
+        nfe.append(out.stats.sampling.nfe)
     return {"rounds_per_chunk_b1": float(np.mean(rounds)), "rounds_max_b1": int(max(rounds)),
             "nfe_per_chunk_b1": float(np.mean(nfe))}
 

@@ -73,11 +73,10 @@ def batch_one(policy, observations, name, reference=None):
         started = time.perf_counter()
         out = policy.predict_action({"obs": torch.as_tensor(obs)[None]}, generator=torch.Generator().manual_seed(i))
         ms.append((time.perf_counter() - started) * 1000.0)
-        stats = out["stats"]
-        rounds.append(stats["rounds"])
-        nfe.append(stats["nfe"])
-        # every network row runs in some round: the mean rows per round is NFE / rounds
-        rows.append(stats.get("rows_per_round", stats["nfe"] / max(1, stats["rounds"])))
+        stats = out.stats.sampling
+        rounds.append(stats.rounds)
+        nfe.append(stats.nfe)
+        rows.append(stats.rows_per_round)  # every network row runs in some round: NFE / rounds
         plans.append(out["action_pred"][0].numpy())
     row = {"rounds_per_chunk_b1": float(np.mean(rounds)), "rounds_max_b1": int(max(rounds)),
            "nfe_per_chunk_b1": float(np.mean(nfe)), "ms_per_chunk_b1": float(np.median(ms)),

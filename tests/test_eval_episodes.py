@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 import parapolicy
 from parapolicy.eval.build import make_env_factory
-from parapolicy.eval.chunks import ChunkLog, ChunkRecord
+from parapolicy.chunk_log import ChunkLog, ChunkRecord
 from parapolicy.eval.episodes import EpisodeResult, RunResult, run_batch, run_episodes
 from parapolicy.eval.isolation import DONE_KEY, ERROR_KEY, IsolatedEnv
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import parapolicy
+from parapolicy.action_chunk import ActionChunk, ChunkStats
 from parapolicy.errors import InputError, NonFiniteSampleError, SamplerConfigError
 from parapolicy.eval.build import ASSETS_DIR
 from parapolicy.samplers import SAMPLERS, Sampler
@@ -38,6 +39,21 @@ def test_predict_action_is_prepare_then_sample_then_decode(toy):
     assert torch.equal(whole["action"], by_parts["action"])
     assert whole["stats"]["rounds"] == by_parts["stats"]["rounds"]
     toy.set_sampler("sequential")
+
+
+def test_predict_action_returns_a_typed_chunk_that_reads_like_upstreams_dict(toy):
+    out = toy.set_sampler("picard", window=100, tolerance=0.05).predict_action(
+        _obs(toy), generator=torch.Generator().manual_seed(4))
+    toy.set_sampler("sequential")
+    assert isinstance(out, ActionChunk) and isinstance(out.stats, ChunkStats)
+    assert list(out) == list(out.keys()) == ["action", "action_pred", "sample", "stats", "denoiser_outputs"]
+    assert out["action"] is out.action and "sample" in out and "obs_pred" not in out
+    assert out["stats"]["rounds"] == out.stats.sampling.rounds and out.stats.latency_ms > 0
+    assert dict(out["stats"]) == out.stats.as_dict() == {**out.stats.sampling.as_dict(), "latency_ms": out.stats.latency_ms}
+    assert out["stats"] == out.stats.as_dict() and out.stats.get("chosen") is None
+    out["stats"] = dict(out["stats"], fallback="why")  # callers may still replace or add entries
+    out["note"] = 1
+    assert out["stats"]["fallback"] == "why" and list(out)[-1] == "note"
 
 
 @pytest.mark.parametrize("name", sorted(SAMPLERS))
@@ -162,6 +178,9 @@ def test_no_import_cycles_and_samplers_depend_on_neither_policy_nor_acceleration
     assert not _arrows(graph, "parapolicy.checkpoints", ("parapolicy.",),
                        allowed=("parapolicy.models", "parapolicy.policy", "parapolicy.tensor_safety", "parapolicy.errors",
                                 "parapolicy.scheduler_kinds"))
+    # the simulated clock and the wall-clock Controller share parapolicy.chunking, never each other
+    assert not _arrows(graph, "parapolicy.eval", ("parapolicy.controller",))
+    assert not _arrows(graph, "parapolicy.chunking", ("parapolicy.controller", "parapolicy.eval"))
     assert not _arrows(graph, "parapolicy.tensor_safety", ("parapolicy.",), allowed=("parapolicy.errors",))
     assert not _arrows(graph, "parapolicy.scheduler_kinds", ("parapolicy.",))
     state = {}

@@ -1,5 +1,5 @@
-"""Evaluation by role: ``episodes`` (seeded batches, RunResult), ``chunks`` (the chunk log every
-mode reports through), ``realtime`` (the simulated clock), ``compare`` (paired samplers),
+"""Evaluation by role: ``episodes`` (seeded batches, RunResult, reporting chunks through
+``parapolicy.chunk_log``), ``realtime`` (the simulated clock), ``compare`` (paired samplers),
 ``video`` (a frame-recording wrapper), ``report`` (metrics, eval_info.json, the summary tables),
 ``progress`` (a bar per pass), ``build`` (checkpoint and env factory from a cfg),
 ``config_check`` (a command line checked before anything runs), ``multirun`` and ``sweep``

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from parapolicy.eval.chunks import ChunkLog, ChunkRecord
+from parapolicy.chunk_log import ChunkLog, ChunkRecord
 from parapolicy.eval.isolation import DONE_KEY, ERROR_KEY, RETURN_KEY, IsolatedEnv
 from parapolicy.metrics import latency_summary
 

@@ -31,13 +31,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from parapolicy.controller import check_number, shifted_plan
+from parapolicy.chunking import (MODES, Plan, PlannedSample, check_guidance, ensemble_action, executed_slice,
+                                 rtc_prefix, stack_observations)
 from parapolicy.errors import ControllerConfigError
 from parapolicy.eval.episodes import EpisodeResult, RunResult, report_chunk
 from parapolicy.eval.isolation import DONE_KEY, ERROR_KEY, RETURN_KEY, IsolatedEnv
-from parapolicy.samplers.prefix import DEFAULT_MAX_GUIDANCE_WEIGHT, GUIDANCE_FORMS, ActionPrefix
-
-MODES = ("sync", "async", "ensemble", "rtc")
+from parapolicy.samplers.prefix import DEFAULT_MAX_GUIDANCE_WEIGHT, ActionPrefix
 
 
 @dataclass(frozen=True)
@@ -54,9 +53,7 @@ class RealtimeSettings:
             raise ControllerConfigError(f"realtime mode must be one of {MODES}, got {self.mode!r}")
         if isinstance(self.delay_ticks, bool) or not isinstance(self.delay_ticks, int) or self.delay_ticks < 0:
             raise ControllerConfigError(f"delay_ticks must be an integer >= 0, got {self.delay_ticks!r}")
-        if not isinstance(self.guidance, str) or self.guidance not in GUIDANCE_FORMS:
-            raise ControllerConfigError(f"guidance must be one of {GUIDANCE_FORMS}, got {self.guidance!r}")
-        check_number("max_guidance_weight", self.max_guidance_weight)
+        check_guidance(self.guidance, self.max_guidance_weight)
 
     @property
     def soft_guided(self) -> bool:
@@ -121,44 +118,35 @@ class RealtimeResult:
         return merged
 
 
-def _batch(obs_list, obs_key):
-    if isinstance(obs_list[0], dict):
-        return {k: torch.as_tensor(np.stack([o[k] for o in obs_list])) for k in obs_list[0]}
-    return {obs_key: torch.as_tensor(np.stack(obs_list))}
-
-
 class _Clock:
-    """Which chunks exist and which action each tick executes."""
+    """When chunks are planned and land on the simulated clock; which action each tick executes."""
 
     def __init__(self, settings: RealtimeSettings, d: int, s: int):
         self.settings, self.d, self.s = settings, d, s
-        self.chunks = []  # (planned_at, usable_from, actions (B, L, Da))
+        self.chunks: list[Plan] = []  # actions (B, L, Da), NaN rows for episodes not planned
 
     def plans_now(self, tick: int) -> bool:
         return tick == 0 or (tick >= self.s and tick % self.s == 0)
 
-    def usable_from(self, tick: int) -> int:
-        return tick if tick == 0 else tick + self.d
+    def land(self, tick: int, actions: np.ndarray, prefix: ActionPrefix | None) -> None:
+        """The chunk planned at ``tick`` executes from d ticks later (the first one at once)."""
+        frozen = prefix.frozen if prefix is not None else 0
+        self.chunks.append(Plan(tick, actions, usable_from=tick if tick == 0 else tick + self.d, frozen=frozen))
 
     def action(self, tick: int) -> tuple[np.ndarray, bool]:
         """(actions (B, Da) for this tick, whether a chunk switches in at this tick)."""
-        landed = [c for c in self.chunks if c[1] <= tick and tick - c[0] < c[2].shape[1]]
-        newest = landed[-1]
-        switch = newest[1] == tick and newest[0] > 0
+        newest = [c for c in self.chunks if c.covers(tick)][-1]
+        switch = newest.switch_tick == tick and newest.planned_at > 0
         if self.settings.mode != "ensemble":
-            return newest[2][:, tick - newest[0]], switch
-        weights = np.exp(-self.settings.ensemble_decay * np.arange(len(landed)))
-        stacked = np.stack([c[2][:, tick - c[0]] for c in landed])
-        return np.tensordot(weights / weights.sum(), stacked, axes=1), switch
+            return newest.action_at(tick), switch
+        return ensemble_action(self.chunks, tick, self.settings.ensemble_decay), switch
 
     def prefix(self, tick: int, rows) -> ActionPrefix | None:
         """The previous chunk's plan from ``tick`` on; its first d actions execute meanwhile."""
         if self.settings.mode != "rtc" or not self.chunks:
             return None
-        planned_at, _, actions = self.chunks[-1]
-        known = torch.as_tensor(actions[rows, tick - planned_at :])
-        return ActionPrefix(known, frozen=self.d, guidance=self.settings.guidance,
-                            max_guidance_weight=self.settings.max_guidance_weight)
+        return rtc_prefix(self.chunks[-1], tick, self.d, self.settings.guidance, self.settings.max_guidance_weight,
+                          rows=rows)
 
 
 def run_realtime(policy, make_env, seeds, settings: RealtimeSettings, generator=None, obs_key: str = "obs",
@@ -174,8 +162,8 @@ def run_realtime(policy, make_env, seeds, settings: RealtimeSettings, generator=
     from parapolicy_envs import MultiStepWrapper
 
     spec = policy.spec
-    start = 0 if spec.pred_action_steps_only else spec.action_start
-    available = (spec.n_action_steps if spec.pred_action_steps_only else spec.horizon) - start
+    executable = executed_slice(spec)
+    available = executable.stop - executable.start
     d, s = settings.horizon(spec.n_action_steps, available)
     started = time.perf_counter()
     episodes = [EpisodeResult(seed=int(seed)) for seed in seeds]
@@ -193,17 +181,15 @@ def run_realtime(policy, make_env, seeds, settings: RealtimeSettings, generator=
         while not done.all():
             if clock.plans_now(tick):
                 rows = np.flatnonzero(~done) if drop_finished else np.arange(len(seeds))
-                guess = None
-                if settings.warm_start and last_sample is not None:
-                    sample, planned_at, out_rows = last_sample
-                    guess = shifted_plan(sample[np.searchsorted(out_rows, rows)], tick - planned_at)
-                out = policy.predict_action(_batch([obs[i] for i in rows], obs_key), generator=generator,
-                                            initial_guess=guess, prefix=clock.prefix(tick, rows))
+                guess = last_sample.guess(tick, rows) if settings.warm_start and last_sample is not None else None
+                prefix = clock.prefix(tick, rows)
+                out = policy.predict_action(stack_observations([obs[i] for i in rows], obs_key), generator=generator,
+                                            initial_guess=guess, prefix=prefix)
                 result.run.chunks.append(out["stats"])
                 planned = np.full((len(seeds), available, spec.action_dim), np.nan)
-                planned[rows] = out["action_pred"][:, start : start + available].detach().cpu().numpy()
-                clock.chunks.append((tick, clock.usable_from(tick), planned))
-                last_sample = (out["sample"].detach(), tick, rows)
+                planned[rows] = out["action_pred"][:, executable].detach().cpu().numpy()
+                clock.land(tick, planned, prefix)
+                last_sample = PlannedSample(out["sample"].detach(), tick, rows)
             actions, switch = clock.action(tick)
             steps, finished = 0, []
             for i in np.flatnonzero(~done):
@@ -234,7 +220,7 @@ def run_realtime(policy, make_env, seeds, settings: RealtimeSettings, generator=
         for env in envs:
             env.close()
     result.run.wall_s = time.perf_counter() - started
-    result.plans = [(c[0], c[2]) for c in clock.chunks]
+    result.plans = [(c.planned_at, c.actions) for c in clock.chunks]
     return result
 
 

@@ -1,18 +1,20 @@
-"""The chunk log: one record per ``predict_action`` call, one summary for every evaluation mode.
+"""The chunk log: one record per ``predict_action`` call, one summary for every way of running chunks.
 
-The batched runner, the simulated clock and the paired comparison all append to a
-``ChunkLog`` and report ``ChunkLog.summary()``, so results.json, eval_info.json, wandb and the
-console table read the same names (``SampleStats``: ``rounds``, ``nfe``, rows per round)
-from one place. This is also the one place evaluation code reads a ``predict_action`` stats
-dict.
+The batched runner, the simulated clock, the paired comparison and the wall-clock Controller
+all append to a ``ChunkLog`` and report from it, so results.json, eval_info.json, wandb, the
+console table and ``Controller.stats`` read the same names (``SampleStats``: ``rounds``,
+``nfe``, rows per round) from one place. A ``ChunkRecord`` is made from the typed
+``ChunkStats``; a stats dict (a stand-in policy's) is read by name here and nowhere else.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from parapolicy.action_chunk import ChunkStats
 from parapolicy.metrics import latency_summary
 
 
@@ -27,10 +29,19 @@ class ChunkRecord:
     fallback: str | None = None
 
     @classmethod
-    def from_stats(cls, stats: dict) -> "ChunkRecord":
-        fallback = stats.get("fallback")
-        return cls(latency_ms=float(stats["latency_ms"]), rounds=int(stats.get("rounds") or 0),
-                   nfe=int(stats.get("nfe") or 0), max_rows_per_round=int(stats.get("max_rows_per_round") or 1),
+    def from_stats(cls, stats: ChunkStats | Mapping) -> "ChunkRecord":
+        """A chunk's record from its ``ChunkStats``, or from a stats dict with the same names."""
+        if isinstance(stats, ChunkStats):
+            sampling = stats.sampling
+            return cls._checked(stats.latency_ms, sampling.rounds, sampling.nfe, sampling.max_rows_per_round,
+                                sampling.fallback)
+        return cls._checked(stats["latency_ms"], stats.get("rounds"), stats.get("nfe"), stats.get("max_rows_per_round"),
+                            stats.get("fallback"))
+
+    @classmethod
+    def _checked(cls, latency_ms, rounds, nfe, max_rows_per_round, fallback) -> "ChunkRecord":
+        return cls(latency_ms=float(latency_ms), rounds=int(rounds or 0), nfe=int(nfe or 0),
+                   max_rows_per_round=int(max_rows_per_round or 1),
                    fallback=None if fallback in (None, False) else str(fallback))
 
     @property
@@ -42,9 +53,9 @@ class ChunkRecord:
 class ChunkLog:
     records: list = field(default_factory=list)
 
-    def append(self, record: ChunkRecord | dict) -> ChunkRecord:
-        """Add a record (or a ``predict_action`` stats dict); returns the record."""
-        if isinstance(record, dict):
+    def append(self, record: ChunkRecord | ChunkStats | Mapping) -> ChunkRecord:
+        """Add a record (or a ``predict_action`` chunk's stats); returns the record."""
+        if not isinstance(record, ChunkRecord):
             record = ChunkRecord.from_stats(record)
         self.records.append(record)
         return record
