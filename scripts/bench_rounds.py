@@ -41,6 +41,9 @@ SAMPLERS = {  # (sampler name, settings): the defaults a user gets; picard's row
     "picard_budget@0.02": ("picard", {"tolerance": 0.02}),
     "newton_picard": ("newton_picard", {}),
     "newton_prior": ("newton_prior", {}),
+    "newton_picard@0.005": ("newton_picard", {"tolerance": 0.005}),  # the tolerance a <= 1 px default needs?
+    "newton_prior@0.005": ("newton_prior", {"tolerance": 0.005}),
+    "picard_budget@0.01": ("picard", {"tolerance": 0.01}),
     "jacobian_newton": ("jacobian_newton", {}),
     "jacobian_newton_jvp": ("jacobian_newton", {"jacobian": "jvp"}),
     "jacobian_newton_r2": ("jacobian_newton", {"refresh": 2}),
