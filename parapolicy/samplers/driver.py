@@ -17,6 +17,7 @@ from parapolicy.errors import NonFiniteSampleError, SamplerConfigError
 from parapolicy.samplers.acceptance import ToleranceAcceptance
 from parapolicy.samplers.buffers import ChainBuffers, WindowBuffers
 from parapolicy.samplers.executor import EAGER
+from parapolicy.samplers.fingerprint import problem_key
 from parapolicy.samplers.inpainting import impose
 from parapolicy.samplers.kernels import sequential_chain, window_round
 from parapolicy.samplers.problem import DenoisingProblem, SampleResult, SampleStats
@@ -34,11 +35,6 @@ def _step_function(rule, x_T: torch.Tensor, pad: int):
         return rule.coefficients_on(x_T.device).padded(pad).transition
     memory = rule.new_memory(x_T)
     return lambda index, x, eps, noise: rule.transition(index, x, eps, noise, memory)
-
-
-def problem_key(problem: DenoisingProblem) -> tuple:
-    return (id(problem.rule), tuple(problem.x_T.shape), problem.x_T.dtype, problem.noises is not None,
-            problem.cond_mask is not None)
 
 
 def solve_chain(problem: DenoisingProblem, name: str = "sequential") -> SampleResult:
