@@ -19,7 +19,8 @@ import torch
 
 def fingerprint(value):
     """A hashable summary of ``value``'s content: tensors by dtype, shape and a digest of their
-    bytes; dataclasses, mappings and sequences by their parts; plain values as themselves (anything else by its repr)."""
+    bytes; dataclasses, mappings and sequences by their parts; plain values as themselves;
+    anything else by its repr."""
     if isinstance(value, np.ndarray):  # e.g. a scheduler config's trained_betas: its repr rounds
         value = torch.from_numpy(np.ascontiguousarray(value))
     if isinstance(value, torch.Tensor):
@@ -33,8 +34,10 @@ def fingerprint(value):
         return ("mapping", tuple(sorted((str(k), fingerprint(v)) for k, v in value.items())))
     if isinstance(value, (list, tuple)):
         return (type(value).__name__, tuple(fingerprint(v) for v in value))
-    if value is None or isinstance(value, (bool, int, float, str, torch.dtype, torch.device)):
-        return (type(value).__name__, value if not isinstance(value, (torch.dtype, torch.device)) else str(value))
+    if isinstance(value, (torch.dtype, torch.device)):
+        return (type(value).__name__, str(value))
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return (type(value).__name__, value)
     return (type(value).__qualname__, repr(value))
 
 
