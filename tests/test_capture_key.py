@@ -7,13 +7,13 @@ checked on the CPU; ``RunWithoutCapture`` counts the builds a GPU would capture.
 
 import torch
 from diffusers import DDIMScheduler
-from helpers import DP_SCHEDULE, make_scheduler
-from test_graphed_samplers import RunWithoutCapture
 
 from parapolicy.acceleration import GraphExecutor
 from parapolicy.samplers import DenoisingProblem, Picard, draw_noises, make_step_rule
 from parapolicy.samplers.continuous_time import grid_rule
 from parapolicy.samplers.fingerprint import problem_key, rule_key
+from tests.support.capture import RunWithoutCapture
+from tests.support.helpers import DP_SCHEDULE, make_scheduler
 
 
 def _rule(kind="ddpm", steps=20, **kwargs):
