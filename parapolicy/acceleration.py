@@ -9,8 +9,9 @@ graph of a bigger one) and one graph is kept per padded shape. Padded rows hold 
 finite inputs and are dropped from the output: every row of the network is independent.
 
 ``GraphExecutor`` runs the samplers' round kernels (``parapolicy.samplers.kernels``) as
-graph replays: one capture per kernel and shape, the network and its conditioning given
-to it explicitly, so samplers never know whether they run eagerly or replayed.
+graph replays: one capture per kernel, step-rule content and shape (the samplers' key), the
+network and its conditioning given to it explicitly, so samplers never know whether they
+run eagerly or replayed.
 """
 
 from __future__ import annotations

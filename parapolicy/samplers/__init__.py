@@ -2,8 +2,10 @@
 
 ``step_rule`` holds the schedule maths (and DDIM's eta); ``problem`` the contract
 (``DenoisingProblem`` in, ``SampleResult`` with ``SampleStats`` out, the ``Sampler``
-protocol); ``kernels`` the work of one round; ``driver`` the one host loop every sampler
-shares; ``executor`` who runs a kernel. Each sampler module is which kernel, which driver
+protocol); ``kernels`` the work of one round on typed ``buffers``; ``acceptance`` when a
+window's states are final and ``sync`` who judges that (the host each round, or the device
+for k rounds); ``driver`` the one loop every windowed sampler shares; ``executor`` who runs
+a kernel, once per rule content and shapes (``fingerprint``). Each sampler module is which kernel, which driver
 settings, and declares its capabilities (``SamplerBase``); defining it registers it
 (``registry``). ``Sequential`` reproduces upstream's loop; ``Picard``, ``NewtonPicard``,
 ``NewtonPrior``, ``JacobianNewton`` and ``QuasiNewton`` converge to the same trajectory in

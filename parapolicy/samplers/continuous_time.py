@@ -169,7 +169,7 @@ def clip_limit(rule: StepRule):
 
 def grid_rule(rule: StepRule, steps: int, sde: bool) -> GridRule:
     """The trained schedule of ``rule`` on a ``steps``-step continuous grid (cached on the
-    rule, so a capturing executor sees the same rule object on every call)."""
+    rule: built, and fingerprinted for a capturing executor, once per rule)."""
     cache = rule.__dict__.setdefault("_grid_rules", {})
     key = (int(steps), bool(sde))
     if key not in cache:

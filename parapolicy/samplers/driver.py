@@ -1,36 +1,27 @@
-"""The one host driver every sampler shares: buffers, window slide, flags, fallback, stats.
+"""The one host driver every sampler shares: buffers, window rounds, fallback, stats.
 
 A sampler says which update its rounds apply (``kernels.PicardUpdate``, ``SecantUpdate``,
-...) and how the window advances: past every leading state whose change is below
-``tolerance`` (in units of that step's noise std, for every sample), or after a fixed
-number of ``sweeps`` per block. The driver builds the buffers, asks the problem's executor
-to run the round kernel, reads the flags once per round (the only host sync), falls back
-to the sequential chain on NaN/inf, and reports ``SampleStats``.
+...) and when the window's leading states are final (``acceptance``: a tolerance in units
+of each step's noise std, or a fixed number of sweeps per block). The driver builds the
+typed buffers (``buffers``) once per kernel, asks the problem's executor to run the round
+kernel, lets a judge (``sync``: the host after every round, or the device for k rounds per
+sync) accept and slide, falls back to the sequential chain on NaN/inf, and reports
+``SampleStats``.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
 
 from parapolicy.errors import NonFiniteSampleError, SamplerConfigError
+from parapolicy.samplers.acceptance import ToleranceAcceptance
+from parapolicy.samplers.buffers import ChainBuffers, WindowBuffers
 from parapolicy.samplers.executor import EAGER
+from parapolicy.samplers.fingerprint import problem_key
 from parapolicy.samplers.inpainting import impose
-from parapolicy.samplers.kernels import sequential_chain, synced_rounds, window_round
+from parapolicy.samplers.kernels import sequential_chain, window_round
 from parapolicy.samplers.problem import DenoisingProblem, SampleResult, SampleStats
-
-
-def convergence_weights(rule, state_shape, length: int, device) -> torch.Tensor:
-    """1 / (noise variance x state size) per trajectory state, zero-padded to ``length``.
-
-    State j is judged against the noise variance of step j-1, which produced it; the final
-    state never blocks (it is exact once its predecessors are) and state 0 is never judged.
-    """
-    n_steps = rule.num_steps
-    weights = torch.zeros(length, device=device, dtype=torch.float32)
-    weights[1:n_steps] = 1.0 / (rule.error_variance[: n_steps - 1].to(device) * max(1, math.prod(state_shape)))
-    return weights
+from parapolicy.samplers.sync import DeviceJudged, HostJudged, Progress
 
 
 def _executor(problem: DenoisingProblem):
@@ -46,41 +37,6 @@ def _step_function(rule, x_T: torch.Tensor, pad: int):
     return lambda index, x, eps, noise: rule.transition(index, x, eps, noise, memory)
 
 
-def _input_buffers(problem: DenoisingProblem, rows: int, pad: int) -> dict:
-    x_T, device = problem.x_T, problem.x_T.device
-    timesteps = problem.rule.timesteps.to(device)
-    return {
-        "noise": x_T.new_zeros((rows, *x_T.shape)) if problem.noises is not None else None,
-        "cond_data": torch.zeros_like(problem.cond_data) if problem.cond_mask is not None else None,
-        "cond_mask": torch.zeros_like(problem.cond_mask) if problem.cond_mask is not None else None,
-        "timesteps": torch.cat([timesteps, timesteps[-1:].expand(pad)]) if pad else timesteps,
-    }
-
-
-def _fill_inputs(buf: dict, problem: DenoisingProblem) -> None:
-    if problem.noises is not None:
-        buf["noise"][: problem.noises.shape[0]].copy_(problem.noises)
-    if problem.cond_mask is not None:
-        buf["cond_data"].copy_(problem.cond_data)
-        buf["cond_mask"].copy_(problem.cond_mask)
-
-
-def _start_trajectory(buf: dict, problem: DenoisingProblem, update) -> None:
-    """Every state = x_T (or the initial guess, state 0 kept at x_T), this call's inputs, a fresh update memory."""
-    traj, x_T = buf["traj"], problem.x_T
-    traj.copy_(x_T.expand_as(traj))
-    if problem.init_guess is not None:
-        traj[: problem.rule.num_steps + 1].copy_(problem.init_guess)
-        traj[0].copy_(x_T)
-    _fill_inputs(buf, problem)
-    update.reset(buf)
-
-
-def _shape_key(problem: DenoisingProblem) -> tuple:
-    return (id(problem.rule), tuple(problem.x_T.shape), problem.x_T.dtype, problem.noises is not None,
-            problem.cond_mask is not None)
-
-
 def solve_chain(problem: DenoisingProblem, name: str = "sequential") -> SampleResult:
     """The sequential chain (one replay when captured); NaN/inf here is an error, never an answer."""
     rule, x_T = problem.rule, problem.x_T
@@ -89,24 +45,22 @@ def solve_chain(problem: DenoisingProblem, name: str = "sequential") -> SampleRe
     callback = problem.callback if not executor.captures else None
 
     def build(denoise):
-        buf = {"x_T": torch.zeros_like(x_T), "out": torch.zeros_like(x_T),
-               "eps": x_T.new_zeros((n_steps, *x_T.shape)),
-               "index": torch.arange(n_steps, device=x_T.device), **_input_buffers(problem, n_steps, 0)}
+        buf = ChainBuffers.allocate(problem)
         step = _step_function(rule, x_T, 0)
         on_step = None if callback is None else (lambda i: callback({"round": i + 1, "start": i, "accepted": 1}))
         return buf, lambda: sequential_chain(buf, denoise, step, batch, n_steps, on_step)
 
-    buf, run = executor.prepare(("chain",) + _shape_key(problem), build, problem.denoise)
-    buf["x_T"].copy_(x_T)
-    _fill_inputs(buf, problem)
+    buf, run = executor.prepare(("chain",) + problem_key(problem), build, problem.denoise)
+    buf.x_T.copy_(x_T)
+    buf.inputs.fill(problem)
     run()
-    sample = buf["out"].clone()
+    sample = buf.out.clone()
     if not bool(torch.isfinite(sample).all()):
         raise NonFiniteSampleError(
             f"sequential sampling produced NaN/inf (expected finite actions, found "
             f"{int((~torch.isfinite(sample)).sum())} non-finite values): check the network weights and the observation")
     stats = SampleStats(name, rounds=n_steps, nfe=n_steps, captured=executor.captures)
-    return SampleResult(sample, stats, eps=buf["eps"].clone())
+    return SampleResult(sample, stats, eps=buf.eps.clone())
 
 
 def fallback_to_chain(problem: DenoisingProblem, name: str, rounds: int, nfe: int, settings: dict,
@@ -120,140 +74,71 @@ def fallback_to_chain(problem: DenoisingProblem, name: str, rounds: int, nfe: in
     return result
 
 
-def solve_windowed(problem: DenoisingProblem, update, *, name: str, window: int, tolerance: float | None = None,
-                   sweeps: int | None = None, settings: dict | None = None, rounds_per_sync: int = 1,
-                   kernel=window_round) -> SampleResult:
+def solve_windowed(problem: DenoisingProblem, update, acceptance, *, name: str, window: int,
+                   settings: dict | None = None, rounds_per_sync: int = 1, kernel=window_round) -> SampleResult:
     """Parallel rounds over a window of ``window`` steps; see the module docstring.
 
-    With ``tolerance``: the window slides past converged states (exact: the fixed point is
-    the sequential answer). With ``sweeps``: each block of ``window`` steps gets that many
-    rounds (``sweeps >= window`` solves it exactly) and the next block starts from its end.
-    ``rounds_per_sync`` > 1 (tolerance only): ``solve_windowed_synced``. ``kernel`` is the
-    round kernel, ``kernel(buf, denoise, step, batch, n_steps, update)`` (``window_round``
-    unless a sampler's round evaluates other points than the window's states); it reads
-    ``buf["sweep"]``, the round's index within the current block (sweeps mode; else 0).
+    ``acceptance``: ``ToleranceAcceptance`` slides the window past converged states (exact:
+    the fixed point is the sequential answer); ``FixedSweepsAcceptance`` gives each block of
+    ``window`` steps that many rounds (``sweeps >= window`` solves it exactly) and the next
+    block starts from its end. ``rounds_per_sync`` > 1 (tolerance only) judges on the device
+    (``sync.DeviceJudged``). ``kernel`` is the round kernel, ``kernel(buf, denoise, step,
+    batch, n_steps, update) -> RoundOutcome`` (``window_round`` unless a sampler's round
+    evaluates other points than the window's states); it may read ``buf.sweep``, the rounds
+    already run at the window's current start.
     """
     if rounds_per_sync != 1:
         if kernel is not window_round:
             raise SamplerConfigError(f"{name}: rounds_per_sync > 1 runs the window-round kernel only")
-        if sweeps is not None:
+        if acceptance.device is None:
             raise SamplerConfigError(f"{name}: rounds_per_sync > 1 needs a tolerance, not sweeps")
-        return solve_windowed_synced(problem, update, name=name, window=window, tolerance=tolerance,
-                                     settings=settings, rounds_per_sync=rounds_per_sync)
-    settings = dict(settings or {})
-    rule, x_T = problem.rule, problem.x_T
-    n_steps, batch, state_shape = rule.num_steps, problem.batch, x_T.shape[1:]
-    width = min(int(window), n_steps)
-    executor = _executor(problem)
-    pad = width if executor.captures else 0
-    device = x_T.device
-
-    def build(denoise):
-        rows = n_steps + pad
-        buf = {"traj": x_T.new_zeros((rows + 1, *x_T.shape)), "eps": x_T.new_zeros((rows, *x_T.shape)),
-               "inv_var": convergence_weights(rule, state_shape, rows + 1, device),
-               "start": torch.zeros((), dtype=torch.long, device=device),
-               "sweep": torch.zeros((), dtype=torch.long, device=device),
-               "slots": torch.arange(width, device=device), "flags": x_T.new_zeros(width + 1),
-               **_input_buffers(problem, rows, pad), **update.buffers(rows, x_T)}
-        step = _step_function(rule, x_T, pad)
-        return buf, lambda: kernel(buf, denoise, step, batch, n_steps, update)
-
-    key = ("window", name, update.key, width, kernel.__name__) + _shape_key(problem)
-    buf, run = executor.prepare(key, build, problem.denoise)
-    all_slots, traj = buf["slots"], buf["traj"]
-    _start_trajectory(buf, problem, update)
-    tol2 = float(tolerance) ** 2 if tolerance is not None else None
-    extra_points = update.extra_points  # points a round evaluates besides the window's states
-    start, rounds, nfe, max_error, block_rounds, widest = 0, 0, 0, 0.0, 0, 0
-    while start < n_steps:
-        end = min(start + width, n_steps)
-        count = end - start
-        buf["start"].fill_(start)
-        buf["sweep"].fill_(block_rounds)
-        if not executor.captures:
-            buf["slots"] = all_slots[:count]  # eager: live slots only
-        run()
-        rounds, nfe = rounds + 1, nfe + count + extra_points
-        widest = max(widest, (width if executor.captures else count) + extra_points)  # a replay runs padded rows
-        flags = buf["flags"].detach().cpu()  # the one host sync of the round
-        if flags[-1]:
-            return fallback_to_chain(problem, name, rounds, nfe, settings, widest)
-        worst = flags[:count]
-        if sweeps is None:
-            bad = torch.nonzero(worst > tol2).flatten()
-            first_bad = int(bad[0]) if bad.numel() else count
-            accepted = min(first_bad + 1, count)
-            if first_bad > 0:
-                max_error = max(max_error, float(worst[:first_bad].max().sqrt()))
-        else:
-            block_rounds += 1
-            accepted = count if block_rounds >= min(sweeps, count + extra_points) else 0
-            if accepted:
-                max_error, block_rounds = max(max_error, float(worst.max().sqrt())), 0
-        new_start = start + accepted
-        new_end = min(new_start + width, n_steps)
-        if new_end > end and problem.init_guess is None:  # slots entering the window start from the latest state
-            traj[end + 1 : new_end + 1] = traj[end]
-        if problem.callback is not None:
-            problem.callback({"round": rounds, "start": start, "accepted": accepted})
-        start = new_start
-    buf["slots"] = all_slots
-    sample = impose(traj[n_steps], problem.cond_data, problem.cond_mask).clone()
-    stats = SampleStats(name, rounds=rounds, nfe=nfe, max_error=max_error, captured=executor.captures,
-                        initial_guess=problem.caller_guess, max_rows_per_round=widest, settings=settings)
-    return SampleResult(sample, stats, eps=buf["eps"][:n_steps].clone())
+    return _solve(problem, update, acceptance, name=name, window=window, settings=settings,
+                  rounds_per_sync=rounds_per_sync, on_device=rounds_per_sync != 1, kernel=kernel)
 
 
 def solve_windowed_synced(problem: DenoisingProblem, update, *, name: str, window: int, tolerance: float,
                           rounds_per_sync: int, settings: dict | None = None) -> SampleResult:
-    """``solve_windowed`` with tolerance, ``rounds_per_sync`` rounds per kernel call (``kernels.synced_rounds``).
+    """``solve_windowed`` with tolerance, judged on the device for every ``rounds_per_sync``
+    rounds, 1 included (the device judge of the one-round-per-sync iterates). The callback
+    is called once per sync, with the rounds so far."""
+    return _solve(problem, update, ToleranceAcceptance(tolerance), name=name, window=window, settings=settings,
+                  rounds_per_sync=rounds_per_sync, on_device=True, kernel=window_round)
 
-    The window start, acceptance, slide and counters stay on the device, so the host syncs
-    once per ``rounds_per_sync`` rounds instead of once per round; the iterates are those of
-    the one-round-per-sync path, and rounds run after convergence are masked no-ops that
-    still cost a network call. The callback is called once per sync, with the rounds so far.
-    """
+
+def _solve(problem: DenoisingProblem, update, acceptance, *, name: str, window: int, settings: dict | None,
+           rounds_per_sync: int, on_device: bool, kernel) -> SampleResult:
+    """The one windowed build and loop: buffers, window fill, rounds, slides, stats."""
     settings = dict(settings or {})
     rule, x_T = problem.rule, problem.x_T
-    n_steps, batch, state_shape = rule.num_steps, problem.batch, x_T.shape[1:]
-    width, k = min(int(window), n_steps), int(rounds_per_sync)
+    n_steps, batch = rule.num_steps, problem.batch
+    width = min(int(window), n_steps)
     executor = _executor(problem)
-    device = x_T.device
+    if on_device:
+        judge = DeviceJudged(acceptance, width, n_steps, int(rounds_per_sync))
+    else:
+        judge = HostJudged(acceptance, width, n_steps, executor.captures, update.extra_points)
+    rounds_kernel = judge.kernel(kernel)
 
     def build(denoise):
-        rows = n_steps + width  # fixed-width windows read up to ``width`` rows past the last step
-        buf = {"traj": x_T.new_zeros((rows + 1, *x_T.shape)), "eps": x_T.new_zeros((rows, *x_T.shape)),
-               "inv_var": convergence_weights(rule, state_shape, rows + 1, device),
-               "start": torch.zeros((), dtype=torch.long, device=device),
-               "slots": torch.arange(width, device=device),
-               "status": torch.zeros(4, dtype=torch.float32, device=device),
-               "tol2": torch.zeros((), dtype=torch.float32, device=device),
-               "fill": torch.zeros((), dtype=torch.bool, device=device),
-               **_input_buffers(problem, rows, width), **update.buffers(rows, x_T)}
-        step = _step_function(rule, x_T, width)
-        return buf, lambda: synced_rounds(buf, denoise, step, batch, n_steps, update, k)
+        buf = WindowBuffers.allocate(problem, update, width, judge.pad)
+        step = _step_function(rule, x_T, judge.pad)
+        return buf, lambda: rounds_kernel(buf, denoise, step, batch, n_steps, update)
 
-    key = ("synced", name, update.key, width, k) + _shape_key(problem)
+    key = (judge.key, name, update.key, width, kernel.__name__) + problem_key(problem)
     buf, run = executor.prepare(key, build, problem.denoise)
-    traj = buf["traj"]
-    _start_trajectory(buf, problem, update)
-    buf["start"].zero_()
-    buf["status"].zero_()
-    buf["tol2"].fill_(float(tolerance) ** 2)
-    buf["fill"].fill_(problem.init_guess is None)
-    start = 0
-    while start < n_steps:
-        run()
-        snapshot = torch.cat([buf["start"].view(1).to(buf["status"].dtype), buf["status"]]).tolist()  # the sync
-        new_start, rounds, nfe = int(snapshot[0]), int(snapshot[1]), int(snapshot[2])
-        if snapshot[4]:
-            return fallback_to_chain(problem, name, rounds, nfe, settings, width)
+    buf.start_trajectory(problem, update)
+    judge.begin(buf, problem)
+    progress = Progress()
+    while progress.start < n_steps:
+        start = progress.start
+        progress = judge.advance(buf, run, progress)
+        if progress.non_finite:
+            return fallback_to_chain(problem, name, progress.rounds, progress.nfe, settings, progress.widest)
         if problem.callback is not None:
-            problem.callback({"round": rounds, "start": start, "accepted": new_start - start})
-        start = new_start
-    sample = impose(traj[n_steps], problem.cond_data, problem.cond_mask).clone()
-    stats = SampleStats(name, rounds=rounds, nfe=nfe, max_error=float(buf["status"][2].sqrt()),
+            problem.callback({"round": progress.rounds, "start": start, "accepted": progress.start - start})
+    max_error = judge.finish(buf)
+    sample = impose(buf.traj[n_steps], problem.cond_data, problem.cond_mask).clone()
+    stats = SampleStats(name, rounds=progress.rounds, nfe=progress.nfe, max_error=max_error,
                         captured=executor.captures, initial_guess=problem.caller_guess,
-                        max_rows_per_round=width, settings=settings)
-    return SampleResult(sample, stats, eps=buf["eps"][:n_steps].clone())
+                        max_rows_per_round=progress.widest, settings=settings)
+    return SampleResult(sample, stats, eps=buf.eps[:n_steps].clone())

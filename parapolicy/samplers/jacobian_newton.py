@@ -31,10 +31,11 @@ from dataclasses import dataclass
 import torch
 
 from parapolicy.errors import SamplerConfigError
+from parapolicy.samplers.acceptance import ToleranceAcceptance
 from parapolicy.samplers.base import SamplerBase
 from parapolicy.samplers.driver import solve_windowed
 from parapolicy.samplers.executor import EAGER
-from parapolicy.samplers.kernels import RoundUpdate, window_round
+from parapolicy.samplers.kernels import RoundOutcome, RoundUpdate, window_round
 from parapolicy.samplers.newton_prior import start_from_prior
 from parapolicy.samplers.problem import DenoisingProblem, SampleResult, check_bounded_int, check_tolerance
 
@@ -107,9 +108,9 @@ class NetworkJacobian:
         return eps, ((shifted.view(count, *x.shape) - eps) / DIFFERENCE_STEP)
 
 
-def jacobian_round(buf: dict, denoise, step, batch: int, n_steps: int, update) -> None:
+def jacobian_round(buf, denoise, step, batch: int, n_steps: int, update) -> RoundOutcome:
     """``window_round`` whose one network call also yields the derivatives ``update`` asks for."""
-    window_round(buf, lambda x, t: update.network.evaluate(denoise, x, t), step, batch, n_steps, update)
+    return window_round(buf, lambda x, t: update.network.evaluate(denoise, x, t), step, batch, n_steps, update)
 
 
 def carry_corrections(residual: torch.Tensor, jacobians: torch.Tensor) -> torch.Tensor:
@@ -142,13 +143,13 @@ class JacobianUpdate(RoundUpdate):
     def __init__(self, network: NetworkJacobian, rule):
         self.network, self.rule = network, rule
 
-    def buffers(self, rows: int, x_T: torch.Tensor) -> dict:
+    def buffers(self, rows: int, x_T: torch.Tensor) -> torch.Tensor:
+        """Each step's latest Jacobian (rows, B, D, D): reused by rounds without fresh derivatives."""
         size = math.prod(x_T.shape[1:])
-        return {"jacobian": x_T.new_zeros((rows, x_T.shape[0], size, size))}
+        return x_T.new_zeros((rows, x_T.shape[0], size, size))
 
-    def reset(self, buf: dict) -> None:
-        size = buf["jacobian"].shape[-1]
-        buf["jacobian"].copy_(torch.eye(size, device=buf["jacobian"].device).expand_as(buf["jacobian"]))
+    def reset(self, extras: torch.Tensor) -> None:
+        extras.copy_(torch.eye(extras.shape[-1], device=extras.device).expand_as(extras))
 
     def step_jacobians(self, buf, index, imposed) -> torch.Tensor:
         """(K, B, D, D) Jacobians of this round's steps at ``imposed`` from the fresh network tangents."""
@@ -156,7 +157,7 @@ class JacobianUpdate(RoundUpdate):
         tangents = net.tangents.view(net.size, *imposed.shape)  # (D, K, B, *S)
         count = tangents.shape[0]
         index_all = index.repeat(count)
-        noise = buf["noise"].index_select(0, index_all) if buf["noise"] is not None else None
+        noise = buf.inputs.noise.index_select(0, index_all) if buf.inputs.noise is not None else None
         x_all = imposed.unsqueeze(0).expand(count, *imposed.shape).reshape(-1, *imposed.shape[1:])
         eps_all = net.eps.view(imposed.shape).unsqueeze(0).expand(count, *imposed.shape).reshape(x_all.shape)
         dirs = net.directions(imposed.shape[0] * imposed.shape[1], imposed).reshape(x_all.shape)
@@ -169,9 +170,9 @@ class JacobianUpdate(RoundUpdate):
     def __call__(self, buf, index, states, imposed, nxt, old_next):
         if self.network.tangents is not None:
             jacobians = self.step_jacobians(buf, index, imposed)
-            buf["jacobian"].index_copy_(0, index, jacobians)
+            buf.extras.index_copy_(0, index, jacobians)
         else:
-            jacobians = buf["jacobian"].index_select(0, index)
+            jacobians = buf.extras.index_select(0, index)
         k, b = nxt.shape[0], nxt.shape[1]
         residual = (nxt - old_next).reshape(k, b, -1)
         return old_next + carry_corrections(residual, jacobians.to(residual.dtype)).view(nxt.shape)
@@ -224,8 +225,9 @@ class JacobianNewton(SamplerBase):
                     "refresh": self.refresh, "jacobian": self.jacobian, "start": "warm" if given else "prior"}
         if self.max_rows is not None:
             settings["max_rows"] = self.max_rows
-        result = solve_windowed(problem.replace(executor=EAGER), JacobianUpdate(network, rule), name=self.name,
-                                window=window, tolerance=self.tolerance, settings=settings, kernel=jacobian_round)
+        result = solve_windowed(problem.replace(executor=EAGER), JacobianUpdate(network, rule),
+                                ToleranceAcceptance(self.tolerance), name=self.name, window=window,
+                                settings=settings, kernel=jacobian_round)
         result.stats.nfe += network.extra_rows // problem.batch
         result.stats.max_rows_per_round *= network.size + 1  # every state's row and its D directions
         return result

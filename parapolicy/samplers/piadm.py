@@ -19,7 +19,7 @@ solves every block exactly: the answer is then the sequential exponential integr
 the grid; fewer sweeps leave a Picard error that shrinks with each sweep.
 
 Kernel: ``kernels.window_round`` with ``PicardUpdate`` on the grid rule; driver:
-``solve_windowed`` in fixed-sweeps mode (window = block, sweeps = iterations).
+``solve_windowed`` with ``FixedSweepsAcceptance`` (window = block, sweeps = iterations).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 
 from parapolicy.errors import SamplerConfigError
+from parapolicy.samplers.acceptance import FixedSweepsAcceptance
 from parapolicy.samplers.base import SamplerBase
 from parapolicy.samplers.continuous_time import grid_rule
 from parapolicy.samplers.driver import solve_windowed
@@ -80,5 +81,5 @@ class PIADM(SamplerBase):
                                          f"got {found}")
         on_grid = problem.replace(rule=grid, noises=noises, init_guess=None)
         settings = {"blocks": self.blocks, "points": self.points, "iterations": self.iterations, "mode": self.mode}
-        return solve_windowed(on_grid, PicardUpdate(), name=self.name, window=self.points, sweeps=self.iterations,
-                              settings=settings)
+        return solve_windowed(on_grid, PicardUpdate(), FixedSweepsAcceptance(self.iterations), name=self.name,
+                              window=self.points, settings=settings)

@@ -7,14 +7,15 @@ slide the window past every leading state whose change is below ``tolerance`` (i
 of that step's noise std). The fixed point is exactly the sequential trajectory for the
 same noise draws, so ``tolerance`` is the only accuracy knob.
 
-Kernel: ``kernels.window_round`` with ``PicardUpdate`` (``kernels.synced_rounds`` when
-``rounds_per_sync`` > 1); driver: ``solve_windowed``.
+Kernel: ``kernels.window_round`` with ``PicardUpdate``, judged by ``ToleranceAcceptance``
+(on the device, ``sync.DeviceJudged``, when ``rounds_per_sync`` > 1); driver: ``solve_windowed``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from parapolicy.samplers.acceptance import ToleranceAcceptance
 from parapolicy.samplers.base import SamplerBase
 from parapolicy.samplers.driver import solve_windowed
 from parapolicy.samplers.kernels import PicardUpdate
@@ -65,5 +66,5 @@ class Picard(SamplerBase):
                     "max_rows": self.max_rows}
         if self.rounds_per_sync != 1:
             settings["rounds_per_sync"] = self.rounds_per_sync
-        return solve_windowed(problem, self.update, name=self.name, window=window, tolerance=self.tolerance,
-                              settings=settings, rounds_per_sync=self.rounds_per_sync)
+        return solve_windowed(problem, self.update, ToleranceAcceptance(self.tolerance), name=self.name,
+                              window=window, settings=settings, rounds_per_sync=self.rounds_per_sync)

@@ -46,7 +46,8 @@ import torch
 
 from parapolicy.errors import SamplerConfigError
 from parapolicy.samplers.base import SamplerBase
-from parapolicy.samplers.driver import convergence_weights, fallback_to_chain
+from parapolicy.samplers.buffers import convergence_weights
+from parapolicy.samplers.driver import fallback_to_chain
 from parapolicy.samplers.inpainting import impose
 from parapolicy.samplers.jacobian_newton import carry_corrections
 from parapolicy.samplers.newton_prior import gaussian_denoiser_output

@@ -23,7 +23,7 @@ offsets u are drawn from the caller's generator after x_T (``extra_draws``); wit
 every u is 1/2 (the plain midpoint rule). The paper's Langevin corrector steps are not
 run: a DiffusionPolicy is judged by its actions, and the predictor alone is the ODE solver.
 
-Kernel: ``midpoint_round`` (below); driver: ``solve_windowed`` in fixed-sweeps mode.
+Kernel: ``midpoint_round`` (below); driver: ``solve_windowed`` with ``FixedSweepsAcceptance``.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 
 from parapolicy.errors import SamplerConfigError
+from parapolicy.samplers.acceptance import FixedSweepsAcceptance
 from parapolicy.samplers.base import SamplerBase
 from parapolicy.samplers.continuous_time import (
     GridRule,
@@ -45,7 +46,7 @@ from parapolicy.samplers.continuous_time import (
 )
 from parapolicy.samplers.driver import solve_windowed
 from parapolicy.samplers.inpainting import impose
-from parapolicy.samplers.kernels import RoundUpdate, report_round
+from parapolicy.samplers.kernels import RoundOutcome, RoundUpdate, write_states
 from parapolicy.samplers.problem import DenoisingProblem, SampleResult, check_bounded_int, check_grid_budget
 
 
@@ -56,6 +57,18 @@ def node_levels(grid: GridRule, offsets: torch.Tensor):
     u[-1] = 0.0  # the step to clean data is evaluated at its start
     node_sigma = sigma[:-1, None] + u * (sigma[1:] - sigma[:-1])[:, None]
     return 1.0 / (1.0 + node_sigma**2), timestep_at_sigma(grid.alphas_cumprod, node_sigma).float()
+
+
+@dataclass
+class MidpointBuffers:
+    """The midpoint rounds' own state: each interval's node state ``nodes`` (rows, B, *S), its
+    level ``node_level`` (rows, B) float64 and network timestep ``node_t`` (rows, B), and the
+    grid's levels ``level`` (rows + 1,) float64 (padding rows keep harmless ones and zeros)."""
+
+    nodes: torch.Tensor
+    node_level: torch.Tensor
+    node_t: torch.Tensor
+    level: torch.Tensor
 
 
 class MidpointUpdate(RoundUpdate):
@@ -69,18 +82,18 @@ class MidpointUpdate(RoundUpdate):
         self.prediction_type = getattr(grid.config, "prediction_type", "epsilon")
         self.clip = clip_limit(grid)
 
-    def buffers(self, rows: int, x_T: torch.Tensor) -> dict:
+    def buffers(self, rows: int, x_T: torch.Tensor) -> MidpointBuffers:
         device, batch = x_T.device, x_T.shape[0]
-        return {"nodes": x_T.new_zeros((rows, *x_T.shape)),
-                "node_level": torch.ones((rows, batch), dtype=torch.float64, device=device),
-                "node_t": torch.zeros((rows, batch), dtype=torch.float32, device=device),
-                "level": torch.ones(rows + 1, dtype=torch.float64, device=device)}
+        return MidpointBuffers(nodes=x_T.new_zeros((rows, *x_T.shape)),
+                               node_level=torch.ones((rows, batch), dtype=torch.float64, device=device),
+                               node_t=torch.zeros((rows, batch), dtype=torch.float32, device=device),
+                               level=torch.ones(rows + 1, dtype=torch.float64, device=device))
 
-    def reset(self, buf: dict) -> None:
+    def reset(self, extras: MidpointBuffers) -> None:
         n = self.node_level.shape[0]
-        buf["node_level"][:n].copy_(self.node_level)
-        buf["node_t"][:n].copy_(self.node_t)
-        buf["level"][: n + 1].copy_(self.levels)
+        extras.node_level[:n].copy_(self.node_level)
+        extras.node_t[:n].copy_(self.node_t)
+        extras.level[: n + 1].copy_(self.levels)
 
     def epsilon(self, output, x, level):
         if self.prediction_type == "epsilon":
@@ -88,19 +101,20 @@ class MidpointUpdate(RoundUpdate):
         return epsilon_from_output(output, x, broadcast_levels(level, x), self.prediction_type)
 
 
-def midpoint_round(buf: dict, denoise, step, batch: int, n_steps: int, update: MidpointUpdate) -> None:
-    """One parallel round over the block at ``buf["start"]``: evaluate its start and nodes in
-    ONE call, rebuild the interval ends (``traj``) and the nodes, set the flags."""
-    traj, start = buf["traj"], buf["start"].view(1)
-    index = buf["start"] + buf["slots"]
+def midpoint_round(buf, denoise, step, batch: int, n_steps: int, update: MidpointUpdate) -> RoundOutcome:
+    """One parallel round over the block at ``buf.start``: evaluate its start and nodes in
+    ONE call, rebuild the interval ends (``traj``) and the nodes."""
+    own, inputs = buf.extras, buf.inputs
+    traj, start = buf.traj, buf.start.view(1)
+    index = buf.start + buf.slots
     x0 = traj.index_select(0, start)
-    nodes = torch.where(buf["sweep"] == 0, x0, buf["nodes"].index_select(0, index))  # round 1: all at the start
-    points = impose(torch.cat([x0, nodes]), buf["cond_data"], buf["cond_mask"])
-    level = buf["level"]
+    nodes = torch.where(buf.sweep == 0, x0, own.nodes.index_select(0, index))  # round 1: all at the start
+    points = impose(torch.cat([x0, nodes]), inputs.cond_data, inputs.cond_mask)
+    level = own.level
     point_level = torch.cat([level.index_select(0, start).view(1, 1).expand(1, batch),
-                             buf["node_level"].index_select(0, index)])
-    point_t = torch.cat([buf["timesteps"].index_select(0, start).view(1, 1).expand(1, batch),
-                         buf["node_t"].index_select(0, index)])
+                             own.node_level.index_select(0, index)])
+    point_t = torch.cat([inputs.timesteps.index_select(0, start).view(1, 1).expand(1, batch),
+                         own.node_t.index_select(0, index)])
     output = denoise(points.reshape(-1, *points.shape[2:]), point_t.reshape(-1)).reshape(points.shape)
     eps = update.epsilon(output, points, point_level)
     level_a, level_b = level.index_select(0, index), level.index_select(0, index + 1)
@@ -108,9 +122,10 @@ def midpoint_round(buf: dict, denoise, step, batch: int, n_steps: int, update: M
     starts = torch.cat([x0, ends[:-1]])
     new_nodes = starts + integrator_flow(points[:-1], point_level[:-1], level_a, point_level[1:], eps[:-1],
                                          update.clip)
-    buf["nodes"].index_copy_(0, index, new_nodes)
-    report_round(buf, index, ends, traj.index_select(0, index + 1), n_steps)
-    buf["eps"].index_copy_(0, index, output[1:])
+    own.nodes.index_copy_(0, index, new_nodes)
+    worst, finite = write_states(buf, index, ends, traj.index_select(0, index + 1), n_steps)
+    buf.eps.index_copy_(0, index, output[1:])
+    return RoundOutcome(index, worst, finite)
 
 
 @dataclass(frozen=True)
@@ -153,5 +168,5 @@ class RandomizedMidpoint(SamplerBase):
         update = MidpointUpdate(grid, node_level.to(device), node_t.to(device))
         on_grid = problem.replace(rule=grid, noises=None, init_guess=None)
         settings = {"blocks": self.blocks, "points": self.points, "iterations": self.iterations}
-        return solve_windowed(on_grid, update, name=self.name, window=self.points, sweeps=self.iterations,
-                              settings=settings, kernel=midpoint_round)
+        return solve_windowed(on_grid, update, FixedSweepsAcceptance(self.iterations), name=self.name,
+                              window=self.points, settings=settings, kernel=midpoint_round)
