@@ -73,7 +73,7 @@ def test_a_proposed_sampler_run_executes_and_reports_latency_at_equal_score(toy_
     (run,) = run_sweep(config, in_process, max_runs=1,
                        extra=[f"checkpoint={toy_ckpt}", "env=toy", "n_episodes=1", "logger=disabled"])
     results = done[0]
-    assert results["sampler"] == {"name": "picard", "window": 4, "tolerance": 0.05}
+    assert results["sampler"] == {"name": "picard", "window": 4, "tolerance": 0.05, "max_rows": 64}
     assert results["paired"]["sampler_b"] == {"name": "sequential"}
     assert run.summary_metrics["rollout/latency_at_equal_score_ms"] == latency_at_equal_score(results)
     assert run.state == "finished"
