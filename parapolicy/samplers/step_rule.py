@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import torch
 
 from parapolicy.errors import SamplerConfigError, UnsupportedSchedulerError
+from parapolicy.scheduler_kinds import SCHEDULER_KINDS
 
-SUPPORTED_SCHEDULERS = ("DDPMScheduler", "DDIMScheduler", "DPMSolverMultistepScheduler")
+SUPPORTED_SCHEDULERS = tuple(SCHEDULER_KINDS.values())  # the diffusers classes a step rule is built for
 
 
 def _posterior_variances(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, final_alpha: float) -> torch.Tensor:
