@@ -133,12 +133,13 @@ def _solve(problem: DenoisingProblem, update, acceptance, *, name: str, window: 
         start = progress.start
         progress = judge.advance(buf, run, progress)
         if progress.non_finite:
-            return fallback_to_chain(problem, name, progress.rounds, progress.nfe, settings, progress.widest)
+            return fallback_to_chain(problem, name, progress.rounds, progress.nfe + update.extra_nfe(batch), settings,
+                                     max(1, progress.widest) * update.rows_per_point)
         if problem.callback is not None:
             problem.callback({"round": progress.rounds, "start": start, "accepted": progress.start - start})
     max_error = judge.finish(buf)
     sample = impose(buf.traj[n_steps], problem.cond_data, problem.cond_mask).clone()
-    stats = SampleStats(name, rounds=progress.rounds, nfe=progress.nfe, max_error=max_error,
+    stats = SampleStats(name, rounds=progress.rounds, nfe=progress.nfe + update.extra_nfe(batch), max_error=max_error,
                         captured=executor.captures, initial_guess=problem.caller_guess,
-                        max_rows_per_round=progress.widest, settings=settings)
+                        max_rows_per_round=progress.widest * update.rows_per_point, settings=settings)
     return SampleResult(sample, stats, eps=buf.eps[:n_steps].clone())

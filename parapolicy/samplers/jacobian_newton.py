@@ -142,6 +142,11 @@ class JacobianUpdate(RoundUpdate):
 
     def __init__(self, network: NetworkJacobian, rule):
         self.network, self.rule = network, rule
+        self.rows_per_point = network.size + 1  # every state's row and its D directions
+
+    def extra_nfe(self, batch: int) -> int:
+        """The directional derivatives' rows, per sample (honest NFE)."""
+        return self.network.extra_rows // batch
 
     def buffers(self, rows: int, x_T: torch.Tensor) -> torch.Tensor:
         """Each step's latest Jacobian (rows, B, D, D): reused by rounds without fresh derivatives."""
@@ -225,12 +230,9 @@ class JacobianNewton(SamplerBase):
                     "refresh": self.refresh, "jacobian": self.jacobian, "start": "warm" if given else "prior"}
         if self.max_rows is not None:
             settings["max_rows"] = self.max_rows
-        result = solve_windowed(problem.replace(executor=EAGER), JacobianUpdate(network, rule),
-                                ToleranceAcceptance(self.tolerance), name=self.name, window=window,
-                                settings=settings, kernel=jacobian_round)
-        result.stats.nfe += network.extra_rows // problem.batch
-        result.stats.max_rows_per_round *= network.size + 1  # every state's row and its D directions
-        return result
+        return solve_windowed(problem.replace(executor=EAGER), JacobianUpdate(network, rule),
+                              ToleranceAcceptance(self.tolerance), name=self.name, window=window,
+                              settings=settings, kernel=jacobian_round)
 
     def _window(self, rows_per_state: int) -> int:
         """Steps per round: ``window``, narrowed so that a round's rows stay within ``max_rows``."""

@@ -48,11 +48,18 @@ class RoundUpdate:
     """The update protocol the window driver runs: how one round turns the window's fresh
     one-step results into new states. Subclasses set ``key`` (part of the executor's cache key),
     may keep their own buffers (``buffers``: any type, held as ``buf.extras`` and cleared by
-    ``reset`` before each call) and ``extra_points`` (network points a round evaluates
-    besides the window's states, counted as rows and NFE)."""
+    ``reset`` before each call), ``extra_points`` (network points a round evaluates
+    besides the window's states, counted as rows and NFE), ``rows_per_point`` (network rows
+    one evaluated point costs) and ``extra_nfe`` (evaluations spent outside the counted points):
+    the driver reads these when it reports, so no sampler patches the stats it returns."""
 
     key: str = ""
     extra_points: int = 0
+    rows_per_point: int = 1
+
+    def extra_nfe(self, batch: int) -> int:
+        """Network evaluations per sample this call spent beyond one per evaluated point."""
+        return 0
 
     def buffers(self, rows: int, x_T: torch.Tensor):
         """This update's own static buffers for ``rows`` steps (None: it needs none)."""

@@ -83,7 +83,9 @@ class NewtonPrior(NewtonPicard):
     name = "newton_prior"
 
     def sample(self, problem: DenoisingProblem) -> SampleResult:
-        problem, given = start_from_prior(problem)
-        result = super().sample(problem)
-        result.stats.settings["start"] = "warm" if given else "prior"
-        return result
+        problem, _ = start_from_prior(problem)
+        return super().sample(problem)
+
+    def settings_for(self, problem: DenoisingProblem, window: int) -> dict:
+        """``newton_picard``'s settings and which start ran: the prior, or the caller's (warm) guess."""
+        return {**super().settings_for(problem, window), "start": "prior" if problem.guess_is_prior else "warm"}

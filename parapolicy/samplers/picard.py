@@ -62,9 +62,14 @@ class Picard(SamplerBase):
 
     def sample(self, problem: DenoisingProblem) -> SampleResult:
         window = self.rows_per_round
+        return solve_windowed(problem, self.update, ToleranceAcceptance(self.tolerance), name=self.name,
+                              window=window, settings=self.settings_for(problem, window),
+                              rounds_per_sync=self.rounds_per_sync)
+
+    def settings_for(self, problem: DenoisingProblem, window: int) -> dict:
+        """The settings this call ran with, as ``SampleStats.settings`` reports them."""
         settings = {"window": min(window, problem.rule.num_steps), "tolerance": float(self.tolerance),
                     "max_rows": self.max_rows}
         if self.rounds_per_sync != 1:
             settings["rounds_per_sync"] = self.rounds_per_sync
-        return solve_windowed(problem, self.update, ToleranceAcceptance(self.tolerance), name=self.name,
-                              window=window, settings=settings, rounds_per_sync=self.rounds_per_sync)
+        return settings
