@@ -43,6 +43,7 @@ SAMPLERS = {  # (sampler name, settings): the defaults a user gets; picard's row
     "newton_prior": ("newton_prior", {}),
     "newton_picard@0.005": ("newton_picard", {"tolerance": 0.005}),  # the tolerance a <= 1 px default needs?
     "newton_prior@0.005": ("newton_prior", {"tolerance": 0.005}),
+    "newton_prior@0.003": ("newton_prior", {"tolerance": 0.003}),
     "picard_budget@0.01": ("picard", {"tolerance": 0.01}),
     "jacobian_newton": ("jacobian_newton", {}),
     "jacobian_newton_jvp": ("jacobian_newton", {"jacobian": "jvp"}),
