@@ -24,6 +24,6 @@ class NewtonPicard(Picard):
     further than a Picard round, so a small change certifies less.
     """
 
-    tolerance: float = 0.01
+    tolerance: float = 0.005
     name = "newton_picard"
     update = SecantUpdate()
