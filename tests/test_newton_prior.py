@@ -109,7 +109,7 @@ def test_inpainted_entries_are_kept_and_the_answer_is_sequential():
 
 def test_settings_and_registry():
     assert isinstance(make_sampler("newton_prior"), NewtonPrior)
-    assert make_sampler("newton_prior").config() == {"name": "newton_prior", "window": 100, "tolerance": 0.005,
+    assert make_sampler("newton_prior").config() == {"name": "newton_prior", "window": 100, "tolerance": 0.003,
                                                      "max_rows": 64}
     with pytest.raises(Exception, match="newton_prior tolerance must be a finite number > 0"):
         NewtonPrior(tolerance=0.0)

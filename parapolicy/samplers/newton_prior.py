@@ -78,8 +78,12 @@ def start_from_prior(problem: DenoisingProblem) -> tuple[DenoisingProblem, bool]
 
 @dataclass(frozen=True)
 class NewtonPrior(NewtonPicard):
-    """Settings: window and tolerance, as ``newton_picard`` (whose kernel, driver and defaults it keeps)."""
+    """Settings: window, tolerance and max_rows, as ``newton_picard`` (whose kernel and driver it keeps).
 
+    Its default tolerance is tighter: from the prior's start, a state can stop moving while
+    still further from the answer on sharp networks (``benchmarks/samplers.md``)."""
+
+    tolerance: float = 0.003
     name = "newton_prior"
 
     def sample(self, problem: DenoisingProblem) -> SampleResult:
