@@ -44,6 +44,12 @@ SAMPLERS = {  # (sampler name, settings): the defaults a user gets; picard's row
     "newton_picard@0.005": ("newton_picard", {"tolerance": 0.005}),  # the tolerance a <= 1 px default needs?
     "newton_prior@0.005": ("newton_prior", {"tolerance": 0.005}),
     "newton_prior@0.003": ("newton_prior", {"tolerance": 0.003}),
+    # the earlier defaults, as recorded in rounds.json: tolerance 0.1 / 0.01, and before the row budget (w100)
+    "picard_budget@0.1": ("picard", {"tolerance": 0.1}),
+    "newton_picard@0.01": ("newton_picard", {"tolerance": 0.01}),
+    "newton_prior@0.01": ("newton_prior", {"tolerance": 0.01}),
+    "newton_picard@0.01,w100": ("newton_picard", {"tolerance": 0.01, "max_rows": 100}),
+    "newton_prior@0.01,w100": ("newton_prior", {"tolerance": 0.01, "max_rows": 100}),
     "picard_budget@0.01": ("picard", {"tolerance": 0.01}),
     "jacobian_newton": ("jacobian_newton", {}),
     "jacobian_newton_jvp": ("jacobian_newton", {"jacobian": "jvp"}),
