@@ -130,13 +130,18 @@ def test_a_real_ctrl_c_interrupts_every_vector_mode_and_keeps_finished_episodes(
             return policy.predict_action(obs, generator=generator)
 
     short = OmegaConf.merge(TOY, {"max_episode_steps": 16})
-    run = run_episodes(CtrlCInSecondBatch(), make_env_factory(short, policy.spec), SEEDS + [100003], batch_size=2,
-                       vector=vector)
+    # Python's Ctrl-C handler, as a terminal-started run has it (a run started with `cmd &` ignores SIGINT)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        run = run_episodes(CtrlCInSecondBatch(), make_env_factory(short, policy.spec), SEEDS + [100003],
+                           batch_size=2, vector=vector)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
     summary = run.to_json()
     assert run.interrupted and summary["interrupted"]
     assert (summary["n_completed"], summary["n_not_finished"]) == (2, 2)
     assert sorted(summary["rewards_by_seed"]) == ["100000", "100001"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_merge_keeps_every_episode_and_chunk():
