@@ -37,7 +37,6 @@ from parapolicy.eval.build import ASSETS_DIR, CONFIG_DIR, device_name, make_env_
 from parapolicy.bench.harness import score_ci, success_ci, write_json_atomic, write_report
 from parapolicy.bench.loops import closed_loop
 
-SEQUENTIAL = ("sequential", {})  # the reference row every table starts with
 ROWS = [  # (label, sampler name, settings)
     ("sequential", "sequential", {}),
     ("picard", "picard", {"window": 100, "max_rows": 100, "tolerance": 0.1}),

@@ -10,13 +10,18 @@ SCRIPT_NAMES = {path.stem for path in SCRIPTS}
 
 
 def _imported_modules(tree) -> set:
+    """The dotted names of every absolute import in ``tree``."""
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names |= {alias.name.split(".")[0] for alias in node.names}
+            names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            names.add(node.module.split(".")[0])
+            names.add(node.module)
     return names
+
+
+def _top_level(tree) -> set:
+    return {name.split(".")[0] for name in _imported_modules(tree)}
 
 
 def _edits_sys_path(tree) -> bool:
@@ -32,7 +37,7 @@ def _edits_sys_path(tree) -> bool:
 @pytest.mark.parametrize("path", SCRIPTS, ids=lambda p: p.name)
 def test_a_script_imports_no_other_script_and_leaves_sys_path_alone(path):
     tree = ast.parse(path.read_text())
-    assert not _imported_modules(tree) & SCRIPT_NAMES, f"{path.name} imports another script"
+    assert not _top_level(tree) & SCRIPT_NAMES, f"{path.name} imports another script"
     assert not _edits_sys_path(tree), f"{path.name} edits sys.path"
 
 
@@ -47,7 +52,7 @@ def test_every_benchmark_uses_the_harness(path):
 
 def test_the_rules_see_an_edit_and_an_import():
     assert _edits_sys_path(ast.parse("import sys\nsys.path.insert(0, 'x')\n"))
-    assert _imported_modules(ast.parse("from bench_latency import POLICIES\n")) & SCRIPT_NAMES
+    assert _top_level(ast.parse("from bench_latency import POLICIES\n")) & SCRIPT_NAMES
 
 
 def test_the_library_never_imports_the_benchmark_harness():
@@ -56,11 +61,9 @@ def test_the_library_never_imports_the_benchmark_harness():
     for path in package.rglob("*.py"):
         if "bench" in path.relative_to(package).parts[:1]:
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            module = node.module if isinstance(node, ast.ImportFrom) else None
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else [module or ""]
-            if any(n == "parapolicy.bench" or n.startswith("parapolicy.bench.") for n in names):
-                offenders.append(str(path.relative_to(package)))
+        names = _imported_modules(ast.parse(path.read_text()))
+        if any(n == "parapolicy.bench" or n.startswith("parapolicy.bench.") for n in names):
+            offenders.append(str(path.relative_to(package)))
     assert not offenders
 
 
@@ -71,12 +74,7 @@ TESTS = sorted(pathlib.Path(__file__).resolve().parent.rglob("*.py"))
 def test_tests_share_code_through_tests_support_only(path):
     """A test module never imports another test module or conftest, and nothing edits sys.path."""
     tree = ast.parse(path.read_text())
-    imported = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.module and not node.level:
-            imported.add(node.module)
-        elif isinstance(node, ast.Import):
-            imported |= {alias.name for alias in node.names}
-    bad = {m for m in imported if m.split(".")[-1].startswith("test_") or m.split(".")[-1] == "conftest"}
+    bad = {m for m in _imported_modules(tree) if m.split(".")[-1].startswith("test_")
+           or m.split(".")[-1] == "conftest"}
     assert not bad, f"{path.name} imports {sorted(bad)}; shared code belongs in tests/support"
     assert not _edits_sys_path(tree), f"{path.name} edits sys.path"

@@ -50,11 +50,6 @@ class Picard(SamplerBase):
         check_bounded_int(self.name, "rounds_per_sync", self.rounds_per_sync)
         check_bounded_int(self.name, "max_rows", self.max_rows)
 
-    @property
-    def rows_per_round(self) -> int:
-        """The window the row budget allows: steps evaluated per round and sample."""
-        return min(self.window, self.max_rows)
-
     def config(self) -> dict:
         """The settings; ``rounds_per_sync`` only where it differs from one round per sync."""
         config = super().config()
@@ -63,7 +58,7 @@ class Picard(SamplerBase):
         return config
 
     def sample(self, problem: DenoisingProblem) -> SampleResult:
-        window = self.rows_per_round
+        window = min(self.window, self.max_rows)  # the steps the row budget allows per round and sample
         return solve_windowed(problem, self.update, ToleranceAcceptance(self.tolerance), name=self.name,
                               window=window, settings=self.settings_for(problem, window),
                               rounds_per_sync=self.rounds_per_sync)
