@@ -17,7 +17,7 @@ from tests.support.analytic import MU, S, affine_steps
 from parapolicy.errors import SamplerConfigError
 from parapolicy.samplers import DenoisingProblem, QuasiNewton, Sequential, draw_noises, make_sampler, make_step_rule
 from parapolicy.samplers.inpainting import impose
-from parapolicy.samplers.quasi_newton import PROBE_STEP, evaluation_plan
+from parapolicy.samplers.quasi_newton import PROBE_STEP, StepModels, evaluation_plan
 
 
 def _closed_form(sched, draws, stochastic):
@@ -51,6 +51,38 @@ def test_one_secant_pair_makes_an_affine_step_exact():
     assert out.stats.rounds == 3, out.stats
     assert no_secant.stats.rounds == 3  # one pair is all an affine step needs
     assert (out.sample.double() - _closed_form(sched, draws, False)).abs().max() < 1e-5
+
+
+def test_a_step_first_evaluated_beside_a_paired_one_takes_its_secants():
+    """A budgeted round skips steps; when one is first evaluated, its neighbour's secant pairs model
+    it (not the stand-in's slope alone), so it need not wait a round for pairs of its own."""
+    x_T = torch.zeros(1, 4, 2)
+    models = StepModels(None, torch.tensor([0.5, 0.5, 0.5]), x_T, history=2)
+    g = torch.Generator().manual_seed(0)
+    first, second = torch.randn(2, 1, 8, generator=g), torch.randn(2, 1, 8, generator=g)
+    models.record(torch.tensor([0, 2]), first, torch.randn(2, 1, 8, generator=g))
+    models.record(torch.tensor([0, 2]), second, torch.randn(2, 1, 8, generator=g))
+    assert models.count.tolist() == [1, 0, 1]
+    models.count[2] = 2  # the neighbour with more pairs is the donor
+    models.record(torch.tensor([1]), torch.randn(1, 1, 8, generator=g), torch.randn(1, 1, 8, generator=g))
+    assert int(models.count[1]) == 2
+    _, jacobian = models.affine(torch.tensor([1, 2]))
+    assert torch.equal(jacobian[0], jacobian[1])
+    models.record(torch.tensor([1]), torch.randn(1, 1, 8, generator=g), torch.randn(1, 1, 8, generator=g))
+    assert int(models.count[1]) == 3  # its own pairs join, and in time replace the borrowed ones
+
+
+@pytest.mark.parametrize("network, rows, most", [("smooth", 64, 9), ("gaussian", 32, 12)])
+def test_borrowed_secants_save_rounds_where_the_budget_skips_steps(network, rows, most):
+    """DDPM-100 under a row budget below the chain: fewer rounds than pairing every step on its own
+    evaluations took (10 and 14 rounds), and still the sequential answer."""
+    sched = make_scheduler("ddpm", 100)
+    draws = draw_noises(sched, (3, 16, 2), torch.Generator().manual_seed(3))
+    den = SmoothNetDenoiser(32, seed=1, scheduler=sched) if network == "smooth" else GaussianDenoiser(sched, MU, S)
+    ref = solve(Sequential(), den, sched, draws.x_T, draws.noises).sample
+    out = solve(QuasiNewton(tolerance=1e-4, max_rows=rows, reuse_jacobians=False), den, sched, draws.x_T, draws.noises)
+    assert out.stats.rounds <= most and out.stats.max_rows_per_round <= rows
+    assert (out.sample - ref).abs().max() < 1e-5
 
 
 def test_probed_jacobian_columns_are_the_networks_derivative_and_are_reused():

@@ -12,8 +12,8 @@ the model of the network instead:
   (clipping included) maps the modelled output to the next state, so nothing that is known
   in closed form is approximated.
 - **E_j from three sources, none a network call of its own.** It starts as the slope of
-  the exact denoiser of a Gaussian N(0, PRIOR_STD^2) target (``newton_prior``), one scalar
-  per step. Columns of the full D x D matrix are measured by finite differences in the
+  the exact denoiser of a Gaussian N(0, STAND_IN_STD^2) target (as ``newton_prior``'s,
+  narrower: most directions of a trained net's input are off its data), one scalar per step. Columns of the full D x D matrix are measured by finite differences in the
   rows a round has left under its budget (the tail of the chain first: its steps are the
   least linear and decide the last rounds), and kept across calls (``reuse_jacobians``)
   because the network and a robot's observations change little between chunks. On top,
@@ -23,18 +23,18 @@ the model of the network instead:
   ``max_rows``, a round evaluates a contiguous head and every other step after it; a
   skipped step's output is the mean of its two evaluated neighbours' models at its own
   input (the output varies smoothly with the noise level), so the tail is refined from the
-  first round on.
+  first round on; when such a step is first evaluated it borrows a neighbour's secant pairs.
 
 Each round propagates the remaining chain through the models (no network; on a GPU as a
 linearised doubling scan, a handful of kernels instead of N small steps), then accepts
-the leading evaluated states whose change is below ``tolerance`` (in units of that step's
-noise std, as every exact sampler here) and whose step has been evaluated twice, unless
-nothing before it moved: after one evaluation the model knows nothing of how the network
-amplifies an error, and a sharp one (a randomly initialised upstream-size UNet) would carry
-a small accepted error to the actions many times over. The window start is exact after every round, so
-the answer is the sequential one for the same noise draws: the models move the rounds,
+the leading evaluated states whose input changed by less than ``tolerance`` (in units of
+that step's noise std, as every exact sampler here) and whose step has secant pairs (its own
+or a neighbour's), unless nothing before it moved: after one evaluation the model knows
+nothing of how the network amplifies an error, and a sharp one (a randomly initialised
+upstream-size UNet) would carry a small accepted error to the actions many times over. The
+window start is exact after every round, so the answer is the sequential one for the same noise draws: the models move the rounds,
 never the fixed point. NaN/inf falls back to the sequential chain. The start is
-``newton_prior``'s Gaussian stand-in trajectory, or the caller's initial guess.
+the Gaussian stand-in's trajectory, or the caller's initial guess.
 """
 
 from __future__ import annotations
@@ -60,6 +60,7 @@ MAX_SLOPE = 100.0  # a secant slope beyond this is not a network's: clamped
 UNPAIRED = 1e-3  # a step evaluated once is accepted only if nothing before it moved more than this (noise stds)
 MAX_STORE_ENTRIES = 1 << 24  # N x D x D floats a Jacobian store may hold (64 MiB): larger chains do not probe
 MAX_DENSE_ENTRIES = 1 << 24  # N x B x D x D floats of one round's dense models; beyond, slopes only
+STAND_IN_STD = 0.2  # the stand-in target's std (normalized units): fewer rounds than 0.5 (benchmarks/samplers.md)
 
 
 def evaluation_plan(start: int, n_steps: int, max_rows: int) -> torch.Tensor:
@@ -82,7 +83,8 @@ def prior_slopes(rule) -> torch.Tensor:
     one = torch.ones(1, dtype=torch.float64)
     prediction = getattr(rule.config, "prediction_type", "epsilon")
     alphas = rule.alphas_cumprod.double()
-    return torch.cat([gaussian_denoiser_output(one, float(alphas[int(t)]), prediction) for t in rule.timesteps]).float()
+    return torch.cat([gaussian_denoiser_output(one, float(alphas[int(t)]), prediction, STAND_IN_STD)
+                      for t in rule.timesteps]).float()
 
 
 class JacobianStore:
@@ -147,10 +149,28 @@ class StepModels:
             self.pairs_x[paired, slot] = (dx / length)[new_pair]
             self.pairs_e[paired, slot] = ((outputs - self.value[steps]) / length)[new_pair]
             self.count[paired] += 1
+        first = steps[~self.known[steps]]
         self.anchor[steps], self.value[steps] = states, outputs
         self.known[steps] = True
         if paired.numel():
             self._fit(paired)
+        self._borrow(first)
+
+    def _borrow(self, steps: torch.Tensor) -> None:
+        """A step evaluated for the first time takes the secant pairs of a neighbour that has
+        some (the one with more): the output varies smoothly with the noise level, so the
+        neighbour's slopes model it better than the Gaussian stand-in's, and the rounds spent
+        pairing steps that a budgeted round skipped are saved. Its own pairs replace them."""
+        n_steps, takers = self.count.shape[0], []
+        for step in steps.tolist():
+            donors = [k for k in (step - 1, step + 1) if 0 <= k < n_steps and self.count[k] > 0]
+            if donors:
+                donor = max(donors, key=lambda k: int(self.count[k]))
+                self.pairs_x[step], self.pairs_e[step] = self.pairs_x[donor], self.pairs_e[donor]
+                self.count[step] = self.count[donor]
+                takers.append(step)
+        if takers:
+            self._fit(torch.tensor(takers))
 
     def _fit(self, steps: torch.Tensor) -> None:
         latest = (self.count[steps] - 1) % self.history
@@ -310,7 +330,7 @@ def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, s
     if problem.init_guess is not None:
         traj = problem.init_guess.clone()
         traj[0] = x_T
-    else:  # the chain of the Gaussian stand-in: newton_prior's start
+    else:  # the chain of the Gaussian stand-in
         traj = propagate(models, step, x_T.expand(n_steps + 1, *x_T.shape).clone(), 0, nothing, problem)
     timesteps = rule.timesteps.to(x_T.device)
     start, rounds, nfe, max_error, widest = 0, 0, 0, 0.0, 0
@@ -338,15 +358,16 @@ def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, s
             return fallback_to_chain(problem, name, rounds, nfe, settings, widest)
         change = (new - traj).pow(2).flatten(2).sum(-1).amax(1).cpu() * inv_var  # worst sample, per state
         traj = new
-        accepted, upstream = 0, 0.0  # the leading evaluated states: the first is exact (its input was);
-        while start + accepted < n_steps and fresh[start + accepted]:  # a later one needs a small change
-            accepted += 1  # and, unless nothing before it moved, a secant pair on its step
-            moved = float(change[start + accepted])
-            unknown_gain = not bool(models.count[start + accepted - 1] > 0) and upstream > UNPAIRED ** 2
+        accepted, upstream = 1, 0.0  # the leading evaluated states: the first is exact (its input was);
+        while start + accepted < n_steps and fresh[start + accepted]:  # state k + 1 then needs a small
+            k = start + accepted  # change of its input k and, unless nothing before it moved, pairs on step k
+            moved = float(change[k])
+            unknown_gain = not bool(models.count[k] > 0) and max(upstream, moved) > UNPAIRED ** 2
             if moved > tol2 or unknown_gain:
                 break
             upstream = max(upstream, moved)
-            max_error = max(max_error, float(change[start + accepted].sqrt()))
+            max_error = max(max_error, math.sqrt(moved))
+            accepted += 1
         if problem.callback is not None:
             problem.callback({"round": rounds, "start": start, "accepted": accepted})
         start += accepted
