@@ -12,9 +12,10 @@ the model of the network instead:
   (clipping included) maps the modelled output to the next state, so nothing that is known
   in closed form is approximated.
 - **E_j from three sources, none a network call of its own.** It starts as the slope of
-  the exact denoiser of a Gaussian N(0, STAND_IN_STD^2) target (as ``newton_prior``'s,
-  narrower: most directions of a trained net's input are off its data), one scalar per step. Columns of the full D x D matrix are measured by finite differences in the
-  rows a round has left under its budget (the tail of the chain first: its steps are the
+  the exact denoiser of a Gaussian N(0, STAND_IN_STD^2) target, one scalar per step
+  (narrower than ``newton_prior``'s: off a trained net's data its output moves with the
+  full 1/sigma slope). Columns of the full D x D matrix are measured by finite differences
+  in the rows a round has left under its budget (the tail of the chain first: its steps are the
   least linear and decide the last rounds), and kept across calls (``reuse_jacobians``)
   because the network and a robot's observations change little between chunks. On top,
   a least-squares low-rank correction makes E_j reproduce this call's last ``history``
@@ -32,9 +33,10 @@ that step's noise std, as every exact sampler here) and whose step has secant pa
 or a neighbour's), unless nothing before it moved: after one evaluation the model knows
 nothing of how the network amplifies an error, and a sharp one (a randomly initialised
 upstream-size UNet) would carry a small accepted error to the actions many times over. The
-window start is exact after every round, so the answer is the sequential one for the same noise draws: the models move the rounds,
-never the fixed point. NaN/inf falls back to the sequential chain. The start is
-the Gaussian stand-in's trajectory, or the caller's initial guess.
+window start is exact after every round, so the answer is the sequential one for the same
+noise draws: the models move the rounds, never the fixed point. NaN/inf falls back to the
+sequential chain. The start is the Gaussian stand-in's trajectory, or the caller's initial
+guess.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ MAX_SLOPE = 100.0  # a secant slope beyond this is not a network's: clamped
 UNPAIRED = 1e-3  # a step evaluated once is accepted only if nothing before it moved more than this (noise stds)
 MAX_STORE_ENTRIES = 1 << 24  # N x D x D floats a Jacobian store may hold (64 MiB): larger chains do not probe
 MAX_DENSE_ENTRIES = 1 << 24  # N x B x D x D floats of one round's dense models; beyond, slopes only
-STAND_IN_STD = 0.2  # the stand-in target's std (normalized units): fewer rounds than 0.5 (benchmarks/samplers.md)
+STAND_IN_STD = 0.2  # the stand-in target's std (normalized units): fewer PushT rounds than 0.5 (benchmarks/README.md)
 
 
 def evaluation_plan(start: int, n_steps: int, max_rows: int) -> torch.Tensor:
