@@ -150,7 +150,8 @@ class Policy(nn.Module):
         (B, n_action_steps, Da), ``action_pred`` (B, horizon, Da), ``stats`` (``ChunkStats``: the
         sampler's ``SampleStats`` plus ``latency_ms``; ``stats["rounds"]`` reads its flat names),
         ``sample`` (B, horizon, D), the denoised trajectory in normalized units, and
-        ``denoiser_outputs`` (steps, B, horizon, D), each step's latest network output. ``initial_guess`` is a guess of either: a ``sample`` (e.g. the previous
+        ``denoiser_outputs`` (steps, B, horizon, D), each step's latest network output.
+        ``initial_guess`` is a guess of either: a ``sample`` (e.g. the previous
         chunk's, shifted by the executed steps; the trajectory whose denoiser always predicts
         it, with this call's noises) or per-step outputs (the trajectory they imply with this
         call's noises). A sampler that accepts one starts from that trajectory, which changes

@@ -355,12 +355,14 @@ WHY = ("Where newton_picard/newton_prior stay above the targets: a round accepts
        "step's model has secant pairs and its input's change is below the tolerance, so a step needs two "
        "evaluations before it can pass (or, first evaluated after the 64-row budget skipped it, a neighbour's pairs: "
        "that saved the round spent pairing it); the low-noise tail, judged against the smallest noise variances, "
-       "then accepts a few states a round and the last state costs a round of its own. The models are a stand-in slope plus a low-rank multi-secant correction, so the "
-       "convergence is superlinear, not jacobian_newton's quadratic (its 3.6-5.5 rounds cost 20-30x the rows). A "
-       "looser tolerance or no pair rule cuts about one round but let sharp random-init networks land 1.2-3.2 px off "
-       "(docs/samplers.md), and an acceptance on the error predicted from each step's measured model error "
-       "(about 0.7 rounds fewer) let the random-init UNet's DDIM-16 chunk land 1.8-5.7 px off. The closed-loop warm start does not cut rounds: every chunk draws fresh noise, so the "
-       "previous chunk's sample guesses x_0 only, and the intermediate states it implies still need their pairs.\n")
+       "then accepts a few states a round and the last state costs a round of its own. The models are a stand-in "
+       "slope plus a low-rank multi-secant correction, so the convergence is superlinear, not jacobian_newton's "
+       "quadratic (its 3.6-5.5 rounds cost 20-30x the rows). A looser tolerance or no pair rule cuts about one round "
+       "but let sharp random-init networks land 1.2-3.2 px off (docs/samplers.md), and an acceptance on the error "
+       "predicted from each step's measured model error (about 0.7 rounds fewer) let the random-init UNet's DDIM-16 "
+       "chunk land 1.8-5.7 px off. The closed-loop warm start cuts few rounds (7.64 -> 7.00 on identical "
+       "observations, warm_start_pusht_qn.md): every chunk draws fresh noise, so the previous chunk's sample "
+       "guesses x_0 only, and the intermediate states it implies still need their pairs.\n")
 
 
 if __name__ == "__main__":
