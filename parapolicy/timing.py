@@ -20,14 +20,23 @@ def synchronize(device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_call_ms(call, device, repeats: int) -> float:
-    """Median milliseconds of ``call()`` over ``repeats`` timed calls, after one untimed warm-up."""
+def median_call_ms(call, device, repeats: int, long_ms: float | None = None) -> float:
+    """Median milliseconds of ``call()`` over ``repeats`` timed calls, after one untimed warm-up.
+
+    With ``long_ms``, a call whose warm-up took at least that long is timed once: its timing
+    noise is small beside it, and each repeat would cost as much again (a large batch's call on
+    a CPU takes seconds)."""
     times = []
     for r in range(repeats + 1):
         synchronize(device)
         started = time.perf_counter()
         call()
         synchronize(device)
+        elapsed = (time.perf_counter() - started) * 1000.0
         if r > 0:
-            times.append((time.perf_counter() - started) * 1000.0)
+            times.append(elapsed)
+        elif long_ms is not None and elapsed >= long_ms:
+            repeats = 1
+        if len(times) >= repeats:
+            break
     return float(np.median(times))

@@ -10,8 +10,10 @@ import torch
 from tests.support.helpers import CountingDenoiser, SmoothNetDenoiser, make_scheduler, solve
 from hydra import compose, initialize_config_dir
 
+from parapolicy import timing
 from parapolicy.errors import SamplerConfigError
 from parapolicy.eval.build import CONFIG_DIR
+from parapolicy.eval.report import summary_table
 from parapolicy.eval.run import run_rollout
 from parapolicy.samplers import DenoisingProblem, Sequential, draw_noises, make_sampler
 from parapolicy.samplers import auto as auto_module
@@ -53,7 +55,7 @@ def test_a_near_tie_goes_to_the_candidate_with_fewer_rows():
 def test_a_noisy_point_never_makes_more_rows_look_cheaper(monkeypatch):
     assert monotone({1: 2.0, 40: 9.0, 64: 7.5, 128: 12.0}) == {1: 2.0, 40: 9.0, 64: 9.0, 128: 12.0}
     timings = iter([2.0, 9.0, 7.5])  # the 64-row call timed while something else held the CPU less
-    monkeypatch.setattr(auto_module, "median_call_ms", lambda call, device, repeats: next(timings))
+    monkeypatch.setattr(auto_module, "median_call_ms", lambda call, device, repeats, long_ms=None: next(timings))
     sched, draws, net = _problem(batch=1)
     problem = DenoisingProblem(net, sched, draws.x_T, draws.noises)
     curve = cost_curve(problem, [1, 40, 64])
@@ -71,17 +73,57 @@ def test_the_choice_is_the_fastest_under_the_measured_cost(monkeypatch, per_call
     candidates = report["candidates"]
     assert set(candidates) == {"sequential", "quasi_newton", "quasi_newton_probes"}
     assert candidates["sequential"]["rounds"] == 100 and candidates["sequential"]["rows_per_round"] == 1.0
+    timed = {k: c for k, c in candidates.items() if "predicted_ms" in c}
+    fastest = min(c["predicted_ms"] for c in timed.values())
     for c in candidates.values():  # the curve is linear, so interpolation is exact at fractional rows
-        assert c["predicted_ms"] == pytest.approx(c["rounds"] * (per_call + per_row * c["rows_per_round"] * 2)
-                                                  + c["host_ms"])
-    assert report["chosen"] == auto_module.choose(candidates)
-    fastest = min(c["predicted_ms"] for c in candidates.values())
+        cost = c["rounds"] * (per_call + per_row * c["rows_per_round"] * 2) + c["host_ms"]
+        if "predicted_ms" in c:
+            assert c["predicted_ms"] == pytest.approx(cost)
+        else:  # not timed: a bound below its true cost already lost to the fastest
+            assert fastest * (1 + auto_module.TIE) < c["lower_bound_ms"] <= cost + 1e-6
+    assert report["chosen"] == auto_module.choose(timed)
     assert candidates[report["chosen"]]["predicted_ms"] <= fastest * (1 + auto_module.TIE)
     if expected == "sequential":
         assert report["chosen"] == "sequential" and report["config"] == {"name": "sequential"}
     else:  # rows are free: a parallel candidate's few rounds beat sequential's 100 calls
         assert report["chosen"] != "sequential" and candidates[report["chosen"]]["rounds"] < 20
     assert out.stats.sampler == "auto" and out.stats.settings["chosen"] == report["chosen"]
+
+
+def test_rows_that_cannot_win_are_never_timed(monkeypatch):
+    """When a row costs as much as a call, sequential's 100 one-row calls win and the parallel
+    candidates' rows (seconds a call at a large batch on a CPU) are timed at most once, the
+    fewest first: after the first one, the probes' rounds at that cost already lose."""
+    asked = []
+
+    def curve(problem, rows, repeats=1):
+        asked.extend(rows)
+        return {r: 1000.0 * r * problem.batch for r in rows}
+
+    monkeypatch.setattr(auto_module, "cost_curve", curve)
+    sched, draws, net = _problem()
+    sampler = make_sampler("auto")
+    solve(sampler, net, sched, draws.x_T, draws.noises)
+    candidates = sampler.calibration["candidates"]
+    plain, probes = candidates["quasi_newton"], candidates["quasi_newton_probes"]
+    assert sampler.calibration["chosen"] == "sequential"
+    assert plain["rows_per_round"] < probes["rows_per_round"] and "predicted_ms" not in probes
+    assert asked == [1, round(plain["rows_per_round"])]  # the probes' rows were never timed
+    assert sorted(map(int, sampler.calibration["cost_curve_ms"])) == asked
+
+
+def test_a_long_call_is_timed_once_after_its_warm_up(monkeypatch):
+    clock = iter(range(0, 10_000, 1))  # perf_counter in seconds: each call of the fake takes 1 s
+    monkeypatch.setattr(timing.time, "perf_counter", lambda: float(next(clock)))
+    calls = []
+    assert timing.median_call_ms(lambda: calls.append(1), "cpu", repeats=3, long_ms=500.0) == 1000.0
+    assert len(calls) == 2  # warm-up, then one timed call
+    calls.clear()
+    assert timing.median_call_ms(lambda: calls.append(1), "cpu", repeats=3, long_ms=2000.0) == 1000.0
+    assert len(calls) == 4  # short against long_ms: warm-up and three timed calls, as without it
+    calls.clear()
+    timing.median_call_ms(lambda: calls.append(1), "cpu", repeats=3)
+    assert len(calls) == 4
 
 
 def test_the_answer_is_exact_and_calibration_runs_once_per_schedule_and_shape(monkeypatch):
@@ -123,3 +165,7 @@ def test_results_json_records_the_choice_the_curve_and_predicted_vs_measured(toy
     assert block["measured_chunks"] == results["n_chunks"] - 1 > 0 and block["measured_ms_p50"] > 0
     assert results["metrics"]["rollout/auto/predicted_ms"] == block["predicted_ms"]  # what wandb logs
     assert results["metrics"]["rollout/auto/measured_ms_p50"] == block["measured_ms_p50"]
+    (line,) = [line for line in summary_table(results).splitlines() if line.startswith("sampler=auto chose")]
+    assert line.startswith(f"sampler=auto chose {block['chosen']} at batch 1: predicted "
+                           f"{block['predicted_ms']:.1f} ms per chunk, measured {block['measured_ms_p50']:.1f} (median of the "
+                           f"{block['measured_chunks']} chunks after the first)")

@@ -161,10 +161,17 @@ def counts_line(results: dict) -> str:
 
 
 def detail_lines(results: dict) -> list:
-    """What follows the table: fallbacks, the paired difference and deviation, the real-time block."""
+    """What follows the table: fallbacks, auto's choice, the paired difference and deviation, the
+    real-time block."""
     lines = []
     if results.get("n_fallbacks"):
         lines.append(f"{results['n_fallbacks']} of {results['n_chunks']} chunks fell back to the sequential loop")
+    auto = results.get("auto")
+    if auto:
+        lines.append(f"sampler=auto chose {auto['chosen']} at batch {auto['batch']}: predicted "
+                     f"{auto['predicted_ms']:.1f} ms per chunk, measured {_fmt(auto['measured_ms_p50'], '.1f')} "
+                     f"(median of the {auto['measured_chunks']} chunks after the first); calibration "
+                     f"{auto['calibration_s']:.1f} s in the first chunk")
     paired = results.get("paired")
     if paired:
         diff = paired["score_difference_b_minus_a"]

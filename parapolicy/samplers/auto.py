@@ -11,6 +11,11 @@ barely until it is full). So on the first call for a schedule and batch shape, `
    batch) + host time, and keeps the fastest, sequential included (the curve is held
    non-decreasing in rows: a noisy point must not make more rows look cheaper; predictions
    within 5% of the fastest are settled by the fewest rows per chunk).
+The curve is timed fewest rows first, and a candidate whose rounds at the cost of the most rows
+timed so far already lose to the fastest prediction is not timed at its own rows (a call never
+costs less on more rows); a call that takes LONG_CALL_MS or more is timed once after its warm-up.
+At a large batch on a CPU, where each call on a parallel candidate's rows takes seconds, this
+keeps the calibration to a few seconds.
 Later calls run the choice. Every candidate is exact, so the choice moves the latency, never
 the answer beyond the candidates' tolerance. ``calibration`` holds the cost curve, each
 candidate's prediction and the choice (results.json's ``auto`` block).
@@ -32,6 +37,7 @@ CANDIDATES = (  # (label, sampler name, settings): exact samplers under one row 
     ("quasi_newton_probes", "quasi_newton", {"probes": True}),
 )
 REPEATS = 3  # timed calls per row count (the median is kept), after one warm-up call
+LONG_CALL_MS = 100.0  # a call this long is timed once after its warm-up: its noise is small beside it
 
 
 def cost_curve(problem: DenoisingProblem, rows_per_sample, repeats: int = REPEATS) -> dict[int, float]:
@@ -41,7 +47,8 @@ def cost_curve(problem: DenoisingProblem, rows_per_sample, repeats: int = REPEAT
     curve = {}
     for rows in rows_per_sample:
         x = x_T.repeat(rows, *([1] * (x_T.dim() - 1)))
-        curve[rows] = median_call_ms(lambda: problem.denoise(x, t.repeat(rows * batch)), x.device, repeats)
+        curve[rows] = median_call_ms(lambda: problem.denoise(x, t.repeat(rows * batch)), x.device, repeats,
+                                     long_ms=LONG_CALL_MS)
     return monotone(curve)
 
 
@@ -106,6 +113,35 @@ def one_sample(problem: DenoisingProblem) -> DenoisingProblem:
 
 
 TIE = 0.05  # predictions this close (relative) are within timing noise of each other
+
+
+def chunk_ms(candidate: dict, curve: dict[int, float], rows: float | None = None) -> float:
+    """A candidate's chunk time under ``curve``: rounds x one call's cost + host time."""
+    rows = candidate["rows_per_round"] if rows is None else rows
+    return candidate["rounds"] * call_cost(curve, rows) + candidate["host_ms"]
+
+
+def predict(problem: DenoisingProblem, predictions: dict) -> dict[int, float]:
+    """Time the cost curve at the candidates' rows, fewest first, and write each timed candidate's
+    ``predicted_ms``; returns the curve. A candidate is not timed when its ``lower_bound_ms``
+    (its time at the cost of the most rows timed so far: more rows never cost less) is already
+    beyond the fastest prediction by more than ``TIE``."""
+    curve: dict[int, float] = {}
+    for label in sorted(predictions, key=lambda k: predictions[k]["rows_per_round"]):
+        p = predictions[label]
+        if curve:
+            bound = chunk_ms(p, curve, min(p["rows_per_round"], max(curve)))
+            if bound > min(q["predicted_ms"] for q in predictions.values() if "predicted_ms" in q) * (1 + TIE):
+                p["lower_bound_ms"] = bound
+                continue
+        rows = max(1, round(p["rows_per_round"]))
+        if rows not in curve:
+            curve = monotone({**curve, **cost_curve(problem, [rows])})
+        p["predicted_ms"] = chunk_ms(p, curve)
+    for p in predictions.values():  # under the final curve: a later point may end a segment used before
+        if "predicted_ms" in p:
+            p["predicted_ms"] = chunk_ms(p, curve)
+    return curve
 
 
 def choose(predictions: dict) -> str:
@@ -176,12 +212,9 @@ class Auto(SamplerBase):
             predictions[label] = {"rounds": stats.rounds, "rows_per_round": stats.nfe / stats.rounds,
                                   "host_ms": host_ms, "fallback": stats.fallback}
             samplers[label] = sampler
-        needed = sorted({1, *(max(1, round(p["rows_per_round"])) for p in predictions.values())})
-        curve = cost_curve(problem, needed)  # at the rows the candidates need, times this batch
-        for p in predictions.values():
-            p["predicted_ms"] = p["rounds"] * call_cost(curve, p["rows_per_round"]) + p["host_ms"]
-        usable = {k: v for k, v in predictions.items() if not v.get("fallback")}
-        chosen = choose(usable)
+        runnable = {k: v for k, v in predictions.items() if not v.get("fallback")}
+        curve = predict(problem, runnable)  # at the rows the candidates need, times this batch
+        chosen = choose({k: v for k, v in runnable.items() if "predicted_ms" in v})
         report = {"chosen": chosen, "config": samplers[chosen].config(),
                   "batch": batch, "cost_curve_ms": {str(k): v for k, v in curve.items()}, "candidates": predictions,
                   "calibration_s": time.perf_counter() - started}
