@@ -15,8 +15,11 @@ MISTAKES = [
     (["sampler=nonexistent"], f"sampler=nonexistent: no such sampler; choose one of: {', '.join(sorted(SAMPLERS))}"),
     (["sampler=picardd"], "sampler=picardd: no such sampler (nearest: picard"),
     (["env=nonexistent"], f"env=nonexistent: no such env; choose one of: {', '.join(ENVS)}"),
-    (["sampler.window=0"], "sampler.window=0: sequential has no window; choose a parallel sampler, e.g. "
+    (["sampler.window=0"], "sampler.window=0: auto has no window; choose a sampler that has one, e.g. "
                            "sampler=picard sampler.window=0 (samplers with a window: "),
+    (["sampler=sequential", "sampler.window=0"],
+     "sampler.window=0: sequential has no window; choose a parallel sampler, e.g. sampler=picard sampler.window=0 "
+     "(samplers with a window: "),
     (["sampler=piadm", "sampler.tolerance=0.1"], "sampler.tolerance=0.1: piadm has no tolerance; choose a sampler "
                                                  "that has one, e.g. sampler=picard"),
     (["sampler=picard", "+sampler.windw=3"], "sampler.windw=3: picard has no setting 'windw' (nearest: window)"),

@@ -203,9 +203,11 @@ def test_the_readme_is_a_quickstart():
 # ---------------------------------------------------------------- facts match their sources
 def test_the_main_jobs_expected_numbers_are_the_checkpoint_cards():
     card = open(os.path.join(ROOT, "parapolicy", "assets", "checkpoints", "pusht_keypoints_unet.md")).read()
-    assert "`parapolicy-rollout n_episodes=50 seed=100000 logger=disabled`" in card  # the main job's settings
-    score, success = re.search(r"\n\| ([0-9.]+) \| ([0-9.]+) \| 50 \|", card).groups()
+    assert "`parapolicy-rollout sampler=sequential n_episodes=50 seed=100000 logger=disabled`" in card
+    assert "- sampler: auto " in open(os.path.join(ROOT, "parapolicy", "configs", "rollout.yaml")).read()
     setup = section(README, "Set-up on a fresh machine")
+    assert "`sampler=auto` (the default)" in setup and "`sampler=auto chose sequential at batch 50: ...`" in setup
+    score, success = re.search(r"\n\| ([0-9.]+) \| ([0-9.]+) \| 50 \|", card).groups()
     assert f"score **{score}** and success **{round(100 * float(success))}%**" in setup
 
 

@@ -188,7 +188,7 @@ def test_paired_mode_with_identical_samplers_has_zero_deviation(toy_ckpt, tmp_pa
     from parapolicy.eval.report import summary_table
 
     cfg = compose_rollout([f"checkpoint={toy_ckpt}", "env=toy", "n_episodes=2", "logger=disabled",
-                           "+compare_sampler.name=sequential"])
+                           "sampler=sequential", "+compare_sampler.name=sequential"])
     results = run_rollout(cfg, str(tmp_path))
     paired = results["paired"]
     assert paired["max_action_deviation"] == 0.0
@@ -225,7 +225,7 @@ def test_video_of_first_episode_is_written_as_mp4(toy_ckpt, tmp_path):
                            "video_episodes=1"])
     progress = ProgressRecorder()
     results = run_rollout(cfg, str(tmp_path), progress=progress)
-    assert [(p["desc"], p["finished"]) for p in progress.passes] == [("sequential", 1), ("video", 1)]
+    assert [(p["desc"], p["finished"]) for p in progress.passes] == [("auto", 1), ("video", 1)]
     frames = imageio.mimread(str(tmp_path / "episode_100000.mp4"))
     assert len(frames) == results["steps_by_seed"]["100000"] and frames[0].shape[:2] == (64, 64)
     assert json.load(open(tmp_path / "eval_info.json"))["overall"]["video_paths"] == [

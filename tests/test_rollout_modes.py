@@ -96,7 +96,7 @@ def test_every_mode_writes_the_true_counts_everywhere(runs, mode):
         assert metrics[f"rollout/{key}"] == written[key], key
     table = summary_table(written)
     assert table.startswith("parapolicy/ToyReach-v0: 2 of 2 episodes completed, 0 failed, 0 not finished")
-    label = {"plain": "sequential", "paired": "a picard", "realtime": "sequential"}[mode]
+    label = {"plain": "auto", "paired": "a picard", "realtime": "auto"}[mode]  # auto: the default
     cells = _numbers(table, label)
     assert cells[0] == "2/2" and "-" not in cells[:8]  # episodes, score, success, p50, p95, rounds, rows, NFE
     assert float(cells[5]) == pytest.approx(written["rounds_per_chunk"], abs=0.05)
@@ -128,8 +128,8 @@ def test_the_paired_mode_reports_both_sides_with_units(runs):
     assert "max action deviation b vs a: " in table and "env action units" in table
 
 
-PASSES = {"plain": ["sequential"], "paired": ["pass 1/3 picard", "pass 2/3 sequential", "pass 3/3 deviation check"],
-          "realtime": ["rtc d=4 sequential"]}
+PASSES = {"plain": ["auto"], "paired": ["pass 1/3 picard", "pass 2/3 sequential", "pass 3/3 deviation check"],
+          "realtime": ["rtc d=4 auto"]}
 
 
 @pytest.mark.parametrize("mode", list(MODES))
@@ -156,7 +156,7 @@ def test_a_run_that_completed_no_episode_reports_no_score(toy_ckpt, tmp_path, mo
     assert written["rewards_by_seed"] == {} and info["overall"]["n_episodes"] == 0
     assert info["overall"]["avg_max_reward"] is None  # NaN over no episodes is written as null, never a score
     assert "rollout/mean_score" not in wandb.logged and wandb.logged["rollout/n_completed"] == 0
-    cells = _numbers(summary_table(written), "a picard" if mode == "paired" else "sequential")
+    cells = _numbers(summary_table(written), "a picard" if mode == "paired" else "auto")
     assert cells[:3] == ["0/2", "-", "-"]
 
 
@@ -169,7 +169,7 @@ def test_a_multirun_summary_lists_every_job_and_the_ones_without_results(runs, t
             (job / "results.json").write_text(json.dumps(runs[mode][1]))
     text = summary_of_runs(str(tmp_path), total=4)
     assert text.splitlines()[0] == "2 of 4 runs wrote results"
-    assert _numbers(text, "run 1 sequential")[0] == "2/2" and _numbers(text, "run 2 b sequential")[0] == "2/2"
+    assert _numbers(text, "run 1 auto")[0] == "2/2" and _numbers(text, "run 2 b sequential")[0] == "2/2"
     assert "run 3: no results.json" in text and "run 4: no results.json" in text
 
 
