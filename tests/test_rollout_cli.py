@@ -54,7 +54,7 @@ BAD_INPUT = [
     ("policy.device=tpu", "invalid device 'tpu'"),  # refused while loading, after the run dir exists
     ("sampler=nonexistent", f"sampler=nonexistent: no such sampler; choose one of: {', '.join(sorted(SAMPLERS))}"),
     ("env=nonexistent", "env=nonexistent: no such env; choose one of: "),  # the list: test_config_check
-    ("sampler.window=0", "sampler.window=0: sequential has no window; choose a parallel sampler, e.g. sampler=picard"),
+    ("sampler.window=0", "sampler.window=0: auto has no window; choose a sampler that has one, e.g. sampler=picard"),
     ("device=cuda", "unknown key 'device' (in device=cuda); did you mean policy.device=cuda?"),
 ]
 
