@@ -23,20 +23,19 @@ def synchronize(device) -> None:
 def median_call_ms(call, device, repeats: int, long_ms: float | None = None) -> float:
     """Median milliseconds of ``call()`` over ``repeats`` timed calls, after one untimed warm-up.
 
-    With ``long_ms``, a call whose warm-up took at least that long is timed once: its timing
-    noise is small beside it, and each repeat would cost as much again (a large batch's call on
-    a CPU takes seconds)."""
+    With ``long_ms``, a timed call that took at least that long ends the timing: its noise is
+    small beside it, and each repeat would cost as much again (a large batch's call on a CPU
+    takes seconds). The warm-up does not decide it: a first call may pay for a compile."""
+    if repeats < 1:
+        raise ValueError(f"repeats must be >= 1, got {repeats}")
     times = []
     for r in range(repeats + 1):
         synchronize(device)
         started = time.perf_counter()
         call()
         synchronize(device)
-        elapsed = (time.perf_counter() - started) * 1000.0
         if r > 0:
-            times.append(elapsed)
-        elif long_ms is not None and elapsed >= long_ms:
-            repeats = 1
-        if len(times) >= repeats:
-            break
+            times.append((time.perf_counter() - started) * 1000.0)
+            if long_ms is not None and times[-1] >= long_ms:
+                break
     return float(np.median(times))

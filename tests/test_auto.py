@@ -5,6 +5,9 @@ the choice a closed-form question: when a row costs as much as a call, sequentia
 rows are free, the candidate with the fewest rounds wins.
 """
 
+import math
+from types import SimpleNamespace
+
 import pytest
 import torch
 from tests.support.helpers import CountingDenoiser, SmoothNetDenoiser, make_scheduler, solve
@@ -108,22 +111,61 @@ def test_rows_that_cannot_win_are_never_timed(monkeypatch):
     plain, probes = candidates["quasi_newton"], candidates["quasi_newton_probes"]
     assert sampler.calibration["chosen"] == "sequential"
     assert plain["rows_per_round"] < probes["rows_per_round"] and "predicted_ms" not in probes
-    assert asked == [1, round(plain["rows_per_round"])]  # the probes' rows were never timed
+    assert asked == [1, math.ceil(plain["rows_per_round"])]  # the probes' rows were never timed
     assert sorted(map(int, sampler.calibration["cost_curve_ms"])) == asked
 
 
-def test_a_long_call_is_timed_once_after_its_warm_up(monkeypatch):
-    clock = iter(range(0, 10_000, 1))  # perf_counter in seconds: each call of the fake takes 1 s
-    monkeypatch.setattr(timing.time, "perf_counter", lambda: float(next(clock)))
-    calls = []
-    assert timing.median_call_ms(lambda: calls.append(1), "cpu", repeats=3, long_ms=500.0) == 1000.0
-    assert len(calls) == 2  # warm-up, then one timed call
-    calls.clear()
-    assert timing.median_call_ms(lambda: calls.append(1), "cpu", repeats=3, long_ms=2000.0) == 1000.0
-    assert len(calls) == 4  # short against long_ms: warm-up and three timed calls, as without it
-    calls.clear()
-    timing.median_call_ms(lambda: calls.append(1), "cpu", repeats=3)
-    assert len(calls) == 4
+def _fake_clock(monkeypatch, durations_s):
+    """``time.perf_counter`` advancing by the next duration at each call's end; returns the calls."""
+    now, durations, calls = [0.0], iter(durations_s), []
+
+    def perf_counter():
+        return now[0]
+
+    def call():
+        calls.append(1)
+        now[0] += next(durations)
+
+    monkeypatch.setattr(timing.time, "perf_counter", perf_counter)
+    return call, calls
+
+
+@pytest.mark.parametrize("durations, long_ms, expected_calls, median", [
+    ([1.0] * 4, 500.0, 2, 1000.0),  # long: the warm-up and one timed call
+    ([1.0] * 4, 2000.0, 4, 1000.0),  # short against long_ms: the warm-up and three timed calls
+    ([1.0] * 4, None, 4, 1000.0),  # without long_ms, as before
+    ([5.0, 0.01, 0.03, 0.02], 500.0, 4, 20.0),  # a slow first call (a compile) does not cut the timing
+])
+def test_a_long_call_is_timed_once_after_its_warm_up(monkeypatch, durations, long_ms, expected_calls, median):
+    call, calls = _fake_clock(monkeypatch, durations)
+    assert timing.median_call_ms(call, "cpu", repeats=3, long_ms=long_ms) == pytest.approx(median)
+    assert len(calls) == expected_calls
+
+
+def test_repeats_below_one_is_refused():
+    with pytest.raises(ValueError, match="repeats must be >= 1, got 0"):
+        timing.median_call_ms(lambda: None, "cpu", repeats=0)
+
+
+def test_a_bound_is_never_above_the_prediction_on_a_bent_curve(monkeypatch):
+    """A GPU-like concave curve (rows nearly free, then compute): a candidate left untimed has a
+    bound below what it would have been predicted, and every prediction uses a point at or above
+    its rows (timed later points move none)."""
+    def concave(problem, rows, repeats=1):
+        return {r: 2.0 + 40.0 * math.sqrt(r) for r in rows}
+
+    monkeypatch.setattr(auto_module, "cost_curve", concave)
+    problem = SimpleNamespace(batch=1)
+    predictions = {"sequential": {"rounds": 100, "rows_per_round": 1.0, "host_ms": 0.0},
+                   "few_rows": {"rounds": 8, "rows_per_round": 9.5, "host_ms": 0.0},
+                   "many_rows": {"rounds": 9, "rows_per_round": 60.0, "host_ms": 0.0}}
+    curve = auto_module.predict(problem, predictions)
+    assert sorted(curve) == [1, 10]  # 9.5 rows timed at 10; 60 rows never timed
+    full = {r: 2.0 + 40.0 * math.sqrt(r) for r in (1, 10, 60)}
+    many = predictions["many_rows"]
+    assert "predicted_ms" not in many and many["lower_bound_ms"] <= auto_module.chunk_ms(many, full)
+    assert predictions["few_rows"]["predicted_ms"] == pytest.approx(auto_module.chunk_ms(predictions["few_rows"], full))
+    assert auto_module.choose({k: v for k, v in predictions.items() if "predicted_ms" in v}) == "few_rows"
 
 
 def test_the_answer_is_exact_and_calibration_runs_once_per_schedule_and_shape(monkeypatch):
@@ -138,12 +180,13 @@ def test_the_answer_is_exact_and_calibration_runs_once_per_schedule_and_shape(mo
     assert (first.sample - expected).abs().max() < 0.05  # the chosen candidate's tolerance, in sample units
     calls_after_first = len(counting.calls)
     second = solve(sampler, counting, sched, draws.x_T, draws.noises)
-    assert sampler.calibration is report  # no second calibration for the same schedule and shape
+    assert len(sampler.calibrations) == 1 and sampler.calibration["calibration_s"] == report["calibration_s"]
+    assert sampler.calibration["measured_chunks"] == 1  # the second call, timed; the calibrating one is not
     assert len(counting.calls) - calls_after_first == second.stats.rounds  # one call per round, nothing else
     assert (second.sample - expected).abs().max() < 0.05  # kept Jacobians change the path, not the answer
     ddim = make_scheduler("ddim", 16)
     solve(sampler, net, ddim, draws.x_T)
-    assert sampler.calibration is not report and sampler.calibration["candidates"]["sequential"]["rounds"] == 16
+    assert len(sampler.calibrations) == 2 and sampler.calibration["candidates"]["sequential"]["rounds"] == 16
 
 
 @pytest.mark.parametrize("scale", [0, -1, 101, True, "1", float("nan")])
@@ -166,6 +209,24 @@ def test_results_json_records_the_choice_the_curve_and_predicted_vs_measured(toy
     assert results["metrics"]["rollout/auto/predicted_ms"] == block["predicted_ms"]  # what wandb logs
     assert results["metrics"]["rollout/auto/measured_ms_p50"] == block["measured_ms_p50"]
     (line,) = [line for line in summary_table(results).splitlines() if line.startswith("sampler=auto chose")]
-    assert line.startswith(f"sampler=auto chose {block['chosen']} at batch 1: predicted "
-                           f"{block['predicted_ms']:.1f} ms per chunk, measured {block['measured_ms_p50']:.1f} (median of the "
-                           f"{block['measured_chunks']} chunks after the first)")
+    assert line == (f"sampler=auto chose {block['chosen']} at batch 1: predicted {block['predicted_ms']:.1f} ms per "
+                    f"chunk, measured {block['measured_ms_p50']:.1f} ms (sampling, median of its "
+                    f"{block['measured_chunks']} later chunks); calibration {block['calibration_s']:.1f} s")
+    assert "other_batches" not in block
+
+
+def test_a_last_smaller_batch_is_calibrated_and_reported_apart(toy_ckpt, tmp_path):  # noqa: F811
+    """Three episodes in batches of two: the last batch has one row, so auto calibrates again; the
+    block is the batch that ran the most chunks, the other is listed, and every chunk is counted
+    once (each calibrating chunk apart)."""
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
+        cfg = compose("rollout", overrides=[f"checkpoint={toy_ckpt}", "env=toy", "n_episodes=3", "n_envs=2",
+                                            "logger=disabled", "sampler=auto", "progress=false"])
+    results = run_rollout(cfg, str(tmp_path))
+    block = results["auto"]
+    (other,) = block["other_batches"]
+    assert {block["batch"], other["batch"]} == {1, 2} and block["measured_chunks"] >= other["measured_chunks"]
+    assert block["measured_chunks"] + other["measured_chunks"] + 2 == results["n_chunks"]
+    lines = [line for line in summary_table(results).splitlines() if line.startswith("sampler=auto")]
+    assert lines[0].startswith(f"sampler=auto chose {block['chosen']} at batch {block['batch']}: ")
+    assert lines[1].startswith(f"sampler=auto also chose {other['chosen']} at batch {other['batch']}: ")

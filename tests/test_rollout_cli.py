@@ -201,7 +201,7 @@ def test_paired_mode_with_identical_samplers_has_zero_deviation(toy_ckpt, tmp_pa
 
 
 def test_paired_mode_reports_picard_deviation_within_tolerance_scale(toy_ckpt, tmp_path):
-    cfg = compose_rollout([f"checkpoint={toy_ckpt}", "env=toy", "n_episodes=1", "logger=disabled",
+    cfg = compose_rollout([f"checkpoint={toy_ckpt}", "env=toy", "n_episodes=1", "logger=disabled", "sampler=sequential",
                            "+compare_sampler.name=picard", "+compare_sampler.window=10",
                            "+compare_sampler.tolerance=0.001"])
     paired = run_rollout(cfg, str(tmp_path))["paired"]

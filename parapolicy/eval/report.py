@@ -168,10 +168,11 @@ def detail_lines(results: dict) -> list:
         lines.append(f"{results['n_fallbacks']} of {results['n_chunks']} chunks fell back to the sequential loop")
     auto = results.get("auto")
     if auto:
-        lines.append(f"sampler=auto chose {auto['chosen']} at batch {auto['batch']}: predicted "
-                     f"{auto['predicted_ms']:.1f} ms per chunk, measured {_fmt(auto['measured_ms_p50'], '.1f')} "
-                     f"(median of the {auto['measured_chunks']} chunks after the first); calibration "
-                     f"{auto['calibration_s']:.1f} s in the first chunk")
+        for i, choice in enumerate([auto, *auto.get("other_batches", [])]):
+            lines.append(f"sampler=auto {'also ' if i else ''}chose {choice['chosen']} at batch {choice['batch']}: "
+                         f"predicted {choice['predicted_ms']:.1f} ms per chunk, measured "
+                         f"{_fmt(choice['measured_ms_p50'], '.1f')} ms (sampling, median of its "
+                         f"{choice['measured_chunks']} later chunks); calibration {choice['calibration_s']:.1f} s")
     paired = results.get("paired")
     if paired:
         diff = paired["score_difference_b_minus_a"]

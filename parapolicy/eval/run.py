@@ -187,9 +187,9 @@ def run_rollout(cfg, output_dir: str, progress=None, obs_adapter=None) -> dict:
         if progress:
             progress.close()
     results.update(run.to_json())
-    calibration = getattr(policy.sampler, "calibration", None)
-    if calibration is not None:
-        results["auto"] = auto_block(calibration, run.chunks.latency_ms)
+    calibrations = getattr(policy.sampler, "calibrations", None)
+    if calibrations:
+        results["auto"] = auto_block(calibrations)
     if realtime is not None:
         results["realtime"] = realtime
     if paired is not None:
@@ -203,14 +203,20 @@ def run_rollout(cfg, output_dir: str, progress=None, obs_adapter=None) -> dict:
     return results
 
 
-def auto_block(calibration: dict, latency_ms: list) -> dict:
-    """``sampler=auto``'s choice beside what it then measured: the predicted chunk time of each
-    candidate and the median time of the chunks after the first (the first one calibrated)."""
-    chosen = calibration["candidates"][calibration["chosen"]]
-    after_first = sorted(latency_ms[1:])
-    return {**calibration, "predicted_ms": chosen["predicted_ms"],
-            "measured_ms_p50": after_first[len(after_first) // 2] if after_first else None,
-            "measured_chunks": len(after_first)}
+def auto_block(calibrations: list) -> dict:
+    """``sampler=auto``'s choice beside what it then measured: for the batch shape that ran the most
+    chunks, the cost curve, each candidate's prediction and the choice's predicted time beside the
+    median of its later calls (``measured_ms_p50``, calibration apart); a run whose batches had
+    other shapes too (a last, smaller batch) lists those calibrations under ``other_batches``."""
+    main = max(calibrations, key=lambda c: c["measured_chunks"])
+    block = {**main, "predicted_ms": main["candidates"][main["chosen"]]["predicted_ms"]}
+    others = [c for c in calibrations if c is not main]
+    if others:
+        block["other_batches"] = [{"batch": c["batch"], "chosen": c["chosen"],
+                                   "predicted_ms": c["candidates"][c["chosen"]]["predicted_ms"],
+                                   "measured_ms_p50": c["measured_ms_p50"], "measured_chunks": c["measured_chunks"],
+                                   "calibration_s": c["calibration_s"]} for c in others]
+    return block
 
 
 def _log_to_wandb(logger, results: dict, run: RunResult) -> None:

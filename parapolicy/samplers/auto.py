@@ -11,18 +11,21 @@ barely until it is full). So on the first call for a schedule and batch shape, `
    batch) + host time, and keeps the fastest, sequential included (the curve is held
    non-decreasing in rows: a noisy point must not make more rows look cheaper; predictions
    within 5% of the fastest are settled by the fewest rows per chunk).
-The curve is timed fewest rows first, and a candidate whose rounds at the cost of the most rows
-timed so far already lose to the fastest prediction is not timed at its own rows (a call never
-costs less on more rows); a call that takes LONG_CALL_MS or more is timed once after its warm-up.
-At a large batch on a CPU, where each call on a parallel candidate's rows takes seconds, this
-keeps the calibration to a few seconds.
+The curve is timed fewest rows first, at each candidate's rows per round rounded up (so a point
+timed later moves no prediction made before), and a candidate whose rounds at the cost of the
+most rows timed so far already lose to the fastest prediction is not timed at its own rows (a
+call never costs less on more rows); a call that takes LONG_CALL_MS or more is timed once after
+its warm-up. At a large batch on a CPU, where each call on a parallel candidate's rows takes
+seconds, this keeps the calibration to a few seconds.
 Later calls run the choice. Every candidate is exact, so the choice moves the latency, never
 the answer beyond the candidates' tolerance. ``calibration`` holds the cost curve, each
-candidate's prediction and the choice (results.json's ``auto`` block).
+candidate's prediction, the choice and the measured time of the choice's later calls
+(results.json's ``auto`` block); ``calibrations`` has one per batch shape met.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -134,14 +137,18 @@ def predict(problem: DenoisingProblem, predictions: dict) -> dict[int, float]:
             if bound > min(q["predicted_ms"] for q in predictions.values() if "predicted_ms" in q) * (1 + TIE):
                 p["lower_bound_ms"] = bound
                 continue
-        rows = max(1, round(p["rows_per_round"]))
+        rows = max(1, math.ceil(p["rows_per_round"] - 1e-9))  # a point at or above: later points change nothing
         if rows not in curve:
             curve = monotone({**curve, **cost_curve(problem, [rows])})
         p["predicted_ms"] = chunk_ms(p, curve)
-    for p in predictions.values():  # under the final curve: a later point may end a segment used before
-        if "predicted_ms" in p:
-            p["predicted_ms"] = chunk_ms(p, curve)
     return curve
+
+
+def with_measured(entry: dict) -> dict:
+    """A calibration's report with the median time of the choice's later calls (``None`` before any)."""
+    measured = sorted(entry["measured_ms"])
+    return {**entry["report"], "measured_ms_p50": measured[len(measured) // 2] if measured else None,
+            "measured_chunks": len(measured)}
 
 
 def choose(predictions: dict) -> str:
@@ -174,8 +181,14 @@ class Auto(SamplerBase):
 
     @property
     def calibration(self) -> dict | None:
-        """The latest calibration: cost curve, each candidate's prediction, the choice."""
-        return self._chosen.get("latest")
+        """The latest calibration: cost curve, each candidate's prediction, the choice, and the
+        measured time of the later calls it served."""
+        return with_measured(self._chosen[self._chosen["latest"]]) if "latest" in self._chosen else None
+
+    @property
+    def calibrations(self) -> list[dict]:
+        """Every calibration, one per schedule and batch shape met, in order (``calibration``'s form)."""
+        return [with_measured(entry) for key, entry in self._chosen.items() if key != "latest"]
 
     def candidates(self) -> list[tuple[str, object]]:
         out = []
@@ -189,12 +202,18 @@ class Auto(SamplerBase):
     def sample(self, problem: DenoisingProblem) -> SampleResult:
         key = (problem.rule.scheduler_name, tuple(problem.rule.timesteps.tolist()), tuple(problem.x_T.shape),
                str(problem.x_T.device))
-        if key not in self._chosen:
-            self._chosen[key] = self._calibrate(problem)
-            self._chosen["latest"] = self._chosen[key]["report"]
-        chosen = self._chosen[key]["sampler"]
-        result = chosen.sample(problem)
-        result.stats.settings = {**result.stats.settings, "chosen": self._chosen[key]["report"]["chosen"]}
+        calibrating = key not in self._chosen
+        if calibrating:
+            self._chosen[key] = {**self._calibrate(problem), "measured_ms": []}
+            self._chosen["latest"] = key
+        entry = self._chosen[key]
+        synchronize(problem.x_T.device)
+        started = time.perf_counter()
+        result = entry["sampler"].sample(problem)
+        synchronize(problem.x_T.device)
+        if not calibrating:  # what the prediction is compared with: the choice's calls, calibration apart
+            entry["measured_ms"].append((time.perf_counter() - started) * 1000.0)
+        result.stats.settings = {**result.stats.settings, "chosen": entry["report"]["chosen"]}
         result.stats.sampler = self.name
         return result
 
