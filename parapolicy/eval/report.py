@@ -32,7 +32,7 @@ def flat_metrics(results: dict) -> dict:
     if realtime:
         flat.update({f"rollout/realtime/{key}": realtime.get(key) for key in REALTIME_METRICS})
     auto = results.get("auto")
-    if auto:  # sampler=auto: what it predicted for its choice beside what the chunks then took
+    if auto:  # sampler=auto: what it predicted for its choice beside what the choice's later calls took
         flat.update({"rollout/auto/predicted_ms": auto["predicted_ms"], "rollout/auto/measured_ms_p50":
                      auto["measured_ms_p50"], "rollout/auto/calibration_s": auto["calibration_s"]})
     paired = results.get("paired")
