@@ -347,9 +347,9 @@ class BoundDenoiser:
         self.conditions = {k: v for k, v in conditions.items() if v is not None}
         self._batch = next(iter(self.conditions.values())).shape[0] if self.conditions else None
 
-    def first_sample(self) -> "BoundDenoiser":
-        """The same network bound to the first sample's conditioning only (a batch of one)."""
-        return BoundDenoiser(self.net, **{k: v[:1] for k, v in self.conditions.items()})
+    def first_samples(self, count: int) -> "BoundDenoiser":
+        """The same network bound to the first ``count`` samples' conditioning only."""
+        return BoundDenoiser(self.net, **{k: v[:count] for k, v in self.conditions.items()})
 
     def __call__(self, x, t):
         reps = x.shape[0] // self._batch if self._batch else 1

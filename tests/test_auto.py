@@ -230,3 +230,60 @@ def test_a_last_smaller_batch_is_calibrated_and_reported_apart(toy_ckpt, tmp_pat
     lines = [line for line in summary_table(results).splitlines() if line.startswith("sampler=auto")]
     assert lines[0].startswith(f"sampler=auto chose {block['chosen']} at batch {block['batch']}: ")
     assert lines[1].startswith(f"sampler=auto also chose {other['chosen']} at batch {other['batch']}: ")
+
+
+class PerSampleScale:
+    """A denoiser bound to a batch: row r of each block of ``batch`` rows is scaled by its sample's
+    factor, so a row evaluated under another sample's conditioning comes out wrong."""
+
+    def __init__(self, batch):
+        self.scale = torch.arange(1.0, batch + 1.0)
+        self.batch = batch
+
+    def __call__(self, x, t):
+        factor = self.scale.repeat(x.shape[0] // self.batch).view(-1, *([1] * (x.dim() - 1)))
+        return x * factor + t.view(-1, *([1] * (x.dim() - 1))) * 1e-3
+
+
+@pytest.mark.parametrize("count", [1, 3])
+def test_the_trial_keeps_each_leading_sample_under_its_own_conditioning(count):
+    sched, draws, _ = _problem(batch=5)
+    net = PerSampleScale(5)
+    problem = DenoisingProblem(net, sched, draws.x_T, draws.noises)
+    trial = auto_module.leading_samples(problem, count)
+    assert trial.batch == count and torch.equal(trial.x_T, draws.x_T[:count])
+    assert torch.equal(trial.noises, draws.noises[:, :count])
+    rows = torch.randn(2 * count, 16, 2)  # two steps' blocks of ``count`` samples
+    t = torch.tensor([7] * count + [3] * count)
+    full = torch.zeros(2, 5, 16, 2)
+    full[:, :count] = rows.view(2, count, 16, 2)
+    expected = net(full.view(10, 16, 2), torch.tensor([7] * 5 + [3] * 5)).view(2, 5, 16, 2)[:, :count]
+    assert torch.allclose(trial.denoise(rows, t), expected.reshape(2 * count, 16, 2))
+
+
+def test_the_predicted_rounds_are_those_of_the_first_samples_together(monkeypatch):
+    """A batch's rounds follow its worst sample, so a candidate still in the race after its trial
+    on the first sample runs again on the first TRIAL_SAMPLES samples (here all 3) at once, and
+    the choice is predicted from that run."""
+    _with_curve(monkeypatch, 1000.0, 0.0)  # rows free: the parallel candidates race
+    sched, draws, net = _problem(batch=3)
+    sampler = make_sampler("auto")
+    solve(sampler, net, sched, draws.x_T, draws.noises)
+    report = sampler.calibration
+    chosen = report["candidates"][report["chosen"]]
+    together = make_sampler(**report["config"]).sample(DenoisingProblem(net, sched, draws.x_T, draws.noises)).stats
+    assert report["chosen"] != "sequential" and chosen["trial_samples"] == 3
+    assert chosen["rounds"] == together.rounds and chosen["rows_per_round"] == together.nfe / together.rounds
+    assert auto_module.TRIAL_SAMPLES >= 3
+
+
+def test_a_candidate_that_loses_on_one_sample_gets_no_larger_trial(monkeypatch):
+    """When a row costs as much as a call the parallel candidates lose at their first sample's
+    rounds already; a batch needs at least those, so their costlier trial on more samples is skipped."""
+    _with_curve(monkeypatch, 0.0, 1000.0)
+    sched, draws, net = _problem(batch=3)
+    sampler = make_sampler("auto")
+    solve(sampler, net, sched, draws.x_T, draws.noises)
+    report = sampler.calibration
+    assert report["chosen"] == "sequential"
+    assert all(c["trial_samples"] == 1 for k, c in report["candidates"].items() if k != "sequential")

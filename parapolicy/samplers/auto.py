@@ -4,9 +4,11 @@ A chunk's latency is the sum over its rounds of one batched call's cost, and tha
 with the rows in the call at a rate only the device knows (a CPU pays for every row, a GPU
 barely until it is full). So on the first call for a schedule and batch shape, ``auto``
 1. times the network on this problem at a few row counts (the cost curve),
-2. runs each exact candidate once on one sample of the problem (its rounds and rows per
-   round; sequential needs no run: N rounds of one row), timing the host work around the
-   network (model updates, propagation) apart from the network itself,
+2. runs each exact candidate once on the problem's first sample, and those still in the race
+   after step 3 again on its first TRIAL_SAMPLES samples (a batch's rounds follow its worst
+   sample), for its rounds and rows per round (sequential needs no run: N rounds of one
+   row), timing the host work around the network (model updates, propagation) apart from
+   the network itself,
 3. predicts each candidate's chunk time at the real batch as rounds x cost(rows per round x
    batch) + host time, and keeps the fastest, sequential included (the curve is held
    non-decreasing in rows: a noisy point must not make more rows look cheaper; predictions
@@ -29,6 +31,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
+import torch
 
 from parapolicy.samplers.base import SamplerBase
 from parapolicy.samplers.problem import DenoisingProblem, SampleResult
@@ -97,21 +100,33 @@ class TimedDenoiser:
         return out
 
 
-def one_sample(problem: DenoisingProblem) -> DenoisingProblem:
-    """The problem restricted to its first sample: a candidate's rounds barely depend on the batch."""
-    if problem.batch == 1:
-        return problem.replace(callback=None)
-    pick = (lambda v: None if v is None else v[:1])
-    denoise, batch = problem.denoise, problem.batch
-    if hasattr(denoise, "first_sample"):  # the policy's bound network: rebind the first sample's conditioning
-        single = denoise.first_sample()
-    else:  # any other denoiser: tile the one sample over the batch it is bound to, keep the first
-        def single(x, t):
-            return denoise(x.repeat_interleave(batch, dim=0), t.repeat_interleave(batch))[::batch]
+TRIAL_SAMPLES = 8  # samples a candidate's trial run sees (at most the batch)
 
-    return problem.replace(denoise=single, x_T=problem.x_T[:1], noises=None if problem.noises is None else
-                           problem.noises[:, :1], cond_data=pick(problem.cond_data), cond_mask=pick(problem.cond_mask),
-                           init_guess=None if problem.init_guess is None else problem.init_guess[:, :1],
+
+def leading_samples(problem: DenoisingProblem, count: int) -> DenoisingProblem:
+    """The problem restricted to its first ``count`` samples. A batch's rounds follow its worst
+    sample (a state is accepted when every sample's change is small: on the shipped PushT policy
+    10 rounds at batch 40 against 7.4 at batch 1), so the trial sees several, not one."""
+    if count >= problem.batch:
+        return problem.replace(callback=None)
+    pick = (lambda v: None if v is None else v[:count])
+    denoise, batch = problem.denoise, problem.batch
+    if hasattr(denoise, "first_samples"):  # the policy's bound network: rebind those samples' conditioning
+        leading = denoise.first_samples(count)
+    else:  # any other denoiser is bound to the whole batch: each block of ``count`` rows is padded to
+        def leading(x, t):  # it with copies of its first row (a real input), the padding's outputs dropped
+            blocks, shape = x.shape[0] // count, x.shape[1:]
+            rows, times = x.view(blocks, count, *shape), t.view(blocks, count)
+            full = rows[:, :1].repeat(1, batch, *([1] * len(shape)))
+            full[:, :count] = rows
+            times = torch.cat([times, times[:, :1].expand(blocks, batch - count)], dim=1)
+            return denoise(full.view(blocks * batch, *shape), times.view(-1)).view(blocks, batch, *shape)[:, :count] \
+                .reshape(x.shape)
+
+    return problem.replace(denoise=leading, x_T=problem.x_T[:count], noises=None if problem.noises is None else
+                           problem.noises[:, :count], cond_data=pick(problem.cond_data),
+                           cond_mask=pick(problem.cond_mask),
+                           init_guess=None if problem.init_guess is None else problem.init_guess[:, :count],
                            extra={}, callback=None)
 
 
@@ -124,16 +139,17 @@ def chunk_ms(candidate: dict, curve: dict[int, float], rows: float | None = None
     return candidate["rounds"] * call_cost(curve, rows) + candidate["host_ms"]
 
 
-def predict(problem: DenoisingProblem, predictions: dict) -> dict[int, float]:
-    """Time the cost curve at the candidates' rows, fewest first, and write each timed candidate's
-    ``predicted_ms``; returns the curve. A candidate is not timed when its ``lower_bound_ms``
-    (its time at the cost of the most rows timed so far: more rows never cost less) is already
-    beyond the fastest prediction by more than ``TIE``."""
-    curve: dict[int, float] = {}
+def predict(problem: DenoisingProblem, predictions: dict, curve: dict[int, float] | None = None) -> dict[int, float]:
+    """Time the cost curve at the candidates' rows, fewest first (points already in ``curve`` are
+    kept), and write each timed candidate's ``predicted_ms``; returns the curve. A candidate is
+    not timed when its ``lower_bound_ms`` (its time at the cost of the most rows timed so far:
+    more rows never cost less) is already beyond the fastest prediction by more than ``TIE``."""
+    curve = dict(curve or {})
     for label in sorted(predictions, key=lambda k: predictions[k]["rows_per_round"]):
         p = predictions[label]
-        if curve:
-            bound = chunk_ms(p, curve, min(p["rows_per_round"], max(curve)))
+        timed = [r for r in curve if r <= max(1, math.ceil(p["rows_per_round"] - 1e-9))]
+        if timed and label != min(predictions, key=lambda k: predictions[k]["rows_per_round"]):
+            bound = chunk_ms(p, curve, min(p["rows_per_round"], max(timed)))
             if bound > min(q["predicted_ms"] for q in predictions.values() if "predicted_ms" in q) * (1 + TIE):
                 p["lower_bound_ms"] = bound
                 continue
@@ -218,23 +234,44 @@ class Auto(SamplerBase):
         return result
 
     def _calibrate(self, problem: DenoisingProblem) -> dict:
+        """Trials on the first sample, the curve, then trials on the first TRIAL_SAMPLES samples for
+        the candidates still in the race, within TIE of the fastest (a batch needs at least its
+        first sample's rounds, so one that loses at those rounds is out without the larger,
+        costlier trial), and the choice among sequential and those."""
         started = time.perf_counter()
         batch, n_steps = problem.batch, problem.rule.num_steps
         predictions = {"sequential": {"rounds": n_steps, "rows_per_round": 1.0, "host_ms": 0.0}}
         samplers = {"sequential": make_sampler("sequential")}
-        single = one_sample(problem)
+        first = leading_samples(problem, 1)
         for label, sampler in self.candidates():
-            timed = TimedDenoiser(single.denoise)
-            run_started = time.perf_counter()
-            stats = sampler.sample(single.replace(denoise=timed)).stats
-            host_ms = max(0.0, (time.perf_counter() - run_started) * 1000.0 - timed.ms)
-            predictions[label] = {"rounds": stats.rounds, "rows_per_round": stats.nfe / stats.rounds,
-                                  "host_ms": host_ms, "fallback": stats.fallback}
-            samplers[label] = sampler
+            predictions[label], samplers[label] = trial_run(sampler, first), sampler
         runnable = {k: v for k, v in predictions.items() if not v.get("fallback")}
         curve = predict(problem, runnable)  # at the rows the candidates need, times this batch
+        fastest = min(v["predicted_ms"] for v in runnable.values() if "predicted_ms" in v)
+        racing = [k for k, v in runnable.items()
+                  if k != "sequential" and v.get("predicted_ms", math.inf) <= fastest * (1 + TIE)]
+        if batch > 1 and racing:
+            leading = leading_samples(problem, TRIAL_SAMPLES)
+            for label in racing:
+                predictions[label] = trial_run(samplers[label], leading)
+            runnable = {k: v for k, v in predictions.items()
+                        if (k == "sequential" or k in racing) and not v.get("fallback")}
+            for v in runnable.values():
+                v.pop("predicted_ms", None)
+            curve = predict(problem, runnable, curve)
         chosen = choose({k: v for k, v in runnable.items() if "predicted_ms" in v})
         report = {"chosen": chosen, "config": samplers[chosen].config(),
                   "batch": batch, "cost_curve_ms": {str(k): v for k, v in curve.items()}, "candidates": predictions,
                   "calibration_s": time.perf_counter() - started}
         return {"sampler": samplers[chosen], "report": report}
+
+
+def trial_run(sampler, problem: DenoisingProblem) -> dict:
+    """One run of ``sampler`` on ``problem``: its rounds, rows per round and host time (the run's
+    time outside the network), and the samples it saw."""
+    timed = TimedDenoiser(problem.denoise)
+    started = time.perf_counter()
+    stats = sampler.sample(problem.replace(denoise=timed)).stats
+    host_ms = max(0.0, (time.perf_counter() - started) * 1000.0 - timed.ms)
+    return {"rounds": stats.rounds, "rows_per_round": stats.nfe / stats.rounds, "host_ms": host_ms,
+            "fallback": stats.fallback, "trial_samples": problem.batch}
