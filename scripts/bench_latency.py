@@ -193,13 +193,15 @@ INFERENCE = {"DDPM-100": ("ddpm", 100), "DDIM-16": ("ddim", 16), "DDIM-10": ("dd
 
 
 def modelled_cost(path: str, mode: str = "cuda_graph", network: str = "upstream_size_unet"):
-    """``rows -> ms`` of one call from a stored ``bench_network_call`` curve (linear between its points;
-    curves without a network name are the 65.8M upstream-size UNet's)."""
-    from parapolicy.samplers.auto import call_cost
+    """``rows -> ms`` of one call from a stored ``bench_network_call`` curve (linear between its points,
+    held non-decreasing as ``auto`` holds its own: a point timed below a smaller one is noise, and
+    extended along a falling segment it would model a negative time; curves without a network
+    name are the 65.8M upstream-size UNet's)."""
+    from parapolicy.samplers.auto import call_cost, monotone
 
     stored = json.load(open(path))
-    curve = {r["rows"]: r["median_ms"] for r in stored["rows"]
-             if r["mode"] == mode and r.get("network", "upstream_size_unet") == network}
+    curve = monotone({r["rows"]: r["median_ms"] for r in stored["rows"]
+                      if r["mode"] == mode and r.get("network", "upstream_size_unet") == network})
     if not curve:
         return None, stored["device"], []
     return (lambda rows: call_cost(curve, rows)), stored["device"], sorted(curve)
