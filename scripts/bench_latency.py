@@ -53,6 +53,7 @@ import torch
 from parapolicy.autotune import autotune_window
 from parapolicy.bench.harness import command_line, time_chunks, write_report
 from parapolicy.bench.networks import POLICIES, SCHEDULERS, random_obs, with_scheduler
+from parapolicy.bench.stored_curve import modelled_cost
 from parapolicy.eval.build import device_name
 from parapolicy.samplers import SampleResult, SamplerBase, SampleStats, make_sampler
 from parapolicy.samplers.inpainting import impose
@@ -190,21 +191,6 @@ SAMPLER_MODES = (  # (label, schedule, sampler, settings): the exact samplers an
     ("quasi_newton", "DDIM-10", "quasi_newton", {"probes": False, "max_rows": 10}),
 )
 INFERENCE = {"DDPM-100": ("ddpm", 100), "DDIM-16": ("ddim", 16), "DDIM-10": ("ddim", 10)}
-
-
-def modelled_cost(path: str, mode: str = "cuda_graph", network: str = "upstream_size_unet"):
-    """``rows -> ms`` of one call from a stored ``bench_network_call`` curve (linear between its points,
-    held non-decreasing as ``auto`` holds its own: a point timed below a smaller one is noise, and
-    extended along a falling segment it would model a negative time; curves without a network
-    name are the 65.8M upstream-size UNet's)."""
-    from parapolicy.samplers.auto import call_cost, monotone
-
-    stored = json.load(open(path))
-    curve = monotone({r["rows"]: r["median_ms"] for r in stored["rows"]
-                      if r["mode"] == mode and r.get("network", "upstream_size_unet") == network})
-    if not curve:
-        return None, stored["device"], []
-    return (lambda rows: call_cost(curve, rows)), stored["device"], sorted(curve)
 
 
 def table_observations(policy, count: int, pname: str) -> list:

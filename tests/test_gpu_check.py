@@ -32,15 +32,12 @@ def test_the_dry_run_writes_the_cost_curve_and_the_latency_table():
 def test_a_stored_curve_that_falls_never_models_a_negative_time(tmp_path):
     """The dry run's two-point curve can time 2 rows below 1 (noise on a busy CPU); extended along
     that falling segment to 64 rows it modelled -2519 ms once. It is held non-decreasing instead."""
-    import importlib.util
+    from parapolicy.bench.stored_curve import modelled_cost
 
-    spec = importlib.util.spec_from_file_location("bench_latency", os.path.join(ROOT, "scripts", "bench_latency.py"))
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
     stored = {"device": "cpu", "rows": [{"network": "shipped_pusht", "mode": "eager", "rows": 1, "median_ms": 12.0},
                                         {"network": "shipped_pusht", "mode": "eager", "rows": 2, "median_ms": 11.5}]}
     path = tmp_path / "curve.json"
     path.write_text(json.dumps(stored))
-    cost, device, rows = bench.modelled_cost(str(path), mode="eager", network="shipped_pusht")
+    cost, device, rows = modelled_cost(str(path), mode="eager", network="shipped_pusht")
     assert device == "cpu" and rows == [1, 2]
     assert cost(1) == 12.0 and cost(64) == 12.0  # flat beyond the last point, never below a smaller row count
