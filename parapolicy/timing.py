@@ -20,6 +20,15 @@ def synchronize(device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed_call(call, device):
+    """``(call(), milliseconds it took)``, the device synchronised before and after."""
+    synchronize(device)
+    started = time.perf_counter()
+    out = call()
+    synchronize(device)
+    return out, (time.perf_counter() - started) * 1000.0
+
+
 def median_call_ms(call, device, repeats: int, long_ms: float | None = None) -> float:
     """Median milliseconds of ``call()`` over ``repeats`` timed calls, after one untimed warm-up.
 
@@ -30,12 +39,9 @@ def median_call_ms(call, device, repeats: int, long_ms: float | None = None) -> 
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     times = []
     for r in range(repeats + 1):
-        synchronize(device)
-        started = time.perf_counter()
-        call()
-        synchronize(device)
+        _, ms = timed_call(call, device)
         if r > 0:
-            times.append((time.perf_counter() - started) * 1000.0)
-            if long_ms is not None and times[-1] >= long_ms:
+            times.append(ms)
+            if long_ms is not None and ms >= long_ms:
                 break
     return float(np.median(times))

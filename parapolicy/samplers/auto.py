@@ -36,7 +36,7 @@ import torch
 from parapolicy.samplers.base import SamplerBase
 from parapolicy.samplers.problem import DenoisingProblem, SampleResult
 from parapolicy.samplers.registry import make_sampler
-from parapolicy.timing import median_call_ms, synchronize
+from parapolicy.timing import median_call_ms, timed_call
 
 CANDIDATES = (  # (label, sampler name, settings): exact samplers under one row budget and one tolerance rule
     ("quasi_newton", "quasi_newton", {"probes": False}),
@@ -92,11 +92,8 @@ class TimedDenoiser:
         self.denoise, self.ms = denoise, 0.0
 
     def __call__(self, x, t):
-        synchronize(x.device)
-        started = time.perf_counter()
-        out = self.denoise(x, t)
-        synchronize(out.device)
-        self.ms += (time.perf_counter() - started) * 1000.0
+        out, ms = timed_call(lambda: self.denoise(x, t), x.device)
+        self.ms += ms
         return out
 
 
@@ -145,15 +142,16 @@ def predict(problem: DenoisingProblem, predictions: dict, curve: dict[int, float
     not timed when its ``lower_bound_ms`` (its time at the cost of the most rows timed so far:
     more rows never cost less) is already beyond the fastest prediction by more than ``TIE``."""
     curve = dict(curve or {})
-    for label in sorted(predictions, key=lambda k: predictions[k]["rows_per_round"]):
+    order = sorted(predictions, key=lambda k: predictions[k]["rows_per_round"])
+    for label in order:
         p = predictions[label]
-        timed = [r for r in curve if r <= max(1, math.ceil(p["rows_per_round"] - 1e-9))]
-        if timed and label != min(predictions, key=lambda k: predictions[k]["rows_per_round"]):
+        rows = max(1, math.ceil(p["rows_per_round"] - 1e-9))  # a point at or above: later points change nothing
+        timed = [r for r in curve if r <= rows]
+        if timed and label != order[0]:  # the fewest rows are always predicted: the others' yardstick
             bound = chunk_ms(p, curve, min(p["rows_per_round"], max(timed)))
             if bound > min(q["predicted_ms"] for q in predictions.values() if "predicted_ms" in q) * (1 + TIE):
                 p["lower_bound_ms"] = bound
                 continue
-        rows = max(1, math.ceil(p["rows_per_round"] - 1e-9))  # a point at or above: later points change nothing
         if rows not in curve:
             curve = monotone({**curve, **cost_curve(problem, [rows])})
         p["predicted_ms"] = chunk_ms(p, curve)
@@ -199,12 +197,12 @@ class Auto(SamplerBase):
     def calibration(self) -> dict | None:
         """The latest calibration: cost curve, each candidate's prediction, the choice, and the
         measured time of the later calls it served."""
-        return with_measured(self._chosen[self._chosen["latest"]]) if "latest" in self._chosen else None
+        return with_measured(list(self._chosen.values())[-1]) if self._chosen else None  # kept in calibration order
 
     @property
     def calibrations(self) -> list[dict]:
         """Every calibration, one per schedule and batch shape met, in order (``calibration``'s form)."""
-        return [with_measured(entry) for key, entry in self._chosen.items() if key != "latest"]
+        return [with_measured(entry) for entry in self._chosen.values()]
 
     def candidates(self) -> list[tuple[str, object]]:
         out = []
@@ -221,14 +219,10 @@ class Auto(SamplerBase):
         calibrating = key not in self._chosen
         if calibrating:
             self._chosen[key] = {**self._calibrate(problem), "measured_ms": []}
-            self._chosen["latest"] = key
         entry = self._chosen[key]
-        synchronize(problem.x_T.device)
-        started = time.perf_counter()
-        result = entry["sampler"].sample(problem)
-        synchronize(problem.x_T.device)
+        result, ms = timed_call(lambda: entry["sampler"].sample(problem), problem.x_T.device)
         if not calibrating:  # what the prediction is compared with: the choice's calls, calibration apart
-            entry["measured_ms"].append((time.perf_counter() - started) * 1000.0)
+            entry["measured_ms"].append(ms)
         result.stats.settings = {**result.stats.settings, "chosen": entry["report"]["chosen"]}
         result.stats.sampler = self.name
         return result
@@ -270,8 +264,7 @@ def trial_run(sampler, problem: DenoisingProblem) -> dict:
     """One run of ``sampler`` on ``problem``: its rounds, rows per round and host time (the run's
     time outside the network), and the samples it saw."""
     timed = TimedDenoiser(problem.denoise)
-    started = time.perf_counter()
-    stats = sampler.sample(problem.replace(denoise=timed)).stats
-    host_ms = max(0.0, (time.perf_counter() - started) * 1000.0 - timed.ms)
+    result, total_ms = timed_call(lambda: sampler.sample(problem.replace(denoise=timed)), problem.x_T.device)
+    stats, host_ms = result.stats, max(0.0, total_ms - timed.ms)
     return {"rounds": stats.rounds, "rows_per_round": stats.nfe / stats.rounds, "host_ms": host_ms,
             "fallback": stats.fallback, "trial_samples": problem.batch}
