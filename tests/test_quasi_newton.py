@@ -17,7 +17,9 @@ from tests.support.analytic import MU, S, affine_steps
 from parapolicy.errors import SamplerConfigError
 from parapolicy.samplers import DenoisingProblem, QuasiNewton, Sequential, draw_noises, make_sampler, make_step_rule
 from parapolicy.samplers.inpainting import impose
-from parapolicy.samplers.quasi_newton import PROBE_STEP, StepModels, evaluation_plan
+from parapolicy.samplers import quasi_newton
+from parapolicy.samplers.buffers import convergence_weights
+from parapolicy.samplers.quasi_newton import PROBE_STEP, STD_FLOOR, StepModels, evaluation_plan
 
 
 def _closed_form(sched, draws, stochastic):
@@ -130,6 +132,33 @@ def test_evaluation_plan_is_a_budgeted_sorted_plan_that_starts_at_the_window(n_s
         assert plan == list(range(start, n_steps))
     elif n_steps - start < 2 * max_rows:  # every other step reaches the end: no gap wider than one step
         assert plan[-1] >= n_steps - 2 and all(b - a <= 2 for a, b in zip(plan, plan[1:]))
+
+
+def test_convergence_weights_hold_the_noise_std_at_the_floor():
+    """A state is judged against its step's noise std, or the floor where the std is smaller (the
+    last DDIM-16 steps: 0.10 and 0.025); the final state still never blocks."""
+    rule = make_step_rule(make_scheduler("ddim", 16))
+    raw, floored = (convergence_weights(rule, (16, 2), 17, "cpu", std_floor=f) for f in (0.0, STD_FLOOR))
+    std = rule.error_variance[:15].sqrt()
+    assert torch.allclose(raw[1:16], 1 / (std**2 * 32)) and torch.allclose(floored[1:16], 1 / (std.clamp(min=STD_FLOOR) ** 2 * 32))
+    assert bool((std[-2:] < STD_FLOOR).all()) and bool((floored[-2:-1] < raw[-2:-1]).all())
+    assert raw[0] == floored[0] == raw[16] == floored[16] == 0
+
+
+def test_the_floor_spares_the_last_round_and_keeps_the_answer_within_its_tolerance(monkeypatch):
+    """DDPM-100's last steps have noise std 0.02-0.07: judged against it, their states need a round
+    more on a smooth nonlinear network; judged against the floor, the answer still lies within
+    tolerance x STD_FLOOR of the sequential one."""
+    sched = make_scheduler("ddpm", 100)
+    draws = draw_noises(sched, (2, 16, 2), torch.Generator().manual_seed(0))
+    den = SmoothNetDenoiser(32, seed=1, scheduler=sched)
+    ref = solve(Sequential(), den, sched, draws.x_T, draws.noises).sample
+    sampler = QuasiNewton(tolerance=0.01, reuse_jacobians=False)
+    floored = solve(sampler, den, sched, draws.x_T, draws.noises)
+    monkeypatch.setattr(quasi_newton, "STD_FLOOR", 0.0)
+    raw = solve(sampler, den, sched, draws.x_T, draws.noises)
+    assert floored.stats.rounds == raw.stats.rounds - 1, (floored.stats, raw.stats)
+    assert (floored.sample - ref).abs().max() < 0.01 * STD_FLOOR
 
 
 def test_nonlinear_denoiser_reaches_the_sequential_answer_as_tolerance_shrinks():

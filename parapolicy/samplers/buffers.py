@@ -66,15 +66,18 @@ class ChainBuffers:
                    index=torch.arange(n_steps, device=x_T.device))
 
 
-def convergence_weights(rule, state_shape, length: int, device) -> torch.Tensor:
+def convergence_weights(rule, state_shape, length: int, device, std_floor: float = 0.0) -> torch.Tensor:
     """1 / (noise variance x state size) per trajectory state, zero-padded to ``length``.
 
-    State j is judged against the noise variance of step j-1, which produced it; the final
-    state never blocks (it is exact once its predecessors are) and state 0 is never judged.
+    State j is judged against the noise variance of step j-1, which produced it, or against
+    ``std_floor`` squared where that is larger (a sampler's choice: the last steps' noise std
+    falls towards 0 while the promise is in action units); the final state never blocks (it is
+    exact once its predecessors are) and state 0 is never judged.
     """
     n_steps = rule.num_steps
+    variance = rule.error_variance[: n_steps - 1].to(device).clamp(min=float(std_floor) ** 2)
     weights = torch.zeros(length, device=device, dtype=torch.float32)
-    weights[1:n_steps] = 1.0 / (rule.error_variance[: n_steps - 1].to(device) * max(1, math.prod(state_shape)))
+    weights[1:n_steps] = 1.0 / (variance * max(1, math.prod(state_shape)))
     return weights
 
 

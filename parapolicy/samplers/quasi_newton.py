@@ -29,7 +29,9 @@ the model of the network instead:
 Each round propagates the remaining chain through the models (no network; on a GPU as a
 linearised doubling scan, a handful of kernels instead of N small steps), then accepts
 the leading evaluated states whose input changed by less than ``tolerance`` (in units of
-that step's noise std, as every exact sampler here) and whose step has secant pairs (its own
+that step's noise std, as every exact sampler here, but never of less than ``STD_FLOOR``: the
+last steps' std falls to 0.02, which held their states to a twentieth of an action unit and
+cost the last round, while the promise is one unit) and whose step has secant pairs (its own
 or a neighbour's), unless nothing before it moved: after one evaluation the model knows
 nothing of how the network amplifies an error, and a sharp one (a randomly initialised
 upstream-size UNet) would carry a small accepted error to the actions many times over. The
@@ -63,6 +65,7 @@ UNPAIRED = 1e-3  # a step evaluated once is accepted only if nothing before it m
 MAX_STORE_ENTRIES = 1 << 24  # N x D x D floats a Jacobian store may hold (64 MiB): larger chains do not probe
 MAX_DENSE_ENTRIES = 1 << 24  # N x B x D x D floats of one round's dense models; beyond, slopes only
 STAND_IN_STD = 0.2  # the stand-in target's std (normalized units): fewer PushT rounds than 0.5 (benchmarks/README.md)
+STD_FLOOR = 0.15  # no state is judged against a noise std below this (normalized units; benchmarks/README.md)
 
 
 def evaluation_plan(start: int, n_steps: int, max_rows: int) -> torch.Tensor:
@@ -324,7 +327,7 @@ def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, s
     rule, x_T = problem.rule, problem.x_T
     n_steps, batch, shape = rule.num_steps, problem.batch, x_T.shape[1:]
     tol2 = float(tolerance) ** 2
-    inv_var = convergence_weights(rule, shape, n_steps + 1, x_T.device).cpu()
+    inv_var = convergence_weights(rule, shape, n_steps + 1, x_T.device, std_floor=STD_FLOOR).cpu()
     models = StepModels(store, slopes, x_T, history)
     step = step_function(rule, x_T)
     linear = x_T.is_cuda and models.dense and rule.coefficients is not None  # few kernels a round, not N
@@ -381,7 +384,7 @@ def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, s
 
 @dataclass(frozen=True)
 class QuasiNewton(SamplerBase):
-    """Settings: ``tolerance`` (in units of each step's noise std, as every exact sampler),
+    """Settings: ``tolerance`` (in units of each step's noise std, floored at ``STD_FLOOR``),
     ``max_rows`` (network rows per round and sample, probes included), ``probes`` (spend the
     rows a round has left under ``max_rows`` on Jacobian columns: fewer rounds where a row
     costs little, as on a GPU, more work per round on a CPU; None: on for CUDA tensors, off
