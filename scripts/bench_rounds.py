@@ -351,18 +351,22 @@ WHY = ("Where newton_picard/newton_prior stay above the targets: a round accepts
        "every state from the prior guess (one state accepted), the next two or three converge most of the chain "
        "quadratically, and the low-noise tail (judged against the smallest noise variances) plus one confirming "
        "round take the rest.\n\n"
-       "Where quasi_newton stays above the targets (rounds, not rows or deviation): a state is accepted only once its "
-       "step's model has secant pairs and its input's change is below the tolerance, so a step needs two "
-       "evaluations before it can pass (or, first evaluated after the 64-row budget skipped it, a neighbour's pairs: "
-       "that saved the round spent pairing it); the low-noise tail, judged against the smallest noise variances, "
-       "then accepts a few states a round and the last state costs a round of its own. The models are a stand-in "
-       "slope plus a low-rank multi-secant correction, so the convergence is superlinear, not jacobian_newton's "
-       "quadratic (its 3.6-5.5 rounds cost 20-30x the rows). A looser tolerance or no pair rule cuts about one round "
-       "but let sharp random-init networks land 1.2-3.2 px off (docs/samplers.md), and an acceptance on the error "
+       "Where quasi_newton stays above the targets (DDIM-16 and the closed loop; rounds, not rows or deviation): a "
+       "state is accepted only once its step's model has secant pairs and its input's change is below the tolerance "
+       "(in noise stds, but never of a std below 0.15 normalized units: judged against the last steps' own std of "
+       "0.02-0.03, the last state cost a round of its own), so a step needs two evaluations before it can pass (or, "
+       "first evaluated after the 64-row budget skipped it, a neighbour's pairs). The first round accepts one state "
+       "(the stand-in's guess is far off), and on DDIM-16 about half the chunks still end with a round that "
+       "evaluates the last step alone at its exact input; the three rounds between must converge 14 states, about "
+       "what exact Jacobians need (jacobian_newton, 3.95 rounds at 300 rows per round before the floor). The models "
+       "are a stand-in slope plus a low-rank multi-secant correction, so the convergence is superlinear, not "
+       "quadratic. A higher floor trades deviation for rounds at the last states (20 shipped DDIM-16 observations: "
+       "0.3 gave 4.30 rounds and 0.475 px, 0.5 gave 4.10 and 0.944 px), a looser tolerance or no pair rule let "
+       "sharp random-init networks land 1.2-3.2 px off (docs/samplers.md), and an acceptance on the error "
        "predicted from each step's measured model error (about 0.7 rounds fewer) let the random-init UNet's DDIM-16 "
-       "chunk land 1.8-5.7 px off. The closed-loop warm start cuts few rounds (7.64 -> 7.00 on identical "
-       "observations, warm_start_pusht_qn.md): every chunk draws fresh noise, so the previous chunk's sample "
-       "guesses x_0 only, and the intermediate states it implies still need their pairs.\n")
+       "chunk land 1.8-5.7 px off. The closed-loop warm start cuts few rounds (6.60 -> 6.11 on identical "
+       "observations, warm_start_pusht_qn.md): every chunk draws fresh noise, so the previous "
+       "chunk's sample guesses x_0 only, and the intermediate states it implies still need their pairs.\n")
 
 
 if __name__ == "__main__":
