@@ -29,9 +29,11 @@ the model of the network instead:
 Each round propagates the remaining chain through the models (no network; on a GPU as a
 linearised doubling scan, a handful of kernels instead of N small steps), then accepts
 the leading evaluated states whose input changed by less than ``tolerance`` (in units of
-that step's noise std, as every exact sampler here, but never of less than ``STD_FLOOR``: the
-last steps' std falls to 0.02, which held their states to a twentieth of an action unit and
-cost the last round, while the promise is one unit) and whose step has secant pairs (its own
+that step's noise std, as every exact sampler here, but never of a std below ``STD_FLOOR``:
+the low-noise half of DDPM-100 and the last DDIM-16 steps have stds down to 0.02, which held
+their states to a twentieth of an action unit and cost the last rounds, while the promise is
+one unit; every change this sampler judges, ``UNPAIRED`` and ``max_error`` included, is in
+these floored units) and whose step has secant pairs (its own
 or a neighbour's), unless nothing before it moved: after one evaluation the model knows
 nothing of how the network amplifies an error, and a sharp one (a randomly initialised
 upstream-size UNet) would carry a small accepted error to the actions many times over. The
@@ -61,7 +63,7 @@ from parapolicy.samplers.problem import (DenoisingProblem, SampleResult, SampleS
 PROBE_STEP = 1e-3  # finite-difference step, in normalized units (data spans [-1, 1])
 RIDGE = 1e-4  # regularisation of the secant fit (its pairs have unit length)
 MAX_SLOPE = 100.0  # a secant slope beyond this is not a network's: clamped
-UNPAIRED = 1e-3  # a step evaluated once is accepted only if nothing before it moved more than this (noise stds)
+UNPAIRED = 1e-3  # a step evaluated once is accepted only if nothing before it moved more than this (floored stds)
 MAX_STORE_ENTRIES = 1 << 24  # N x D x D floats a Jacobian store may hold (64 MiB): larger chains do not probe
 MAX_DENSE_ENTRIES = 1 << 24  # N x B x D x D floats of one round's dense models; beyond, slopes only
 STAND_IN_STD = 0.2  # the stand-in target's std (normalized units): fewer PushT rounds than 0.5 (benchmarks/README.md)
