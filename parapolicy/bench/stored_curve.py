@@ -17,7 +17,8 @@ def modelled_cost(path: str, mode: str = "cuda_graph", network: str = "upstream_
     noise, and extended along a falling segment it would model a negative time); ``(None, device,
     [])`` when the file has no curve for this mode and network. Curves without a network name are
     the 65.8M upstream-size UNet's."""
-    stored = json.load(open(path))
+    with open(path) as f:
+        stored = json.load(f)
     curve = monotone({r["rows"]: r["median_ms"] for r in stored["rows"]
                       if r["mode"] == mode and r.get("network", "upstream_size_unet") == network})
     if not curve:
