@@ -247,3 +247,49 @@ def test_the_linearised_scan_propagation_converges_to_the_same_answer():
             break
     assert (impose(traj[-1], cond_data, cond_mask) - ref).abs().max() < 1e-4
     assert rounds <= LINEAR_ROUNDS  # superlinear: a damped or mis-indexed correction needs many more
+
+
+@pytest.mark.parametrize("host_arrays", [True, False])
+@pytest.mark.parametrize("dense", [True, False])
+@pytest.mark.parametrize("kind, steps", [("ddpm", 50), ("ddim", 16)])
+def test_the_folded_propagation_is_the_schedulers_own_step_on_the_modelled_outputs(kind, steps, dense, host_arrays,
+                                                                                      monkeypatch):
+    """Folding each step's model into its transition (NumPy on the CPU, torch elsewhere) changes
+    the host work, not the chain: it equals the rule's own transition stepped on the models'
+    outputs, clipping, noise, inpainting, slope-only models and skipped steps included."""
+    from parapolicy.samplers import quasi_newton
+
+    monkeypatch.setattr(quasi_newton, "on_host_arrays", lambda states: host_arrays)
+    if not dense:
+        monkeypatch.setattr(quasi_newton, "MAX_DENSE_ENTRIES", 0)
+    sched = make_scheduler(kind, steps)
+    draws = draw_noises(sched, (2, 16, 2), torch.Generator().manual_seed(5))
+    cond_data, cond_mask = inpainting_condition((2, 16, 2))
+    den = SmoothNetDenoiser(32, seed=2, scheduler=sched)
+    problem = DenoisingProblem(den, sched, draws.x_T, draws.noises if kind == "ddpm" else None, cond_data, cond_mask)
+    rule = problem.rule
+    models = quasi_newton.StepModels(None, quasi_newton.prior_slopes(rule), draws.x_T, 3)
+    assert models.dense == dense
+    traj = 2.5 * torch.randn(steps + 1, 2, 16, 2, generator=torch.Generator().manual_seed(6))  # far enough to clip
+    for shift in (0.0, 0.1):  # two evaluations: every step has a secant pair
+        states = impose(traj[:steps] + shift, cond_data, cond_mask)
+        out = den(states.reshape(-1, 16, 2), rule.timesteps.repeat_interleave(2)).reshape(states.shape)
+        models.record(torch.arange(steps), states.flatten(2), out.flatten(2))
+    fresh = torch.zeros(steps + 1, dtype=torch.bool)
+    fresh[: steps : 2] = True  # the steps between are modelled by their neighbours' mean
+    start = 3
+    new = quasi_newton.propagate(models, None, traj, start, fresh, problem)
+    offset, jacobian = quasi_newton.round_models(models, start, fresh)
+    memory, x, expected, clipped = rule.new_memory(draws.x_T), traj[start], traj.clone(), False
+    for k, j in enumerate(range(start, steps)):
+        x = impose(x, cond_data, cond_mask)
+        flat = x.flatten(1)
+        out = offset[k] + ((jacobian[k] @ flat.unsqueeze(-1)).squeeze(-1) if dense else jacobian[k] * flat)
+        noise = None if problem.noises is None else problem.noises[j][None]
+        scale = rule.coefficients
+        clipped |= bool(((x - scale.eps_scale[j] * out.view(x.shape)) / scale.x_scale[j]).abs().max() > 1)
+        x = rule.transition(j, x[None], out.view(x.shape)[None], noise, memory)[0]
+        expected[j + 1] = x
+    assert torch.equal(new[: start + 1], traj[: start + 1])
+    assert (new - expected).abs().max() < 1e-5 * expected.abs().max()
+    assert clipped  # the clean-sample prediction left [-1, 1] somewhere: clipping was exercised

@@ -48,6 +48,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 from parapolicy.errors import SamplerConfigError
@@ -168,15 +169,16 @@ class StepModels:
         some (the one with more): the output varies smoothly with the noise level, so the
         neighbour's slopes model it better than the Gaussian stand-in's, and the rounds spent
         pairing steps that a budgeted round skipped are saved. Its own pairs replace them."""
-        n_steps, takers = self.count.shape[0], []
+        counts, takers = self.count.tolist(), []  # Python numbers: a tensor test per step costs more than the fit
         for step in steps.tolist():
-            donors = [k for k in (step - 1, step + 1) if 0 <= k < n_steps and self.count[k] > 0]
+            donors = [k for k in (step - 1, step + 1) if 0 <= k < len(counts) and counts[k] > 0]
             if donors:
-                donor = max(donors, key=lambda k: int(self.count[k]))
+                donor = max(donors, key=lambda k: counts[k])
                 self.pairs_x[step], self.pairs_e[step] = self.pairs_x[donor], self.pairs_e[donor]
-                self.count[step] = self.count[donor]
+                counts[step] = counts[donor]
                 takers.append(step)
         if takers:
+            self.count[takers] = torch.tensor([counts[step] for step in takers])
             self._fit(torch.tensor(takers))
 
     def _fit(self, steps: torch.Tensor) -> None:
@@ -231,26 +233,12 @@ def probe_states(anchors: torch.Tensor, columns: list[int]) -> torch.Tensor:
 
 
 def step_function(rule, x_T: torch.Tensor):
-    """``step(j, x, out, noise)`` for one step j on (B, *S) states: the rule's transition, with its
-    per-step coefficients read once as Python numbers (the propagation makes N small steps a round)."""
-    coefficients = rule.coefficients
-    if coefficients is None:
-        memory = rule.new_memory(x_T)
-        return lambda j, x, out, noise: rule.transition(j, x[None], out[None], None if noise is None else noise[None],
-                                                        memory)[0]
-    table = list(zip(*(getattr(coefficients, name).tolist() for name in
-                       ("first", "x0_scale", "eps_scale", "x_scale", "noise_std", "drawn"))))
-    ddim, clip = coefficients.ddim, coefficients.clip
-
-    def step(j, x, out, noise):
-        first, x0_scale, eps_scale, x_scale, noise_std, drawn = table[j]
-        x0 = torch.add(x, out, alpha=-eps_scale).div_(x_scale)
-        if clip is not None:
-            x0.clamp_(-clip, clip)
-        mean = x0.mul_(x0_scale).add_(out if ddim else x, alpha=first)
-        return mean.add_(noise, alpha=noise_std) if (drawn and noise is not None) else mean
-
-    return step
+    """``step(j, x, out, noise)`` for one step j on (B, *S) states, through the rule's own
+    transition: the propagation of a rule without per-step coefficients (``propagate_folded``
+    covers the others)."""
+    memory = rule.new_memory(x_T)
+    return lambda j, x, out, noise: rule.transition(j, x[None], out[None], None if noise is None else noise[None],
+                                                    memory)[0]
 
 
 def round_models(models: StepModels, start: int, fresh: torch.Tensor):
@@ -270,6 +258,8 @@ def round_models(models: StepModels, start: int, fresh: torch.Tensor):
 def propagate(models: StepModels, step, traj: torch.Tensor, start: int, fresh: torch.Tensor, problem) -> torch.Tensor:
     """The chain from state ``start`` to the end through the models, step by step (no network):
     each modelled output goes through the scheduler's own transition, clipping included."""
+    if problem.rule.coefficients is not None:
+        return propagate_folded(models, problem.rule.coefficients_on(traj.device), traj, start, fresh, problem)
     n_steps = fresh.shape[0] - 1
     offset, jacobian = round_models(models, start, fresh)
     dense = jacobian.dim() == 4
@@ -284,6 +274,62 @@ def propagate(models: StepModels, step, traj: torch.Tensor, start: int, fresh: t
                                                                                                       jacobian[k], flat)
         x = step(j, x, out.view(x.shape), None if noises is None else noises[j])
         new[j + 1] = x
+    return new
+
+
+def folded_steps(coefficients, steps: torch.Tensor, offset: torch.Tensor, jacobian: torch.Tensor, noise):
+    """Each step's modelled output folded into its transition, for all ``steps`` at once, on
+    column states (B, D, 1): x0 = M x + m before clipping, next = B * clip(x0) + P x + p.
+    Returns (M, m, P, p): M and P (K, B, D, D) with dense models, else per-sample scalars
+    (K, B, 1, 1); for DDPM P is the scalar A (A x), for DDIM E times the output's model."""
+    dense = jacobian.dim() == 4
+    column = lambda v: v.index_select(0, steps).to(offset.dtype).view(-1, 1, 1, 1)  # noqa: E731
+    eps_scale, x_scale, first = column(coefficients.eps_scale), column(coefficients.x_scale), column(coefficients.first)
+    model = jacobian if dense else jacobian.unsqueeze(-1)  # (K, B, 1) slopes -> (K, B, 1, 1)
+    identity = torch.eye(jacobian.shape[-1], dtype=offset.dtype, device=offset.device) if dense else 1.0
+    offset = offset.unsqueeze(-1)
+    matrix, shift = (identity - eps_scale * model) / x_scale, -eps_scale * offset / x_scale
+    carry, carry_shift = (first * model, first * offset) if coefficients.ddim else (first, torch.zeros_like(offset))
+    if noise is not None:
+        std = coefficients.noise_std.index_select(0, steps) * coefficients.drawn.index_select(0, steps)
+        carry_shift = carry_shift + std.to(offset.dtype).view(-1, 1, 1, 1) * noise.unsqueeze(-1)
+    return matrix, shift, carry, carry_shift
+
+
+def on_host_arrays(states: torch.Tensor) -> bool:
+    """Whether the dependent steps run in NumPy: float CPU states (NumPy has no bfloat16)."""
+    return states.device.type == "cpu" and states.dtype in (torch.float32, torch.float64)
+
+
+def propagate_folded(models: StepModels, coefficients, traj: torch.Tensor, start: int, fresh: torch.Tensor,
+                     problem) -> torch.Tensor:
+    """``propagate`` for a scheduler whose step is per-step tensor maths: every step's model is
+    folded into its transition for the whole round at once, and on the CPU the N dependent
+    steps run in NumPy, whose call on these small arrays costs a fraction of a torch op's
+    dispatch (the host work of a CPU round; benchmarks/README.md). The same operations either way."""
+    n_steps = fresh.shape[0] - 1
+    offset, jacobian = round_models(models, start, fresh)
+    steps = torch.arange(start, n_steps, device=traj.device)
+    noise = None if problem.noises is None else problem.noises[start:n_steps].flatten(2)
+    folded = folded_steps(coefficients, steps, offset, jacobian, noise)
+    dense, clip, x0_scale = jacobian.dim() == 4, coefficients.clip, coefficients.x0_scale[start:n_steps].tolist()
+    new = traj.clone()
+    columns = new.view(new.shape[0], new.shape[1], -1, 1)
+    mask, data, where = problem.cond_mask, problem.cond_data, torch.where
+    if mask is not None:  # inpainted entries as columns, like the states
+        mask, data = (torch.broadcast_to(v, traj.shape[1:]).reshape(traj.shape[1], -1, 1) for v in (mask, data))
+    if on_host_arrays(new):
+        folded, columns, where = [v.numpy() if isinstance(v, torch.Tensor) else v for v in folded], columns.numpy(), np.where
+        mask, data = (None, None) if mask is None else (mask.numpy(), data.numpy())
+    matrix, shift, carry, carry_shift = folded
+    apply = (lambda a, x: a @ x) if dense else (lambda a, x: a * x)  # noqa: E731
+    for k in range(n_steps - start):
+        x = columns[start + k] if mask is None else where(mask, data, columns[start + k])
+        x0 = apply(matrix[k], x) + shift[k]
+        if clip is not None:
+            x0 = x0.clip(-clip, clip)
+        moved = apply(carry[k], x) if coefficients.ddim else carry[k] * x
+        columns[start + k + 1] = moved + carry_shift[k] + x0_scale[k] * x0
     return new
 
 
