@@ -283,7 +283,7 @@ def folded_steps(coefficients, steps: torch.Tensor, offset: torch.Tensor, jacobi
     Returns (M, m, P, p): M and P (K, B, D, D) with dense models, else per-sample scalars
     (K, B, 1, 1); for DDPM P is the scalar A (A x), for DDIM E times the output's model."""
     dense = jacobian.dim() == 4
-    column = lambda v: v.index_select(0, steps).to(offset.dtype).view(-1, 1, 1, 1)  # noqa: E731
+    column = lambda v: v.index_select(0, steps).to(offset.dtype).view(-1, 1, 1, 1)
     eps_scale, x_scale, first = column(coefficients.eps_scale), column(coefficients.x_scale), column(coefficients.first)
     model = jacobian if dense else jacobian.unsqueeze(-1)  # (K, B, 1) slopes -> (K, B, 1, 1)
     identity = torch.eye(jacobian.shape[-1], dtype=offset.dtype, device=offset.device) if dense else 1.0
@@ -322,7 +322,7 @@ def propagate_folded(models: StepModels, coefficients, traj: torch.Tensor, start
         folded, columns, where = [v.numpy() if isinstance(v, torch.Tensor) else v for v in folded], columns.numpy(), np.where
         mask, data = (None, None) if mask is None else (mask.numpy(), data.numpy())
     matrix, shift, carry, carry_shift = folded
-    apply = (lambda a, x: a @ x) if dense else (lambda a, x: a * x)  # noqa: E731
+    apply = (lambda a, x: a @ x) if dense else (lambda a, x: a * x)
     for k in range(n_steps - start):
         x = columns[start + k] if mask is None else where(mask, data, columns[start + k])
         x0 = apply(matrix[k], x) + shift[k]
