@@ -27,7 +27,8 @@ the model of the network instead:
   first round on; when such a step is first evaluated it borrows a neighbour's secant pairs.
 
 Each round propagates the remaining chain through the models (no network; on a GPU as a
-linearised doubling scan, a handful of kernels instead of N small steps), then accepts
+linearised doubling scan, a handful of kernels instead of N small steps; on the CPU with each
+model folded into its step's transition and the N small steps in NumPy), then accepts
 the leading evaluated states whose input changed by less than ``tolerance`` (in units of
 that step's noise std, as every exact sampler here, but never of a std below ``STD_FLOOR``:
 the low-noise half of DDPM-100 and the last DDIM-16 steps have stds down to 0.02, which held
