@@ -54,6 +54,24 @@ def test_step_coefficients_give_the_bits_of_diffusers_step(kind, eta):
     assert torch.equal(rule.transition(torch.arange(n), x, eps, used), torch.stack(expected))
 
 
+@pytest.mark.parametrize("kind,eta", [("ddpm", 0.0), ("ddim", 0.0), ("ddim", 0.7)])
+def test_step_partials_are_the_transitions_derivatives(kind, eta):
+    """The closed-form partials the Newton propagation uses equal autograd's, clipped entries included."""
+    rule = make_step_rule(make_scheduler(kind), eta=eta)
+    coefficients, n = rule.coefficients, rule.num_steps
+    g = torch.Generator().manual_seed(2)
+    x, eps = 2 * torch.randn(n, 3, 16, 2, generator=g), torch.randn(n, 3, 16, 2, generator=g)
+    noise = torch.randn(n, 3, 16, 2, generator=g) if any(rule.draws_noise) else None
+    steps, ones = torch.arange(n), torch.ones_like(x)
+    _, along_x = torch.func.jvp(lambda v: coefficients.transition(steps, v, eps, noise), (x,), (ones,))
+    _, along_eps = torch.func.jvp(lambda v: coefficients.transition(steps, x, v, noise), (eps,), (ones,))
+    partial_x, partial_eps = coefficients.partials(steps, x, eps)
+    x0 = (x - coefficients.eps_scale.view(-1, 1, 1, 1) * eps) / coefficients.x_scale.view(-1, 1, 1, 1)
+    assert coefficients.clip is not None and bool((x0.abs() > coefficients.clip).any())  # clipping is exercised
+    assert torch.allclose(partial_x, along_x, rtol=1e-6, atol=1e-7)
+    assert torch.allclose(partial_eps, along_eps, rtol=1e-6, atol=1e-7)
+
+
 def test_multistep_rules_have_no_coefficients():
     assert not make_step_rule(make_scheduler("dpm")).graphable
 

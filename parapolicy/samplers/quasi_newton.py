@@ -337,7 +337,8 @@ def propagate_folded(models: StepModels, coefficients, traj: torch.Tensor, start
 def linearise(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.Tensor, problem):
     """Every remaining step at the current trajectory: its modelled next state (K, B, *S) and its
     Jacobian, (K, B, D, D) with dense models, else its diagonal (K, B, D). The transition's
-    partials are elementwise (jvp along ones); inpainted inputs have none."""
+    partials are elementwise, in closed form (``StepCoefficients.partials``: a handful of
+    kernels where autograd's jvp launched a hundred); inpainted inputs have none."""
     rule, n_steps = problem.rule, fresh.shape[0] - 1
     offset, model = round_models(models, start, fresh)
     steps = torch.arange(start, n_steps, device=traj.device)
@@ -346,9 +347,9 @@ def linearise(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.T
     dense = model.dim() == 4
     out = (offset + (model @ flat.unsqueeze(-1)).squeeze(-1) if dense else offset + model * flat).view(states.shape)
     noise = None if problem.noises is None else problem.noises[start:n_steps]
-    ones = torch.ones_like(states)
-    nxt, along_x = torch.func.jvp(lambda x: rule.transition(steps, x, out, noise), (states,), (ones,))
-    _, along_out = torch.func.jvp(lambda o: rule.transition(steps, states, o, noise), (out,), (ones,))
+    coefficients = rule.coefficients_on(traj.device)  # the caller's condition: a per-step tensor-maths rule
+    nxt = coefficients.transition(steps, states, out, noise)
+    along_x, along_out = coefficients.partials(steps, states, out)
     free = None if problem.cond_mask is None else (~problem.cond_mask).flatten(1).to(flat.dtype)
     if not dense:
         diagonal = along_x.flatten(2) + along_out.flatten(2) * model
