@@ -293,3 +293,25 @@ def test_the_folded_propagation_is_the_schedulers_own_step_on_the_modelled_outpu
     assert torch.equal(new[: start + 1], traj[: start + 1])
     assert (new - expected).abs().max() < 1e-5 * expected.abs().max()
     assert clipped  # the clean-sample prediction left [-1, 1] somewhere: clipping was exercised
+
+
+@pytest.mark.parametrize("kind, steps", [("ddpm", 100), ("ddim", 16)])
+def test_the_gpus_stand_in_chain_is_the_stepped_one(kind, steps, monkeypatch):
+    """On a GPU the cold start's chain comes from Newton scans (few kernels); they reach the chain
+    the step loop gives, clipping included, and one that has not settled is stepped instead."""
+    from parapolicy.samplers import quasi_newton
+
+    sched = make_scheduler(kind, steps)
+    draws = draw_noises(sched, (2, 16, 2), torch.Generator().manual_seed(4))
+    x_T = 3 * draws.x_T  # far out: the clean-sample prediction clips on the way
+    problem = DenoisingProblem(GaussianDenoiser(sched), sched, x_T, draws.noises if kind == "ddpm" else None)
+    models = quasi_newton.StepModels(None, quasi_newton.prior_slopes(problem.rule), x_T, 3)
+    step = quasi_newton.step_function(problem.rule, x_T)
+    stepped = quasi_newton.stand_in_chain(models, step, x_T, problem, linear=False)
+    scanned = quasi_newton.stand_in_chain(models, step, x_T, problem, linear=True)
+    assert (scanned - stepped).abs().max() < 1e-4
+    first_scan = quasi_newton.propagate_linear(models, x_T.expand_as(stepped).clone(), 0,
+                                               torch.zeros(steps + 1, dtype=torch.bool), problem)
+    assert (first_scan - stepped).abs().max() > 1e-2  # one scan misses the clipping: the scans are needed
+    monkeypatch.setattr(quasi_newton, "STAND_IN_SCANS", 1)
+    assert torch.equal(quasi_newton.stand_in_chain(models, step, x_T, problem, linear=True), stepped)

@@ -69,6 +69,8 @@ UNPAIRED = 1e-3  # a step evaluated once is accepted only if nothing before it m
 MAX_STORE_ENTRIES = 1 << 24  # N x D x D floats a Jacobian store may hold (64 MiB): larger chains do not probe
 MAX_DENSE_ENTRIES = 1 << 24  # N x B x D x D floats of one round's dense models; beyond, slopes only
 STAND_IN_STD = 0.2  # the stand-in target's std (normalized units): fewer PushT rounds than 0.5 (benchmarks/README.md)
+STAND_IN_SCANS = 8  # Newton scans for the stand-in's chain on a GPU before it is stepped instead
+SETTLED = 1e-5  # a scan that moves no state more than this (normalized units) has found the chain
 STD_FLOOR = 0.15  # no state is judged against a noise std below this (normalized units; benchmarks/README.md)
 
 
@@ -371,6 +373,23 @@ def propagate_linear(models: StepModels, traj: torch.Tensor, start: int, fresh: 
     return new
 
 
+def stand_in_chain(models: StepModels, step, x_T: torch.Tensor, problem, linear: bool) -> torch.Tensor:
+    """The chain the Gaussian stand-in drives from x_T, the cold start. It is linear in x but for
+    clipping, so on a GPU Newton scans from the constant chain reach it once their clipping
+    pattern settles (three on PushT's schedules), a few dozen kernels where the step loop
+    launches several per step; a chain that has not settled after STAND_IN_SCANS is stepped."""
+    n_steps = problem.rule.num_steps
+    nothing = torch.zeros(n_steps + 1, dtype=torch.bool)
+    traj = x_T.expand(n_steps + 1, *x_T.shape).clone()
+    for _ in range(STAND_IN_SCANS if linear else 0):
+        new = propagate_linear(models, traj, 0, nothing, problem)
+        settled = bool((new - traj).abs().max() <= SETTLED)
+        traj = new
+        if settled:
+            return traj
+    return propagate(models, step, traj, 0, nothing, problem)
+
+
 def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, slopes: torch.Tensor, *, name: str,
                        tolerance: float, max_rows: int, history: int, settings: dict) -> SampleResult:
     """The rounds (module docstring). ``store`` None: no probes."""
@@ -385,8 +404,8 @@ def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, s
     if problem.init_guess is not None:
         traj = problem.init_guess.clone()
         traj[0] = x_T
-    else:  # the chain of the Gaussian stand-in
-        traj = propagate(models, step, x_T.expand(n_steps + 1, *x_T.shape).clone(), 0, nothing, problem)
+    else:
+        traj = stand_in_chain(models, step, x_T, problem, linear)
     timesteps = rule.timesteps.to(x_T.device)
     start, rounds, nfe, max_error, widest = 0, 0, 0, 0.0, 0
     while start < n_steps:
