@@ -263,7 +263,8 @@ def sampler_markdown(result, args) -> str:
              "PushT pixels). Modelled: rounds x the cost of one call at that round's rows per sample on "
              f"{curve_device} ({os.path.basename(args.cost_curve)}, {args.cost_mode}, measured at rows {points}, linear "
              "between and beyond) for the network named in the column (the row's own where the curve has it, else "
-             "the 65.8M UNet); a model from a stored curve, not a measurement of these rows.\n\n",
+             "the 65.8M UNet); a model of the network calls from a stored curve (the sampler's own work between calls "
+             "is left out), not a measurement of these rows.\n\n",
              "| policy | schedule | sampler | ms/chunk | vs seq DDPM-100 | vs seq same schedule | rounds (max) | "
              "rows/round (max) | NFE | max dev | modelled ms (network) | modelled vs seq DDIM-16 |\n",
              "|---|---|---|---|---|---|---|---|---|---|---|---|\n"]
