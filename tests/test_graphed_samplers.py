@@ -56,12 +56,14 @@ def test_step_coefficients_give_the_bits_of_diffusers_step(kind, eta):
 
 @pytest.mark.parametrize("kind,eta", [("ddpm", 0.0), ("ddim", 0.0), ("ddim", 0.7)])
 def test_step_partials_are_the_transitions_derivatives(kind, eta):
-    """The closed-form partials the Newton propagation uses equal autograd's, clipped entries included."""
+    """The closed-form partials the Newton propagation uses equal autograd's, clipped entries and
+    the clipping range's edges included."""
     rule = make_step_rule(make_scheduler(kind), eta=eta)
     coefficients, n = rule.coefficients, rule.num_steps
     g = torch.Generator().manual_seed(2)
     x, eps = 2 * torch.randn(n, 3, 16, 2, generator=g), torch.randn(n, 3, 16, 2, generator=g)
     noise = torch.randn(n, 3, 16, 2, generator=g) if any(rule.draws_noise) else None
+    eps[:, 0, 0], x[:, 0, 0] = 0.0, torch.stack([coefficients.x_scale, -coefficients.x_scale], -1)  # x0 on the edges
     steps, ones = torch.arange(n), torch.ones_like(x)
     _, along_x = torch.func.jvp(lambda v: coefficients.transition(steps, v, eps, noise), (x,), (ones,))
     _, along_eps = torch.func.jvp(lambda v: coefficients.transition(steps, x, v, noise), (eps,), (ones,))

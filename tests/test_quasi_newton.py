@@ -251,23 +251,24 @@ def test_the_linearised_scan_propagation_converges_to_the_same_answer():
 
 @pytest.mark.parametrize("host_arrays", [True, False])
 @pytest.mark.parametrize("dense", [True, False])
-@pytest.mark.parametrize("kind, steps", [("ddpm", 50), ("ddim", 16)])
-def test_the_folded_propagation_is_the_schedulers_own_step_on_the_modelled_outputs(kind, steps, dense, host_arrays,
-                                                                                      monkeypatch):
+@pytest.mark.parametrize("kind, steps, eta", [("ddpm", 50, 0.0), ("ddim", 16, 0.0), ("ddim", 16, 0.7)])
+def test_the_folded_propagation_is_the_schedulers_own_step_on_the_modelled_outputs(kind, steps, eta, dense,
+                                                                                      host_arrays, monkeypatch):
     """Folding each step's model into its transition (NumPy on the CPU, torch elsewhere) changes
     the host work, not the chain: it equals the rule's own transition stepped on the models'
-    outputs, clipping, noise, inpainting, slope-only models and skipped steps included."""
+    outputs, clipping, noise, inpainting, slope-only models and skipped steps included, and
+    leaves the caller's trajectory alone."""
     from parapolicy.samplers import quasi_newton
 
-    monkeypatch.setattr(quasi_newton, "on_host_arrays", lambda states: host_arrays)
+    monkeypatch.setattr(quasi_newton, "on_host_arrays", lambda *tensors: host_arrays)
     if not dense:
         monkeypatch.setattr(quasi_newton, "MAX_DENSE_ENTRIES", 0)
     sched = make_scheduler(kind, steps)
-    draws = draw_noises(sched, (2, 16, 2), torch.Generator().manual_seed(5))
+    rule = make_step_rule(sched, eta=eta)
+    draws = draw_noises(rule, (2, 16, 2), torch.Generator().manual_seed(5))
     cond_data, cond_mask = inpainting_condition((2, 16, 2))
     den = SmoothNetDenoiser(32, seed=2, scheduler=sched)
-    problem = DenoisingProblem(den, sched, draws.x_T, draws.noises if kind == "ddpm" else None, cond_data, cond_mask)
-    rule = problem.rule
+    problem = DenoisingProblem(den, rule, draws.x_T, draws.noises, cond_data, cond_mask)
     models = quasi_newton.StepModels(None, quasi_newton.prior_slopes(rule), draws.x_T, 3)
     assert models.dense == dense
     traj = 2.5 * torch.randn(steps + 1, 2, 16, 2, generator=torch.Generator().manual_seed(6))  # far enough to clip
@@ -277,8 +278,9 @@ def test_the_folded_propagation_is_the_schedulers_own_step_on_the_modelled_outpu
         models.record(torch.arange(steps), states.flatten(2), out.flatten(2))
     fresh = torch.zeros(steps + 1, dtype=torch.bool)
     fresh[: steps : 2] = True  # the steps between are modelled by their neighbours' mean
-    start = 3
+    start, given = 4, traj.clone()  # a round starts at an evaluated step
     new = quasi_newton.propagate(models, None, traj, start, fresh, problem)
+    assert torch.equal(traj, given)
     offset, jacobian = quasi_newton.round_models(models, start, fresh)
     memory, x, expected, clipped = rule.new_memory(draws.x_T), traj[start], traj.clone(), False
     for k, j in enumerate(range(start, steps)):
@@ -290,9 +292,27 @@ def test_the_folded_propagation_is_the_schedulers_own_step_on_the_modelled_outpu
         clipped |= bool(((x - scale.eps_scale[j] * out.view(x.shape)) / scale.x_scale[j]).abs().max() > 1)
         x = rule.transition(j, x[None], out.view(x.shape)[None], noise, memory)[0]
         expected[j + 1] = x
+    assert (problem.noises is not None) == (kind == "ddpm" or eta > 0)
     assert torch.equal(new[: start + 1], traj[: start + 1])
     assert (new - expected).abs().max() < 1e-5 * expected.abs().max()
     assert clipped  # the clean-sample prediction left [-1, 1] somewhere: clipping was exercised
+
+
+def test_odd_inputs_keep_the_answer(monkeypatch):
+    """A state laid out non-contiguously, and a denoiser whose output carries a gradient (a caller
+    sampling outside ``no_grad``), run as a plain one does."""
+    sched = make_scheduler("ddim", 16)
+    draws = draw_noises(sched, (2, 16, 2), torch.Generator().manual_seed(3))
+    den = SmoothNetDenoiser(32, seed=1, scheduler=sched)
+    plain = solve(QuasiNewton(probes=False), den, sched, draws.x_T).sample
+    strided = draws.x_T.transpose(1, 2).contiguous().transpose(1, 2)
+    assert not strided.is_contiguous()
+    assert torch.equal(solve(QuasiNewton(probes=False), den, sched, strided).sample, plain)
+    weight = torch.zeros((), requires_grad=True)
+    with torch.enable_grad():
+        tracked = QuasiNewton(probes=False).sample(DenoisingProblem(lambda x, t: den(x, t) + weight * x, sched,
+                                                                    draws.x_T))
+    assert tracked.sample.requires_grad and (tracked.sample.detach() - plain).abs().max() < 1e-5
 
 
 @pytest.mark.parametrize("kind, steps", [("ddpm", 100), ("ddim", 16)])
@@ -308,10 +328,13 @@ def test_the_gpus_stand_in_chain_is_the_stepped_one(kind, steps, monkeypatch):
     models = quasi_newton.StepModels(None, quasi_newton.prior_slopes(problem.rule), x_T, 3)
     step = quasi_newton.step_function(problem.rule, x_T)
     stepped = quasi_newton.stand_in_chain(models, step, x_T, problem, linear=False)
+    loops, step_loop = [], quasi_newton.propagate
+    monkeypatch.setattr(quasi_newton, "propagate", lambda *args: loops.append(1) or step_loop(*args))
     scanned = quasi_newton.stand_in_chain(models, step, x_T, problem, linear=True)
-    assert (scanned - stepped).abs().max() < 1e-4
+    assert not loops and (scanned - stepped).abs().max() < 1e-4  # the scans settled on the chain
     first_scan = quasi_newton.propagate_linear(models, x_T.expand_as(stepped).clone(), 0,
                                                torch.zeros(steps + 1, dtype=torch.bool), problem)
     assert (first_scan - stepped).abs().max() > 1e-2  # one scan misses the clipping: the scans are needed
     monkeypatch.setattr(quasi_newton, "STAND_IN_SCANS", 1)
     assert torch.equal(quasi_newton.stand_in_chain(models, step, x_T, problem, linear=True), stepped)
+    assert loops == [1]  # not settled after one scan: stepped

@@ -299,9 +299,11 @@ def folded_steps(coefficients, steps: torch.Tensor, offset: torch.Tensor, jacobi
     return matrix, shift, carry, carry_shift
 
 
-def on_host_arrays(states: torch.Tensor) -> bool:
-    """Whether the dependent steps run in NumPy: float CPU states (NumPy has no bfloat16)."""
-    return states.device.type == "cpu" and states.dtype in (torch.float32, torch.float64)
+def on_host_arrays(states: torch.Tensor, *others: torch.Tensor) -> bool:
+    """Whether the dependent steps run in NumPy: float CPU states (NumPy has no bfloat16) that no
+    gradient is tracked through (a caller sampling outside ``no_grad`` keeps torch's graph)."""
+    return states.device.type == "cpu" and states.dtype in (torch.float32, torch.float64) and \
+        not any(t.requires_grad for t in (states, *others))
 
 
 def propagate_folded(models: StepModels, coefficients, traj: torch.Tensor, start: int, fresh: torch.Tensor,
@@ -316,12 +318,12 @@ def propagate_folded(models: StepModels, coefficients, traj: torch.Tensor, start
     noise = None if problem.noises is None else problem.noises[start:n_steps].flatten(2)
     folded = folded_steps(coefficients, steps, offset, jacobian, noise)
     dense, clip, x0_scale = jacobian.dim() == 4, coefficients.clip, coefficients.x0_scale[start:n_steps].tolist()
-    new = traj.clone()
+    new = traj.clone(memory_format=torch.contiguous_format)  # viewed as columns below
     columns = new.view(new.shape[0], new.shape[1], -1, 1)
     mask, data, where = problem.cond_mask, problem.cond_data, torch.where
     if mask is not None:  # inpainted entries as columns, like the states
         mask, data = (torch.broadcast_to(v, traj.shape[1:]).reshape(traj.shape[1], -1, 1) for v in (mask, data))
-    if on_host_arrays(new):
+    if on_host_arrays(new, *(v for v in folded if isinstance(v, torch.Tensor))):
         folded, columns, where = [v.numpy() if isinstance(v, torch.Tensor) else v for v in folded], columns.numpy(), np.where
         mask, data = (None, None) if mask is None else (mask.numpy(), data.numpy())
     matrix, shift, carry, carry_shift = folded

@@ -75,13 +75,13 @@ class StepCoefficients:
     def partials(self, index: torch.Tensor, x, eps):
         """d next / dx and d next / d eps of ``transition`` at (x, eps), shaped like x: every step
         acts entry by entry, so these are its whole Jacobian (clipped entries carry no clean-sample
-        term, as clamp's derivative: zero outside the range, one on its edge)."""
+        term: clamp's derivative, as autograd takes it, is zero outside the range and on its edge)."""
         view = (index.shape[0],) + (1,) * (x.dim() - 1)
-        pick = lambda v: v.index_select(0, index).view(view).to(x.dtype)  # noqa: E731
+        pick = lambda v: v.index_select(0, index).view(view).to(x.dtype)
         through_x0 = pick(self.x0_scale) / pick(self.x_scale)
         if self.clip is not None:
             x0 = (x - pick(self.eps_scale) * eps) / pick(self.x_scale)
-            through_x0 = through_x0 * ((x0 >= -self.clip) & (x0 <= self.clip)).to(x.dtype)
+            through_x0 = through_x0 * ((x0 > -self.clip) & (x0 < self.clip)).to(x.dtype)
         first = pick(self.first)
         along_x = through_x0 if self.ddim else through_x0 + first
         along_eps = -pick(self.eps_scale) * through_x0 + (first if self.ddim else 0.0)
