@@ -324,7 +324,8 @@ def propagate_folded(models: StepModels, coefficients, traj: torch.Tensor, start
     if mask is not None:  # inpainted entries as columns, like the states
         mask, data = (torch.broadcast_to(v, traj.shape[1:]).reshape(traj.shape[1], -1, 1) for v in (mask, data))
     if on_host_arrays(new, *(v for v in folded if isinstance(v, torch.Tensor))):
-        folded, columns, where = [v.numpy() if isinstance(v, torch.Tensor) else v for v in folded], columns.numpy(), np.where
+        folded = [v.numpy() if isinstance(v, torch.Tensor) else v for v in folded]
+        columns, where = columns.numpy(), np.where
         mask, data = (None, None) if mask is None else (mask.numpy(), data.numpy())
     matrix, shift, carry, carry_shift = folded
     apply = (lambda a, x: a @ x) if dense else (lambda a, x: a * x)
@@ -378,8 +379,9 @@ def propagate_linear(models: StepModels, traj: torch.Tensor, start: int, fresh: 
 def stand_in_chain(models: StepModels, step, x_T: torch.Tensor, problem, linear: bool) -> torch.Tensor:
     """The chain the Gaussian stand-in drives from x_T, the cold start. It is linear in x but for
     clipping, so on a GPU Newton scans from the constant chain reach it once their clipping
-    pattern settles (three on PushT's schedules), a few dozen kernels where the step loop
-    launches several per step; a chain that has not settled after STAND_IN_SCANS is stepped."""
+    pattern settles (three or four scans on PushT's schedules, a host sync each): a few dozen
+    kernels where the step loop launches several per step. A chain that has not settled after
+    STAND_IN_SCANS scans is stepped."""
     n_steps = problem.rule.num_steps
     nothing = torch.zeros(n_steps + 1, dtype=torch.bool)
     traj = x_T.expand(n_steps + 1, *x_T.shape).clone()

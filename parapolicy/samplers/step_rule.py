@@ -63,7 +63,7 @@ class StepCoefficients:
     def transition(self, index: torch.Tensor, x, eps, noise):
         """The states after steps ``index`` (K,) from states ``x`` and outputs ``eps`` (K, B, ...)."""
         view = (index.shape[0],) + (1,) * (x.dim() - 1)
-        pick = lambda v: v.index_select(0, index).view(view)  # noqa: E731
+        pick = lambda v: v.index_select(0, index).view(view)
         x0 = (x - pick(self.eps_scale) * eps) / pick(self.x_scale)
         if self.clip is not None:
             x0 = x0.clamp(-self.clip, self.clip)
@@ -95,7 +95,7 @@ class StepCoefficients:
         """``extra`` copies of the last step appended, so a fixed-width window may read past the end."""
         if not extra:
             return self
-        pad = lambda v: torch.cat([v, v[-1:].expand(extra)])  # noqa: E731
+        pad = lambda v: torch.cat([v, v[-1:].expand(extra)])
         return dataclasses.replace(self, **{f.name: pad(getattr(self, f.name)) for f in dataclasses.fields(self)
                                             if isinstance(getattr(self, f.name), torch.Tensor)})
 
