@@ -250,26 +250,33 @@ def test_the_linearised_scan_propagation_converges_to_the_same_answer():
 
 
 @pytest.mark.parametrize("host_arrays", [True, False])
-@pytest.mark.parametrize("dense", [True, False])
+@pytest.mark.parametrize("model", ["low_rank", "measured_columns", "slope"])
 @pytest.mark.parametrize("kind, steps, eta", [("ddpm", 50, 0.0), ("ddim", 16, 0.0), ("ddim", 16, 0.7)])
-def test_the_folded_propagation_is_the_schedulers_own_step_on_the_modelled_outputs(kind, steps, eta, dense,
+def test_the_propagation_is_the_schedulers_own_step_on_the_modelled_outputs(kind, steps, eta, model,
                                                                                       host_arrays, monkeypatch):
-    """Folding each step's model into its transition (NumPy on the CPU, torch elsewhere) changes
-    the host work, not the chain: it equals the rule's own transition stepped on the models'
-    outputs, clipping, noise, inpainting, slope-only models and skipped steps included, and
-    leaves the caller's trajectory alone."""
+    """Stepping the rule's coefficients (NumPy on the CPU, torch elsewhere) changes the host work,
+    not the chain: it equals the rule's own transition stepped on the models' outputs, clipping,
+    noise, inpainting, slope-only models and skipped steps included, and leaves the caller's
+    trajectory alone."""
     from parapolicy.samplers import quasi_newton
 
     monkeypatch.setattr(quasi_newton, "on_host_arrays", lambda *tensors: host_arrays)
-    if not dense:
+    if model == "slope":
         monkeypatch.setattr(quasi_newton, "MAX_DENSE_ENTRIES", 0)
+    dense = model != "slope"
     sched = make_scheduler(kind, steps)
     rule = make_step_rule(sched, eta=eta)
     draws = draw_noises(rule, (2, 16, 2), torch.Generator().manual_seed(5))
     cond_data, cond_mask = inpainting_condition((2, 16, 2))
     den = SmoothNetDenoiser(32, seed=2, scheduler=sched)
     problem = DenoisingProblem(den, rule, draws.x_T, draws.noises, cond_data, cond_mask)
-    models = quasi_newton.StepModels(None, quasi_newton.prior_slopes(rule), draws.x_T, 3)
+    store = None
+    if model == "measured_columns":  # probes' columns, on every other step
+        store = quasi_newton.JacobianStore(steps, 32, "cpu")
+        columns = torch.randn(steps // 2, 32, 1, 32, generator=torch.Generator().manual_seed(7))
+        for column in range(32):
+            store.write(list(range(0, steps, 2)), [column] * (steps // 2), columns[:, column])
+    models = quasi_newton.StepModels(store, quasi_newton.prior_slopes(rule), draws.x_T, 3)
     assert models.dense == dense
     traj = 2.5 * torch.randn(steps + 1, 2, 16, 2, generator=torch.Generator().manual_seed(6))  # far enough to clip
     for shift in (0.0, 0.1):  # two evaluations: every step has a secant pair

@@ -27,8 +27,8 @@ the model of the network instead:
   first round on; when such a step is first evaluated it borrows a neighbour's secant pairs.
 
 Each round propagates the remaining chain through the models (no network; on a GPU as a
-linearised doubling scan, a handful of kernels instead of N small steps; on the CPU with each
-model folded into its step's transition and the N small steps in NumPy), then accepts
+linearised doubling scan, a handful of kernels instead of N small steps; on the CPU with the
+N small steps in NumPy), then accepts
 the leading evaluated states whose input changed by less than ``tolerance`` (in units of
 that step's noise std, as every exact sampler here, but never of a std below ``STD_FLOOR``:
 the low-noise half of DDPM-100 and the last DDIM-16 steps have stds down to 0.02, which held
@@ -237,11 +237,20 @@ def probe_states(anchors: torch.Tensor, columns: list[int]) -> torch.Tensor:
 
 def step_function(rule, x_T: torch.Tensor):
     """``step(j, x, out, noise)`` for one step j on (B, *S) states, through the rule's own
-    transition: the propagation of a rule without per-step coefficients (``propagate_folded``
+    transition: the propagation of a rule without per-step coefficients (``propagate_coefficients``
     covers the others)."""
     memory = rule.new_memory(x_T)
     return lambda j, x, out, noise: rule.transition(j, x[None], out[None], None if noise is None else noise[None],
                                                     memory)[0]
+
+
+def between_steps(fresh: torch.Tensor, start: int) -> torch.Tensor:
+    """Indices k (step start + k) of the steps this round models by their neighbours' mean: not
+    evaluated this round, between two that were (never the first, evaluated, or the last step)."""
+    n_steps = fresh.shape[0] - 1
+    evaluated, no = fresh[:n_steps], torch.zeros(1, dtype=torch.bool)
+    between = ~evaluated & torch.cat([no, evaluated[:-1]]) & torch.cat([evaluated[1:], no])
+    return torch.nonzero(between[start:]).flatten()
 
 
 def round_models(models: StepModels, start: int, fresh: torch.Tensor):
@@ -249,9 +258,7 @@ def round_models(models: StepModels, start: int, fresh: torch.Tensor):
     two that were is modelled by their mean."""
     n_steps = fresh.shape[0] - 1
     offset, jacobian = models.affine(torch.arange(start, n_steps))
-    evaluated, no = fresh[:n_steps], torch.zeros(1, dtype=torch.bool)
-    between = ~evaluated & torch.cat([no, evaluated[:-1]]) & torch.cat([evaluated[1:], no])
-    where = torch.nonzero(between[start:]).flatten()  # never the first (evaluated) or the last step
+    where = between_steps(fresh, start)
     if where.numel():
         offset[where] = 0.5 * (offset[where - 1] + offset[where + 1])
         jacobian[where] = 0.5 * (jacobian[where - 1] + jacobian[where + 1])
@@ -262,7 +269,7 @@ def propagate(models: StepModels, step, traj: torch.Tensor, start: int, fresh: t
     """The chain from state ``start`` to the end through the models, step by step (no network):
     each modelled output goes through the scheduler's own transition, clipping included."""
     if problem.rule.coefficients is not None:
-        return propagate_folded(models, problem.rule.coefficients_on(traj.device), traj, start, fresh, problem)
+        return propagate_coefficients(models, problem.rule.coefficients_on(traj.device), traj, start, fresh, problem)
     n_steps = fresh.shape[0] - 1
     offset, jacobian = round_models(models, start, fresh)
     dense = jacobian.dim() == 4
@@ -280,25 +287,6 @@ def propagate(models: StepModels, step, traj: torch.Tensor, start: int, fresh: t
     return new
 
 
-def folded_steps(coefficients, steps: torch.Tensor, offset: torch.Tensor, jacobian: torch.Tensor, noise):
-    """Each step's modelled output folded into its transition, for all ``steps`` at once, on
-    column states (B, D, 1): x0 = M x + m before clipping, next = B * clip(x0) + P x + p.
-    Returns (M, m, P, p): M and P (K, B, D, D) with dense models, else per-sample scalars
-    (K, B, 1, 1); for DDPM P is the scalar A (A x), for DDIM E times the output's model."""
-    dense = jacobian.dim() == 4
-    column = lambda v: v.index_select(0, steps).to(offset.dtype).view(-1, 1, 1, 1)
-    eps_scale, x_scale, first = column(coefficients.eps_scale), column(coefficients.x_scale), column(coefficients.first)
-    model = jacobian if dense else jacobian.unsqueeze(-1)  # (K, B, 1) slopes -> (K, B, 1, 1)
-    identity = torch.eye(jacobian.shape[-1], dtype=offset.dtype, device=offset.device) if dense else 1.0
-    offset = offset.unsqueeze(-1)
-    matrix, shift = (identity - eps_scale * model) / x_scale, -eps_scale * offset / x_scale
-    carry, carry_shift = (first * model, first * offset) if coefficients.ddim else (first, torch.zeros_like(offset))
-    if noise is not None:
-        std = coefficients.noise_std.index_select(0, steps) * coefficients.drawn.index_select(0, steps)
-        carry_shift = carry_shift + std.to(offset.dtype).view(-1, 1, 1, 1) * noise.unsqueeze(-1)
-    return matrix, shift, carry, carry_shift
-
-
 def on_host_arrays(states: torch.Tensor, *others: torch.Tensor) -> bool:
     """Whether the dependent steps run in NumPy: float CPU states (NumPy has no bfloat16) that no
     gradient is tracked through (a caller sampling outside ``no_grad`` keeps torch's graph)."""
@@ -306,36 +294,63 @@ def on_host_arrays(states: torch.Tensor, *others: torch.Tensor) -> bool:
         not any(t.requires_grad for t in (states, *others))
 
 
-def propagate_folded(models: StepModels, coefficients, traj: torch.Tensor, start: int, fresh: torch.Tensor,
-                     problem) -> torch.Tensor:
-    """``propagate`` for a scheduler whose step is per-step tensor maths: every step's model is
-    folded into its transition for the whole round at once, and on the CPU the N dependent
-    steps run in NumPy, whose call on these small arrays costs a fraction of a torch op's
-    dispatch (the host work of a CPU round; benchmarks/README.md). The same operations either way."""
+def propagate_coefficients(models: StepModels, coefficients, traj: torch.Tensor, start: int, fresh: torch.Tensor,
+                           problem) -> torch.Tensor:
+    """``propagate`` for a rule whose step is per-step tensor maths (``StepCoefficients``, the same
+    operations in the same order): its scalars read once as Python numbers, each step's noise
+    term formed for the whole round at once, a model without measured columns applied as slope
+    plus low-rank correction (its D x D matrix never formed), and on the CPU the N dependent
+    steps in NumPy, whose call on these small arrays costs a fraction of a torch op's dispatch
+    (the host work of a CPU round; benchmarks/README.md)."""
     n_steps = fresh.shape[0] - 1
-    offset, jacobian = round_models(models, start, fresh)
-    steps = torch.arange(start, n_steps, device=traj.device)
-    noise = None if problem.noises is None else problem.noises[start:n_steps].flatten(2)
-    folded = folded_steps(coefficients, steps, offset, jacobian, noise)
-    dense, clip, x0_scale = jacobian.dim() == 4, coefficients.clip, coefficients.x0_scale[start:n_steps].tolist()
+    low_rank = models.dense and models.store is None  # J = slope I + U V^T
+    if low_rank:
+        part = slice(start, n_steps)
+        tensors = [models.value[part].unsqueeze(-1), models.anchor[part].unsqueeze(-1),
+                   models.slopes[part][..., None, None], models.left[part], models.right[part]]
+    else:
+        offset, jacobian = round_models(models, start, fresh)
+        dense = jacobian.dim() == 4  # else a slope per sample
+        tensors = [offset.unsqueeze(-1), jacobian if dense else jacobian.unsqueeze(-1)]
+    names = ("first", "x0_scale", "eps_scale", "x_scale")
+    first, x0_scale, eps_scale, x_scale = (getattr(coefficients, name)[start:n_steps].tolist() for name in names)
+    noise = None
+    if problem.noises is not None:
+        std = coefficients.noise_std[start:n_steps] * coefficients.drawn[start:n_steps]
+        noise = std.to(traj.dtype).view(-1, 1, 1, 1) * problem.noises[start:n_steps].flatten(2).unsqueeze(-1)
     new = traj.clone(memory_format=torch.contiguous_format)  # viewed as columns below
     columns = new.view(new.shape[0], new.shape[1], -1, 1)
     mask, data, where = problem.cond_mask, problem.cond_data, torch.where
     if mask is not None:  # inpainted entries as columns, like the states
         mask, data = (torch.broadcast_to(v, traj.shape[1:]).reshape(traj.shape[1], -1, 1) for v in (mask, data))
-    if on_host_arrays(new, *(v for v in folded if isinstance(v, torch.Tensor))):
-        folded = [v.numpy() if isinstance(v, torch.Tensor) else v for v in folded]
-        columns, where = columns.numpy(), np.where
+    if on_host_arrays(new, *tensors):
+        tensors, columns, where = [v.numpy() for v in tensors], columns.numpy(), np.where
+        noise = None if noise is None else noise.numpy()
         mask, data = (None, None) if mask is None else (mask.numpy(), data.numpy())
-    matrix, shift, carry, carry_shift = folded
-    apply = (lambda a, x: a @ x) if dense else (lambda a, x: a * x)
+    if low_rank:
+        value, anchor, slope, left, right = tensors
+        mean_of_neighbours = set(between_steps(fresh, start).tolist())
+
+        def own(k, x):
+            moved = x - anchor[k]
+            return value[k] + slope[k] * moved + left[k] @ (right[k] @ moved)
+
+        def output(k, x):
+            return 0.5 * (own(k - 1, x) + own(k + 1, x)) if k in mean_of_neighbours else own(k, x)
+    else:
+        offset, jacobian = tensors
+
+        def output(k, x):
+            return (jacobian[k] @ x if dense else jacobian[k] * x) + offset[k]
+    clip, ddim = coefficients.clip, coefficients.ddim
     for k in range(n_steps - start):
         x = columns[start + k] if mask is None else where(mask, data, columns[start + k])
-        x0 = apply(matrix[k], x) + shift[k]
+        out = output(k, x)
+        x0 = (x - eps_scale[k] * out) / x_scale[k]
         if clip is not None:
             x0 = x0.clip(-clip, clip)
-        moved = apply(carry[k], x) if coefficients.ddim else carry[k] * x
-        columns[start + k + 1] = moved + carry_shift[k] + x0_scale[k] * x0
+        step = x0_scale[k] * x0 + first[k] * (out if ddim else x)
+        columns[start + k + 1] = step if noise is None else step + noise[k]
     return new
 
 
