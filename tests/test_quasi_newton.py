@@ -8,8 +8,9 @@ rows of every network call.
 
 import pytest
 import torch
-from tests.support.helpers import (CountingDenoiser, GaussianDenoiser, SmoothNetDenoiser, inpainting_condition, make_scheduler,
-                     nan_on_batches_above, solve)
+from diffusers import DDPMScheduler
+from tests.support.helpers import (DP_SCHEDULE, CountingDenoiser, GaussianDenoiser, SmoothNetDenoiser, inpainting_condition,
+                                   make_scheduler, nan_on_batches_above, solve)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from tests.support.analytic import MU, S, affine_steps
@@ -286,7 +287,7 @@ def test_the_propagation_is_the_schedulers_own_step_on_the_modelled_outputs(kind
     fresh = torch.zeros(steps + 1, dtype=torch.bool)
     fresh[: steps : 2] = True  # the steps between are modelled by their neighbours' mean
     start, given = 4, traj.clone()  # a round starts at an evaluated step
-    new = quasi_newton.propagate(models, None, traj, start, fresh, problem)
+    new = quasi_newton.propagate(models, traj, start, fresh, problem)
     assert torch.equal(traj, given)
     offset, jacobian = quasi_newton.round_models(models, start, fresh)
     memory, x, expected, clipped = rule.new_memory(draws.x_T), traj[start], traj.clone(), False
@@ -333,15 +334,33 @@ def test_the_gpus_stand_in_chain_is_the_stepped_one(kind, steps, monkeypatch):
     x_T = 3 * draws.x_T  # far out: the clean-sample prediction clips on the way
     problem = DenoisingProblem(GaussianDenoiser(sched), sched, x_T, draws.noises if kind == "ddpm" else None)
     models = quasi_newton.StepModels(None, quasi_newton.prior_slopes(problem.rule), x_T, 3)
-    step = quasi_newton.step_function(problem.rule, x_T)
-    stepped = quasi_newton.stand_in_chain(models, step, x_T, problem, linear=False)
+    stepped = quasi_newton.stand_in_chain(models, x_T, problem, linear=False)
     loops, step_loop = [], quasi_newton.propagate
     monkeypatch.setattr(quasi_newton, "propagate", lambda *args: loops.append(1) or step_loop(*args))
-    scanned = quasi_newton.stand_in_chain(models, step, x_T, problem, linear=True)
+    scanned = quasi_newton.stand_in_chain(models, x_T, problem, linear=True)
     assert not loops and (scanned - stepped).abs().max() < 1e-4  # the scans settled on the chain
     first_scan = quasi_newton.propagate_linear(models, x_T.expand_as(stepped).clone(), 0,
                                                torch.zeros(steps + 1, dtype=torch.bool), problem)
     assert (first_scan - stepped).abs().max() > 1e-2  # one scan misses the clipping: the scans are needed
     monkeypatch.setattr(quasi_newton, "STAND_IN_SCANS", 1)
-    assert torch.equal(quasi_newton.stand_in_chain(models, step, x_T, problem, linear=True), stepped)
+    assert torch.equal(quasi_newton.stand_in_chain(models, x_T, problem, linear=True), stepped)
     assert loops == [1]  # not settled after one scan: stepped
+
+
+def test_a_rule_without_per_step_coefficients_is_stepped_through_its_own_transition():
+    """Sample prediction has no ``StepCoefficients``: the propagation steps the rule's transition
+    itself, and the answer is still the sequential one."""
+    from diffusers import DDPMScheduler
+
+    from tests.support.helpers import DP_SCHEDULE
+
+    sched = DDPMScheduler(**{**DP_SCHEDULE, "prediction_type": "sample"}, variance_type="fixed_small")
+    sched.set_timesteps(50)
+    rule = make_step_rule(sched)
+    assert rule.coefficients is None
+    draws = draw_noises(rule, (2, 16, 2), torch.Generator().manual_seed(0))
+    den = SmoothNetDenoiser(32, seed=1, scheduler=sched)
+    ref = Sequential().sample(DenoisingProblem(den, rule, draws.x_T, draws.noises)).sample
+    out = QuasiNewton(probes=False).sample(DenoisingProblem(den, rule, draws.x_T, draws.noises))
+    assert out.stats.fallback is None and out.stats.rounds < 50
+    assert (out.sample - ref).abs().max() < 1e-4

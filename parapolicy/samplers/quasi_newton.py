@@ -235,15 +235,6 @@ def probe_states(anchors: torch.Tensor, columns: list[int]) -> torch.Tensor:
     return moved
 
 
-def step_function(rule, x_T: torch.Tensor):
-    """``step(j, x, out, noise)`` for one step j on (B, *S) states, through the rule's own
-    transition: the propagation of a rule without per-step coefficients (``propagate_coefficients``
-    covers the others)."""
-    memory = rule.new_memory(x_T)
-    return lambda j, x, out, noise: rule.transition(j, x[None], out[None], None if noise is None else noise[None],
-                                                    memory)[0]
-
-
 def between_steps(fresh: torch.Tensor, start: int) -> torch.Tensor:
     """Indices k (step start + k) of the steps this round models by their neighbours' mean: not
     evaluated this round, between two that were (never the first, evaluated, or the last step)."""
@@ -265,24 +256,27 @@ def round_models(models: StepModels, start: int, fresh: torch.Tensor):
     return offset, jacobian
 
 
-def propagate(models: StepModels, step, traj: torch.Tensor, start: int, fresh: torch.Tensor, problem) -> torch.Tensor:
+def propagate(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.Tensor, problem) -> torch.Tensor:
     """The chain from state ``start`` to the end through the models, step by step (no network):
-    each modelled output goes through the scheduler's own transition, clipping included."""
-    if problem.rule.coefficients is not None:
-        return propagate_coefficients(models, problem.rule.coefficients_on(traj.device), traj, start, fresh, problem)
+    each modelled output goes through the scheduler's own transition, clipping included (a rule
+    without per-step coefficients through ``transition`` itself, one step at a time)."""
+    rule = problem.rule
+    if rule.coefficients is not None:
+        return propagate_coefficients(models, rule.coefficients_on(traj.device), traj, start, fresh, problem)
     n_steps = fresh.shape[0] - 1
     offset, jacobian = round_models(models, start, fresh)
     dense = jacobian.dim() == 4
     cond_data, cond_mask, noises = problem.cond_data, problem.cond_mask, problem.noises
     new = traj.clone()
     x = traj[start]
-    batch = x.shape[0]
+    batch, memory = x.shape[0], rule.new_memory(x)  # one-step rules keep nothing in it
     for k, j in enumerate(range(start, n_steps)):
         x = impose(x, cond_data, cond_mask)
         flat = x.reshape(batch, -1, 1) if dense else x.reshape(batch, -1)
         out = torch.baddbmm(offset[k].unsqueeze(-1), jacobian[k], flat) if dense else torch.addcmul(offset[k],
                                                                                                       jacobian[k], flat)
-        x = step(j, x, out.view(x.shape), None if noises is None else noises[j])
+        x = rule.transition(j, x[None], out.view(x.shape)[None], None if noises is None else noises[j][None],
+                            memory)[0]
         new[j + 1] = x
     return new
 
@@ -391,7 +385,7 @@ def propagate_linear(models: StepModels, traj: torch.Tensor, start: int, fresh: 
     return new
 
 
-def stand_in_chain(models: StepModels, step, x_T: torch.Tensor, problem, linear: bool) -> torch.Tensor:
+def stand_in_chain(models: StepModels, x_T: torch.Tensor, problem, linear: bool) -> torch.Tensor:
     """The chain the Gaussian stand-in drives from x_T, the cold start. It is linear in x but for
     clipping, so on a GPU Newton scans from the constant chain reach it once their clipping
     pattern settles (three or four scans on PushT's schedules, a host sync each): a few dozen
@@ -406,7 +400,7 @@ def stand_in_chain(models: StepModels, step, x_T: torch.Tensor, problem, linear:
         traj = new
         if settled:
             return traj
-    return propagate(models, step, traj, 0, nothing, problem)
+    return propagate(models, traj, 0, nothing, problem)
 
 
 def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, slopes: torch.Tensor, *, name: str,
@@ -417,14 +411,13 @@ def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, s
     tol2 = float(tolerance) ** 2
     inv_var = convergence_weights(rule, shape, n_steps + 1, x_T.device, std_floor=STD_FLOOR).cpu()
     models = StepModels(store, slopes, x_T, history)
-    step = step_function(rule, x_T)
     linear = x_T.is_cuda and models.dense and rule.coefficients is not None  # few kernels a round, not N
     nothing = torch.zeros(n_steps + 1, dtype=torch.bool)
     if problem.init_guess is not None:
         traj = problem.init_guess.clone()
         traj[0] = x_T
     else:
-        traj = stand_in_chain(models, step, x_T, problem, linear)
+        traj = stand_in_chain(models, x_T, problem, linear)
     timesteps = rule.timesteps.to(x_T.device)
     start, rounds, nfe, max_error, widest = 0, 0, 0, 0.0, 0
     while start < n_steps:
@@ -446,7 +439,7 @@ def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, s
         fresh = nothing.clone()
         fresh[plan] = True
         new = propagate_linear(models, traj, start, fresh, problem) if linear else \
-            propagate(models, step, traj, start, fresh, problem)
+            propagate(models, traj, start, fresh, problem)
         if not bool(torch.isfinite(new[start + 1 :]).all()):
             return fallback_to_chain(problem, name, rounds, nfe, settings, widest)
         change = (new - traj).pow(2).flatten(2).sum(-1).amax(1).cpu() * inv_var  # worst sample, per state
