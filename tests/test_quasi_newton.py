@@ -45,15 +45,39 @@ def test_converges_to_the_closed_form_sequential_answer(kind, steps, rows, probe
 
 def test_one_secant_pair_makes_an_affine_step_exact():
     """Gaussian data: the network is affine with slope c_j != the stand-in's, so after one pair the
-    multi-secant model is exact and the next round is exact Newton: DDIM-16 in three rounds."""
+    multi-secant model is exact and the next round is exact Newton: DDIM-16 in three rounds. A
+    thinned first round pairs the steps it skipped a round later (they first borrow a neighbour's
+    pair, exact for the neighbour only): four rounds, the same answer."""
     sched = make_scheduler("ddim", 16)
     draws = draw_noises(sched, (2, 16, 2), torch.Generator().manual_seed(1))
     den = GaussianDenoiser(sched, MU, S)
-    out = solve(QuasiNewton(tolerance=1e-3, probes=False), den, sched, draws.x_T)
-    no_secant = solve(QuasiNewton(tolerance=1e-3, probes=False, history=1), den, sched, draws.x_T)
+    out = solve(QuasiNewton(tolerance=1e-3, probes=False, thin_start=False), den, sched, draws.x_T)
+    no_secant = solve(QuasiNewton(tolerance=1e-3, probes=False, thin_start=False, history=1), den, sched, draws.x_T)
+    thinned = solve(QuasiNewton(tolerance=1e-3, probes=False, thin_start=True), den, sched, draws.x_T)
     assert out.stats.rounds == 3, out.stats
     assert no_secant.stats.rounds == 3  # one pair is all an affine step needs
-    assert (out.sample.double() - _closed_form(sched, draws, False)).abs().max() < 1e-5
+    assert thinned.stats.rounds == 4, thinned.stats
+    expected = _closed_form(sched, draws, False)
+    assert (out.sample.double() - expected).abs().max() < 1e-5
+    assert (thinned.sample.double() - expected).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("kind, steps, rows, guess, first", [("ddim", 16, 16, False, 8), ("ddim", 15, 64, False, 8),
+                                                             ("ddim", 16, 16, True, 16), ("ddpm", 100, 64, False, 64)])
+def test_a_cold_start_thins_its_first_round_only_where_the_whole_chain_fits(kind, steps, rows, guess, first):
+    """On the CPU (``thin_start`` None) a cold start's first round evaluates every other step when
+    the whole chain fits ``max_rows``: a stand-in state's output mostly anchors its step's model, and
+    the neighbours' mean models the rest. A caller's guess or a chain beyond the budget is not thinned."""
+    sched = make_scheduler(kind, steps)
+    draws = draw_noises(sched, (2, 16, 2), torch.Generator().manual_seed(6))
+    den = SmoothNetDenoiser(32, seed=2, scheduler=sched)
+    ref = solve(Sequential(), den, sched, draws.x_T, draws.noises)
+    counting = CountingDenoiser(den)
+    seed = make_step_rule(sched).trajectory_from_outputs(draws.x_T, draws.noises, ref.eps * 0.9) if guess else None
+    problem = DenoisingProblem(counting, sched, draws.x_T, draws.noises, init_guess=seed)
+    out = QuasiNewton(tolerance=1e-4, max_rows=rows, reuse_jacobians=False).sample(problem)
+    assert counting.calls[0] == first * 2 and out.stats.settings["thin_start"] is True
+    assert (out.sample - ref.sample).abs().max() < 1e-4
 
 
 def test_a_step_first_evaluated_beside_a_paired_one_takes_its_secants():
@@ -73,6 +97,24 @@ def test_a_step_first_evaluated_beside_a_paired_one_takes_its_secants():
     assert torch.equal(jacobian[0], jacobian[1])
     models.record(torch.tensor([1]), torch.randn(1, 1, 8, generator=g), torch.randn(1, 1, 8, generator=g))
     assert int(models.count[1]) == 3  # its own pairs join, and in time replace the borrowed ones
+
+
+def test_the_host_fits_equal_the_torch_fits():
+    """On CPU states the fits run on NumPy views of the model's tensors; the torch path (GPU states,
+    a caller's gradient) must fit the same models: pairs, borrowed pairs, slopes and corrections."""
+    g = torch.Generator().manual_seed(5)
+    x_T = torch.zeros(2, 4, 2)
+    host, device = (StepModels(None, torch.full((6,), 0.7), x_T, history=2) for _ in range(2))
+    device.views = None  # the torch path
+    assert host.views is not None
+    for steps in ([0, 2, 4], [0, 2, 4], [1, 2, 3, 4, 5], [2, 3, 4, 5], [3, 4, 5]):
+        states, outputs = torch.randn(2, len(steps), 2, 8, generator=g)
+        states[0] = host.anchor[steps[0]]  # an unmoved state gains no pair
+        for models in (host, device):
+            models.record(torch.tensor(steps), states.clone(), outputs.clone())
+    for name in ("count", "known", "pairs_x", "pairs_e", "slopes", "left", "right", "anchor", "value"):
+        assert torch.allclose(getattr(host, name), getattr(device, name), atol=1e-6), name
+    assert host.count.tolist() == [0, 2, 2, 3, 4, 4]  # step 0 never moved; 1, 3, 5 borrowed, 3 and 5 then paired
 
 
 @pytest.mark.parametrize("network, rows, most", [("smooth", 64, 9), ("gaussian", 32, 12)])
@@ -123,14 +165,14 @@ def test_no_call_exceeds_max_rows_per_sample(kind, steps, rows, batch, probes):
 
 
 @settings(max_examples=200, deadline=None)
-@given(n_steps=st.integers(1, 300), max_rows=st.integers(1, 128), data=st.data())
-def test_evaluation_plan_is_a_budgeted_sorted_plan_that_starts_at_the_window(n_steps, max_rows, data):
+@given(n_steps=st.integers(1, 300), max_rows=st.integers(1, 128), thin=st.booleans(), data=st.data())
+def test_evaluation_plan_is_a_budgeted_sorted_plan_that_starts_at_the_window(n_steps, max_rows, thin, data):
     start = data.draw(st.integers(0, n_steps - 1))
-    plan = evaluation_plan(start, n_steps, max_rows).tolist()
+    plan = evaluation_plan(start, n_steps, max_rows, thin=thin).tolist()
     assert plan[0] == start and plan == sorted(set(plan)) and len(plan) <= max_rows
     assert start <= plan[-1] < n_steps
     if n_steps - start <= max_rows:
-        assert plan == list(range(start, n_steps))
+        assert plan == list(range(start, n_steps, 2 if thin else 1))
     elif n_steps - start < 2 * max_rows:  # every other step reaches the end: no gap wider than one step
         assert plan[-1] >= n_steps - 2 and all(b - a <= 2 for a, b in zip(plan, plan[1:]))
 
@@ -213,6 +255,8 @@ def test_bad_settings_and_multistep_schedulers_are_one_clear_error():
         make_sampler("quasi_newton", max_rows=0)
     with pytest.raises(SamplerConfigError, match="quasi_newton probes must be true, false or null, got 'yes'"):
         QuasiNewton(probes="yes")
+    with pytest.raises(SamplerConfigError, match="quasi_newton thin_start must be true, false or null, got 1"):
+        QuasiNewton(thin_start=1)
     with pytest.raises(SamplerConfigError, match="quasi_newton tolerance must be a finite number"):
         QuasiNewton(tolerance=float("nan"))
     sched = make_scheduler("dpm")

@@ -25,6 +25,10 @@ the model of the network instead:
   skipped step's output is the mean of its two evaluated neighbours' models at its own
   input (the output varies smoothly with the noise level), so the tail is refined from the
   first round on; when such a step is first evaluated it borrows a neighbour's secant pairs.
+  Where rows cost (``thin_start``; None: on the CPU, off on CUDA) a cold start's first
+  round, which can accept only x_1, evaluates every other step even when all would fit: a
+  stand-in state's output mostly anchors its step's model, and the neighbours' mean models
+  the rest (on PushT the same rounds with 15% fewer rows; on an affine network one round more).
 
 Each round propagates the remaining chain through the models (no network; on a GPU as a
 linearised doubling scan, a handful of kernels instead of N small steps; on the CPU with the
@@ -47,7 +51,9 @@ guess.
 from __future__ import annotations
 
 import math
+from collections import namedtuple
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -72,15 +78,21 @@ STAND_IN_STD = 0.2  # the stand-in target's std (normalized units): fewer PushT 
 STAND_IN_SCANS = 8  # Newton scans for the stand-in's chain on a GPU before it is stepped instead
 SETTLED = 1e-5  # a scan that moves no state more than this (normalized units) has found the chain
 STD_FLOOR = 0.15  # no state is judged against a noise std below this (normalized units; benchmarks/README.md)
+FITTED = ("slopes", "anchor", "value", "pairs_x", "pairs_e", "count", "known", "left", "right", "ridge")
+
+ArrayOps = namedtuple("ArrayOps", "where isfinite solve index")
+HOST_OPS = ArrayOps(np.where, np.isfinite, np.linalg.solve, np.asarray)
+TORCH_OPS = ArrayOps(torch.where, torch.isfinite, torch.linalg.solve, torch.tensor)
 
 
-def evaluation_plan(start: int, n_steps: int, max_rows: int) -> torch.Tensor:
-    """The steps a round evaluates: every remaining one if they fit in ``max_rows``; else, where
-    every other step reaches the end, a contiguous head from ``start`` and every other step after
-    it, ``max_rows`` in all; else a window of ``max_rows`` steps from ``start``."""
+def evaluation_plan(start: int, n_steps: int, max_rows: int, thin: bool = False) -> torch.Tensor:
+    """The steps a round evaluates: every remaining one if they fit in ``max_rows`` (every other
+    one if ``thin``); else, where every other step reaches the end, a contiguous head from
+    ``start`` and every other step after it, ``max_rows`` in all; else a window of ``max_rows``
+    steps from ``start``."""
     remaining = n_steps - start
     if remaining <= max_rows:
-        return torch.arange(start, n_steps)
+        return torch.arange(start, n_steps, 2 if thin else 1)
     if remaining >= 2 * max_rows:  # too few rows to reach the end: a plain sliding window
         return torch.arange(start, start + max_rows)
     head = 2 * max_rows - remaining
@@ -146,55 +158,70 @@ class StepModels:
         self.known = torch.zeros(n_steps, dtype=torch.bool)
         self.left = x_T.new_zeros((n_steps, batch, size, history))  # U
         self.right = x_T.new_zeros((n_steps, batch, history, size))  # V^T
+        self.ridge = RIDGE * torch.eye(history, dtype=x_T.dtype, device=x_T.device)
         self.dense = store is not None or n_steps * batch * size * size <= MAX_DENSE_ENTRIES
+        # NumPy views of the same memory: a CPU round's fits are a few dozen ops on small arrays,
+        # where a torch op's dispatch costs more than its arithmetic (as in the propagation)
+        self.views = SimpleNamespace(**{name: getattr(self, name).numpy() for name in FITTED}) \
+            if store is None and on_host_arrays(x_T) else None
 
     def record(self, steps: torch.Tensor, states: torch.Tensor, outputs: torch.Tensor) -> None:
         """This round's evaluations (K, B, D) of ``steps`` (K,); a step evaluated before gains a
         secant pair (x' - x, out' - out) / |x' - x|, and its model is refitted."""
-        dx = states - self.anchor[steps]
-        length = dx.norm(dim=-1, keepdim=True)
-        new_pair = self.known[steps] & (length > 0).all(dim=1).view(-1).cpu()
+        host = self.views is not None and on_host_arrays(states, outputs)
+        arrays, ops = (self.views, HOST_OPS) if host else (self, TORCH_OPS)
+        if host:
+            steps, states, outputs = steps.numpy(), states.numpy(), outputs.numpy()
+        dx = states - arrays.anchor[steps]
+        length = (dx * dx).sum(-1, keepdims=True) ** 0.5
+        moved = (length > 0).all(1).reshape(-1)
+        new_pair = arrays.known[steps] & (moved if host else moved.cpu())
         paired = steps[new_pair]
-        if paired.numel():
-            slot = self.count[paired] % self.history
-            self.pairs_x[paired, slot] = (dx / length)[new_pair]
-            self.pairs_e[paired, slot] = ((outputs - self.value[steps]) / length)[new_pair]
-            self.count[paired] += 1
-        first = steps[~self.known[steps]]
-        self.anchor[steps], self.value[steps] = states, outputs
-        self.known[steps] = True
-        if paired.numel():
-            self._fit(paired)
-        self._borrow(first)
+        if len(paired):
+            slot = arrays.count[paired] % self.history
+            arrays.pairs_x[paired, slot] = dx[new_pair] / length[new_pair]
+            arrays.pairs_e[paired, slot] = (outputs[new_pair] - arrays.value[paired]) / length[new_pair]
+            arrays.count[paired] += 1
+        first = steps[~arrays.known[steps]]
+        arrays.anchor[steps], arrays.value[steps] = states, outputs
+        arrays.known[steps] = True
+        if len(paired):
+            self._fit(arrays, ops, paired)
+        self._borrow(arrays, ops, first)
 
-    def _borrow(self, steps: torch.Tensor) -> None:
+    def _borrow(self, arrays, ops, steps) -> None:
         """A step evaluated for the first time takes the secant pairs of a neighbour that has
         some (the one with more): the output varies smoothly with the noise level, so the
         neighbour's slopes model it better than the Gaussian stand-in's, and the rounds spent
         pairing steps that a budgeted round skipped are saved. Its own pairs replace them."""
-        counts, takers = self.count.tolist(), []  # Python numbers: a tensor test per step costs more than the fit
+        counts, takers = arrays.count.tolist(), []  # Python numbers: a test per step on arrays costs more
         for step in steps.tolist():
             donors = [k for k in (step - 1, step + 1) if 0 <= k < len(counts) and counts[k] > 0]
             if donors:
                 donor = max(donors, key=lambda k: counts[k])
-                self.pairs_x[step], self.pairs_e[step] = self.pairs_x[donor], self.pairs_e[donor]
+                arrays.pairs_x[step], arrays.pairs_e[step] = arrays.pairs_x[donor], arrays.pairs_e[donor]
                 counts[step] = counts[donor]
                 takers.append(step)
         if takers:
-            self.count[takers] = torch.tensor([counts[step] for step in takers])
-            self._fit(torch.tensor(takers))
+            arrays.count[ops.index(takers)] = ops.index([counts[step] for step in takers])
+            self._fit(arrays, ops, ops.index(takers))
 
-    def _fit(self, steps: torch.Tensor) -> None:
-        latest = (self.count[steps] - 1) % self.history
-        rayleigh = (self.pairs_x[steps, latest] * self.pairs_e[steps, latest]).sum(-1)  # (K, B): slope along it
-        self.slopes[steps] = torch.where(torch.isfinite(rayleigh), rayleigh.clamp(0, MAX_SLOPE), self.slopes[steps])
+    def _fit(self, arrays, ops, steps) -> None:
+        """Refit ``steps``' slopes and low-rank corrections to their secant pairs, on ``arrays``
+        (the tensors, or NumPy views of them) with ``ops`` (torch's or NumPy's)."""
+        latest = (arrays.count[steps] - 1) % self.history
+        rayleigh = (arrays.pairs_x[steps, latest] * arrays.pairs_e[steps, latest]).sum(-1)  # (K, B): slope along it
+        arrays.slopes[steps] = ops.where(ops.isfinite(rayleigh), rayleigh.clip(0, MAX_SLOPE), arrays.slopes[steps])
         if not self.dense:
             return
-        dx = self.pairs_x[steps].transpose(1, 2)  # (K, B, H, D); unfilled slots are zero and fit to zero
-        de = self.pairs_e[steps].transpose(1, 2)
-        gram = dx @ dx.transpose(-1, -2) + RIDGE * torch.eye(self.history, dtype=dx.dtype, device=dx.device)
-        self.right[steps] = torch.linalg.solve(gram, dx)
-        self.left[steps] = (de - dx @ self.base(steps).transpose(-1, -2)).transpose(-1, -2)
+        dx = arrays.pairs_x[steps].swapaxes(1, 2)  # (K, B, H, D); unfilled slots are zero and fit to zero
+        de = arrays.pairs_e[steps].swapaxes(1, 2)
+        arrays.right[steps] = ops.solve(dx @ dx.swapaxes(-1, -2) + arrays.ridge, dx)
+        if self.store is None:  # the base is slope x identity: no D x D matrix needed for its product
+            based = arrays.slopes[steps][..., None, None] * dx
+        else:
+            based = dx @ self.base(steps).transpose(-1, -2)
+        arrays.left[steps] = (de - based).swapaxes(-1, -2)
 
     def base(self, steps: torch.Tensor) -> torch.Tensor:
         """(K, B, D, D): the measured columns, and the latest slope along the unmeasured axes."""
@@ -235,13 +262,12 @@ def probe_states(anchors: torch.Tensor, columns: list[int]) -> torch.Tensor:
     return moved
 
 
-def between_steps(fresh: torch.Tensor, start: int) -> torch.Tensor:
+def between_steps(fresh: torch.Tensor, start: int) -> list[int]:
     """Indices k (step start + k) of the steps this round models by their neighbours' mean: not
     evaluated this round, between two that were (never the first, evaluated, or the last step)."""
-    n_steps = fresh.shape[0] - 1
-    evaluated, no = fresh[:n_steps], torch.zeros(1, dtype=torch.bool)
-    between = ~evaluated & torch.cat([no, evaluated[:-1]]) & torch.cat([evaluated[1:], no])
-    return torch.nonzero(between[start:]).flatten()
+    evaluated = fresh.tolist()[:-1]  # Python booleans: a few tensor ops on them cost more than the loop
+    return [j - start for j in range(max(start, 1), len(evaluated) - 1)
+            if evaluated[j - 1] and evaluated[j + 1] and not evaluated[j]]
 
 
 def round_models(models: StepModels, start: int, fresh: torch.Tensor):
@@ -249,7 +275,7 @@ def round_models(models: StepModels, start: int, fresh: torch.Tensor):
     two that were is modelled by their mean."""
     n_steps = fresh.shape[0] - 1
     offset, jacobian = models.affine(torch.arange(start, n_steps))
-    where = between_steps(fresh, start)
+    where = torch.tensor(between_steps(fresh, start), dtype=torch.long)
     if where.numel():
         offset[where] = 0.5 * (offset[where - 1] + offset[where + 1])
         jacobian[where] = 0.5 * (jacobian[where - 1] + jacobian[where + 1])
@@ -323,7 +349,7 @@ def propagate_coefficients(models: StepModels, coefficients, traj: torch.Tensor,
         mask, data = (None, None) if mask is None else (mask.numpy(), data.numpy())
     if low_rank:
         value, anchor, slope, left, right = tensors
-        mean_of_neighbours = set(between_steps(fresh, start).tolist())
+        mean_of_neighbours = set(between_steps(fresh, start))
 
         def own(k, x):
             moved = x - anchor[k]
@@ -404,7 +430,7 @@ def stand_in_chain(models: StepModels, x_T: torch.Tensor, problem, linear: bool)
 
 
 def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, slopes: torch.Tensor, *, name: str,
-                       tolerance: float, max_rows: int, history: int, settings: dict) -> SampleResult:
+                       tolerance: float, max_rows: int, history: int, thin_start: bool, settings: dict) -> SampleResult:
     """The rounds (module docstring). ``store`` None: no probes."""
     rule, x_T = problem.rule, problem.x_T
     n_steps, batch, shape = rule.num_steps, problem.batch, x_T.shape[1:]
@@ -421,7 +447,7 @@ def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, s
     timesteps = rule.timesteps.to(x_T.device)
     start, rounds, nfe, max_error, widest = 0, 0, 0, 0.0, 0
     while start < n_steps:
-        plan = evaluation_plan(start, n_steps, max_rows)
+        plan = evaluation_plan(start, n_steps, max_rows, thin=thin_start and not rounds and problem.init_guess is None)
         steps = plan.tolist()
         states = impose(traj.index_select(0, plan.to(x_T.device)), problem.cond_data, problem.cond_mask).flatten(2)
         probes = plan_probes(steps, max_rows - len(steps), store if rounds else None)
@@ -469,12 +495,15 @@ class QuasiNewton(SamplerBase):
     ``max_rows`` (network rows per round and sample, probes included), ``probes`` (spend the
     rows a round has left under ``max_rows`` on Jacobian columns: fewer rounds where a row
     costs little, as on a GPU, more work per round on a CPU; None: on for CUDA tensors, off
-    on the CPU), ``history`` (secant pairs per step) and ``reuse_jacobians`` (keep measured
-    columns for the next calls)."""
+    on the CPU), ``thin_start`` (a cold start's first round evaluates every other step where
+    the chain fits ``max_rows``: fewer rows where they cost, as on a CPU; None: off for CUDA
+    tensors, on on the CPU), ``history`` (secant pairs per step) and ``reuse_jacobians`` (keep
+    measured columns for the next calls)."""
 
     tolerance: float = 0.01  # <= 1 px on a random-init upstream-size UNet, DDPM-100 and DDIM-16 (benchmarks/)
     max_rows: int = 64
     probes: bool | None = None
+    thin_start: bool | None = None
     history: int = 3
     reuse_jacobians: bool = True
     _stores: dict = field(default_factory=dict, compare=False, repr=False)
@@ -489,11 +518,16 @@ class QuasiNewton(SamplerBase):
         check_positive_int(self.name, "history", self.history)
         if not isinstance(self.reuse_jacobians, bool):
             raise SamplerConfigError(f"{self.name} reuse_jacobians must be true or false, got {self.reuse_jacobians!r}")
-        if self.probes is not None and not isinstance(self.probes, bool):
-            raise SamplerConfigError(f"{self.name} probes must be true, false or null, got {self.probes!r}")
+        for setting in ("probes", "thin_start"):
+            value = getattr(self, setting)
+            if value is not None and not isinstance(value, bool):
+                raise SamplerConfigError(f"{self.name} {setting} must be true, false or null, got {value!r}")
 
     def probing(self, x_T: torch.Tensor) -> bool:
         return self.probes if self.probes is not None else x_T.device.type == "cuda"
+
+    def thinning(self, x_T: torch.Tensor) -> bool:
+        return self.thin_start if self.thin_start is not None else x_T.device.type != "cuda"
 
     def store_for(self, rule, x_T: torch.Tensor, slopes: torch.Tensor) -> JacobianStore | None:
         """The Jacobian store this call builds on: kept across calls when reusing (one schedule
@@ -518,9 +552,10 @@ class QuasiNewton(SamplerBase):
         given = problem.init_guess is not None
         slopes = prior_slopes(rule).to(problem.x_T.device)
         settings = {"tolerance": float(self.tolerance), "max_rows": self.max_rows, "probes": self.probing(problem.x_T),
+                    "thin_start": self.thinning(problem.x_T),
                     "history": self.history, "reuse_jacobians": self.reuse_jacobians,
                     "start": "warm" if given else "prior"}
         result = solve_quasi_newton(problem, self.store_for(rule, problem.x_T, slopes), slopes, name=self.name,
                                     tolerance=self.tolerance, max_rows=self.max_rows, history=self.history,
-                                    settings=settings)
+                                    thin_start=self.thinning(problem.x_T), settings=settings)
         return result
