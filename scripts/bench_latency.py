@@ -54,16 +54,16 @@ import time
 # process runs one sampler; this one keeps every mode's primitives. Set before torch loads oneDNN.
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8192")
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-from parapolicy.autotune import autotune_window  # noqa: E402
-from parapolicy.bench.harness import command_line, time_chunks, write_report  # noqa: E402
-from parapolicy.bench.networks import POLICIES, SCHEDULERS, random_obs, with_scheduler  # noqa: E402
-from parapolicy.bench.stored_curve import modelled_cost  # noqa: E402
-from parapolicy.eval.build import device_name  # noqa: E402
-from parapolicy.samplers import SampleResult, SamplerBase, SampleStats, make_sampler  # noqa: E402
-from parapolicy.samplers.inpainting import impose  # noqa: E402
+from parapolicy.autotune import autotune_window
+from parapolicy.bench.harness import command_line, time_chunks, write_report
+from parapolicy.bench.networks import POLICIES, SCHEDULERS, random_obs, with_scheduler
+from parapolicy.bench.stored_curve import modelled_cost
+from parapolicy.eval.build import device_name
+from parapolicy.samplers import SampleResult, SamplerBase, SampleStats, make_sampler
+from parapolicy.samplers.inpainting import impose
 
 
 class UpstreamStepLoop(SamplerBase):
@@ -227,8 +227,9 @@ def sampler_table(base, pname: str, args) -> list[dict]:
             reference = {}
             for (label, sched), sampler in samplers.items():
                 policy = policies[sched].set_sampler(sampler)
-                for _ in range(0 if warm else args.settle):
-                    policy.predict_action(obs, generator=torch.Generator().manual_seed(i))
+                for back in range(args.settle if not warm else 0, 0, -1):  # the chunks before, as a controller's
+                    k = (i - back) % len(observations)
+                    policy.predict_action(observations[k], generator=torch.Generator().manual_seed(k))
                 started = time.perf_counter()
                 out = policy.predict_action(obs, generator=torch.Generator().manual_seed(i))
                 ms = (time.perf_counter() - started) * 1000.0
@@ -266,9 +267,9 @@ def sampler_markdown(result, args) -> str:
     lines = [f"# Time per chunk of every exact sampler and the sequential alternatives ({result['device']})\n\n",
              f"Command: `{result['command']}`  \n",
              f"torch {result['torch']}; batch 1; {args.chunks} observations, each running every mode before the next "
-             "(interleaved), after one untimed pass (first calls, `auto`'s calibration); each mode called "
-             f"{args.settle} more time(s) untimed on each observation before its timed call (`--settle`); p50 of whole "
-             "`predict_action` "
+             "(interleaved), after one untimed pass (first calls, `auto`'s calibration); before its timed call on "
+             f"an observation each mode is called untimed on the {args.settle} observation(s) before it (`--settle`, "
+             "as a controller's previous chunks); p50 of whole `predict_action` "
              f"calls; oneDNN primitive cache {os.environ.get('ONEDNN_PRIMITIVE_CACHE_CAPACITY', 'default')} (so that "
              "modes do not evict each other's compiled convolutions). Ratios are time ratios from this one run (> 1: faster than the named sequential sampler). "
              "Deviation: max |action - sequential action| on the same schedule, observations and noise (action units: "
@@ -326,9 +327,9 @@ def main(argv=None) -> int:
                    help="configs: the graphed GPU table; samplers: every exact sampler vs the sequential alternatives")
     p.add_argument("--chunks", type=int, default=10, help="--table samplers: observations per mode")
     p.add_argument("--settle", type=int, default=0,
-                   help="--table samplers: untimed calls of each mode on each observation before its timed one "
-                        "(a user's controller calls one sampler chunk after chunk; the first call after another "
-                        "mode runs with that mode's caches)")
+                   help="--table samplers: untimed calls of each mode before its timed one, on the observations "
+                        "before it (a user's controller calls one sampler chunk after chunk; the first call after "
+                        "another mode runs with that mode's caches)")
     p.add_argument("--threads", type=int, default=1, help="--table samplers: torch threads")
     p.add_argument("--cost-curve", default=os.path.join(os.path.dirname(__file__), "..", "benchmarks",
                                                         "network_call_h100.json"),

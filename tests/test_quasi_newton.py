@@ -367,6 +367,28 @@ def test_odd_inputs_keep_the_answer(monkeypatch):
     assert tracked.sample.requires_grad and (tracked.sample.detach() - plain).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("probes", [False, True])
+@pytest.mark.parametrize("tracked", [False, True])
+def test_double_precision_states_sample_in_double_precision(probes, tracked):
+    """float64 states keep float64 models (the stand-in's slopes included) on every path: the fits
+    on NumPy views, and on torch tensors with probes or a tracked gradient."""
+    sched = make_scheduler("ddim", 16)
+    draws = draw_noises(sched, (2, 16, 2), torch.Generator().manual_seed(3))
+    den = SmoothNetDenoiser(32, seed=1, scheduler=sched)
+    weight = torch.zeros((), dtype=torch.float64, requires_grad=tracked)
+
+    def double(x, t):
+        return den(x.float(), t).double() + weight * x
+
+    x_T = draws.x_T.double()
+    ref = Sequential().sample(DenoisingProblem(double, sched, x_T)).sample.detach()
+    with torch.set_grad_enabled(tracked):
+        out = QuasiNewton(tolerance=1e-4, probes=probes, reuse_jacobians=False).sample(DenoisingProblem(double, sched,
+                                                                                                         x_T))
+    assert out.sample.dtype == torch.float64 and out.sample.requires_grad == tracked
+    assert (out.sample.detach() - ref).abs().max() < 5e-5
+
+
 @pytest.mark.parametrize("kind, steps", [("ddpm", 100), ("ddim", 16)])
 def test_the_gpus_stand_in_chain_is_the_stepped_one(kind, steps, monkeypatch):
     """On a GPU the cold start's chain comes from Newton scans (few kernels); they reach the chain

@@ -25,7 +25,7 @@ the model of the network instead:
   skipped step's output is the mean of its two evaluated neighbours' models at its own
   input (the output varies smoothly with the noise level), so the tail is refined from the
   first round on; when such a step is first evaluated it borrows a neighbour's secant pairs.
-  Where rows cost (``thin_start``; None: on the CPU, off on CUDA) a cold start's first
+  Where rows cost (``thin_start``; None: off on CUDA, on elsewhere) a cold start's first
   round, which can accept only x_1, evaluates every other step even when all would fit: a
   stand-in state's output mostly anchors its step's model, and the neighbours' mean models
   the rest (on PushT the same rounds with 15% fewer rows; on an affine network one round more).
@@ -149,7 +149,8 @@ class StepModels:
     def __init__(self, store: JacobianStore | None, slopes: torch.Tensor, x_T: torch.Tensor, history: int):
         n_steps, batch, size = slopes.shape[0], x_T.shape[0], math.prod(x_T.shape[1:])
         self.store, self.history, self.size = store, history, size
-        self.slopes = slopes.view(-1, 1).expand(n_steps, batch).clone()  # the latest secant slope, once there is one
+        # the latest secant slope, once there is one; in the states' precision
+        self.slopes = slopes.to(x_T.dtype).view(-1, 1).expand(n_steps, batch).clone()
         self.anchor = x_T.new_zeros((n_steps, batch, size))
         self.value = x_T.new_zeros((n_steps, batch, size))
         self.pairs_x = x_T.new_zeros((n_steps, history, batch, size))  # unit-length secant pairs
@@ -308,10 +309,10 @@ def propagate(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.T
 
 
 def on_host_arrays(states: torch.Tensor, *others: torch.Tensor) -> bool:
-    """Whether the dependent steps run in NumPy: float CPU states (NumPy has no bfloat16) that no
-    gradient is tracked through (a caller sampling outside ``no_grad`` keeps torch's graph)."""
-    return states.device.type == "cpu" and states.dtype in (torch.float32, torch.float64) and \
-        not any(t.requires_grad for t in (states, *others))
+    """Whether the work runs in NumPy: CPU float tensors (NumPy has no bfloat16) that no gradient
+    is tracked through (a caller sampling outside ``no_grad`` keeps torch's graph)."""
+    return all(t.device.type == "cpu" and t.dtype in (torch.float32, torch.float64) and not t.requires_grad
+               for t in (states, *others))
 
 
 def propagate_coefficients(models: StepModels, coefficients, traj: torch.Tensor, start: int, fresh: torch.Tensor,
@@ -497,8 +498,9 @@ class QuasiNewton(SamplerBase):
     costs little, as on a GPU, more work per round on a CPU; None: on for CUDA tensors, off
     on the CPU), ``thin_start`` (a cold start's first round evaluates every other step where
     the chain fits ``max_rows``: fewer rows where they cost, as on a CPU; None: off for CUDA
-    tensors, on on the CPU), ``history`` (secant pairs per step) and ``reuse_jacobians`` (keep
-    measured columns for the next calls)."""
+    tensors, on for others; settings report the resolved value, as for ``probes``),
+    ``history`` (secant pairs per step) and ``reuse_jacobians`` (keep measured columns for the
+    next calls)."""
 
     tolerance: float = 0.01  # <= 1 px on a random-init upstream-size UNet, DDPM-100 and DDIM-16 (benchmarks/)
     max_rows: int = 64
