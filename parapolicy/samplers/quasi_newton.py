@@ -204,8 +204,9 @@ class StepModels:
                 counts[step] = counts[donor]
                 takers.append(step)
         if takers:
-            arrays.count[ops.index(takers)] = ops.index([counts[step] for step in takers])
-            self._fit(arrays, ops, ops.index(takers))
+            index = ops.index(takers)
+            arrays.count[index] = ops.index([counts[step] for step in takers])
+            self._fit(arrays, ops, index)
 
     def _fit(self, arrays, ops, steps) -> None:
         """Refit ``steps``' slopes and low-rank corrections to their secant pairs, on ``arrays``
@@ -531,7 +532,7 @@ class QuasiNewton(SamplerBase):
     def thinning(self, x_T: torch.Tensor) -> bool:
         return self.thin_start if self.thin_start is not None else x_T.device.type != "cuda"
 
-    def store_for(self, rule, x_T: torch.Tensor, slopes: torch.Tensor) -> JacobianStore | None:
+    def store_for(self, rule, x_T: torch.Tensor) -> JacobianStore | None:
         """The Jacobian store this call builds on: kept across calls when reusing (one schedule
         and shape at a time); None without probes or where N x D x D exceeds MAX_STORE_ENTRIES."""
         size = math.prod(x_T.shape[1:])
@@ -553,11 +554,11 @@ class QuasiNewton(SamplerBase):
                                      f"{rule.scheduler_name}")
         given = problem.init_guess is not None
         slopes = prior_slopes(rule).to(problem.x_T.device)
+        thin_start = self.thinning(problem.x_T)
         settings = {"tolerance": float(self.tolerance), "max_rows": self.max_rows, "probes": self.probing(problem.x_T),
-                    "thin_start": self.thinning(problem.x_T),
-                    "history": self.history, "reuse_jacobians": self.reuse_jacobians,
+                    "thin_start": thin_start, "history": self.history, "reuse_jacobians": self.reuse_jacobians,
                     "start": "warm" if given else "prior"}
-        result = solve_quasi_newton(problem, self.store_for(rule, problem.x_T, slopes), slopes, name=self.name,
+        result = solve_quasi_newton(problem, self.store_for(rule, problem.x_T), slopes, name=self.name,
                                     tolerance=self.tolerance, max_rows=self.max_rows, history=self.history,
-                                    thin_start=self.thinning(problem.x_T), settings=settings)
+                                    thin_start=thin_start, settings=settings)
         return result
