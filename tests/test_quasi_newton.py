@@ -257,12 +257,31 @@ def test_bad_settings_and_multistep_schedulers_are_one_clear_error():
         QuasiNewton(probes="yes")
     with pytest.raises(SamplerConfigError, match="quasi_newton thin_start must be true, false or null, got 1"):
         QuasiNewton(thin_start=1)
+    with pytest.raises(SamplerConfigError, match="quasi_newton scan must be true, false or null, got 'on'"):
+        QuasiNewton(scan="on")
     with pytest.raises(SamplerConfigError, match="quasi_newton tolerance must be a finite number"):
         QuasiNewton(tolerance=float("nan"))
     sched = make_scheduler("dpm")
     draws = draw_noises(sched, (1, 16, 2), torch.Generator().manual_seed(0))
     with pytest.raises(SamplerConfigError, match="needs a one-step scheduler .* DPMSolverMultistepScheduler"):
         solve(QuasiNewton(), GaussianDenoiser(sched), sched, draws.x_T, draws.noises)
+
+
+@pytest.mark.parametrize("kind, steps, inpaint", [("ddpm", 100, False), ("ddim", 16, False), ("ddpm", 50, True)])
+def test_the_gpus_path_forced_on_the_cpu_reaches_the_sequential_answer(kind, steps, inpaint):
+    """``scan=True`` (the CUDA default: closed-form cold start, linearised scans, probes, a whole first
+    round) gives the sequential answer on a nonlinear network, inpainted or not, within the row budget."""
+    sched = make_scheduler(kind, steps)
+    draws = draw_noises(sched, (2, 16, 2), torch.Generator().manual_seed(3))
+    cond_data, cond_mask = inpainting_condition((2, 16, 2)) if inpaint else (None, None)
+    net = SmoothNetDenoiser(32, seed=5, scheduler=sched)
+    ref = Sequential().sample(DenoisingProblem(net, sched, draws.x_T, draws.noises, cond_data, cond_mask)).sample
+    den = CountingDenoiser(net)
+    problem = DenoisingProblem(den, sched, draws.x_T, draws.noises, cond_data, cond_mask)
+    out = QuasiNewton(tolerance=1e-4, scan=True, probes=True, thin_start=False, reuse_jacobians=False).sample(problem)
+    assert out.stats.settings["scan"] is True and out.stats.fallback is None
+    assert max(den.calls) <= 64 * 2 and out.stats.max_rows_per_round <= 64
+    assert (out.sample - ref).abs().max() < 1e-4
 
 
 LINEAR_ROUNDS = 12
@@ -389,28 +408,48 @@ def test_double_precision_states_sample_in_double_precision(probes, tracked):
     assert (out.sample.detach() - ref).abs().max() < 5e-5
 
 
-@pytest.mark.parametrize("kind, steps", [("ddpm", 100), ("ddim", 16)])
-def test_the_gpus_stand_in_chain_is_the_stepped_one(kind, steps, monkeypatch):
-    """On a GPU the cold start's chain comes from Newton scans (few kernels); they reach the chain
-    the step loop gives, clipping included, and one that has not settled is stepped instead."""
+def stand_in_setup(kind, steps, scale, monkeypatch):
+    """A cold start's pieces on the Gaussian denoiser, with the GPU path's scans and the CPU's step
+    loop counted."""
     from parapolicy.samplers import quasi_newton
 
     sched = make_scheduler(kind, steps)
     draws = draw_noises(sched, (2, 16, 2), torch.Generator().manual_seed(4))
-    x_T = 3 * draws.x_T  # far out: the clean-sample prediction clips on the way
+    x_T = scale * draws.x_T
     problem = DenoisingProblem(GaussianDenoiser(sched), sched, x_T, draws.noises if kind == "ddpm" else None)
     models = quasi_newton.StepModels(None, quasi_newton.prior_slopes(problem.rule), x_T, 3)
     stepped = quasi_newton.stand_in_chain(models, x_T, problem, linear=False)
-    loops, step_loop = [], quasi_newton.propagate
-    monkeypatch.setattr(quasi_newton, "propagate", lambda *args: loops.append(1) or step_loop(*args))
-    scanned = quasi_newton.stand_in_chain(models, x_T, problem, linear=True)
-    assert not loops and (scanned - stepped).abs().max() < 1e-4  # the scans settled on the chain
-    first_scan = quasi_newton.propagate_linear(models, x_T.expand_as(stepped).clone(), 0,
-                                               torch.zeros(steps + 1, dtype=torch.bool), problem)
-    assert (first_scan - stepped).abs().max() > 1e-2  # one scan misses the clipping: the scans are needed
+    calls = {"loops": [], "scans": []}
+    for name, key in (("propagate", "loops"), ("propagate_linear", "scans")):
+        original = getattr(quasi_newton, name)
+        monkeypatch.setattr(quasi_newton, name, lambda *args, f=original, k=key: calls[k].append(1) or f(*args))
+    return quasi_newton, problem, models, stepped, calls
+
+
+@pytest.mark.parametrize("kind, steps", [("ddpm", 100), ("ddim", 16)])
+def test_the_gpus_stand_in_chain_is_the_stepped_one_in_closed_form(kind, steps, monkeypatch):
+    """On a GPU the cold start's chain is the stand-in's recurrence in closed form (one gain per step
+    and sample): no scan and no step loop where nothing clips, and the step loop's chain."""
+    quasi_newton, problem, models, stepped, calls = stand_in_setup(kind, steps, 1, monkeypatch)
+    closed = quasi_newton.stand_in_chain(models, problem.x_T, problem, linear=True)
+    assert not calls["scans"] and not calls["loops"]
+    assert (closed - stepped).abs().max() < 1e-5
+
+
+def test_where_the_stand_in_clips_the_gpus_scans_reach_the_stepped_chain(monkeypatch):
+    """Where the chain's clean-sample prediction clips, the closed form is off; Newton scans from it
+    reach the stepped chain, and one that has not settled is stepped instead."""
+    quasi_newton, problem, models, stepped, calls = stand_in_setup("ddim", 16, 3, monkeypatch)
+    assert not bool(quasi_newton.closed_form_chain(models, problem.x_T, problem).valid)
+    scanned = quasi_newton.stand_in_chain(models, problem.x_T, problem, linear=True)
+    assert not calls["loops"] and calls["scans"] and (scanned - stepped).abs().max() < 1e-4
+    nothing = torch.zeros(17, dtype=torch.bool)
+    first_scan = quasi_newton.propagate_linear(models, problem.x_T.expand_as(stepped).clone(), 0, nothing, problem)
+    assert (first_scan - stepped).abs().max() > 1e-2  # one scan from the constant chain misses the clipping
+    monkeypatch.setattr(quasi_newton, "closed_form_chain", lambda *args: None)
     monkeypatch.setattr(quasi_newton, "STAND_IN_SCANS", 1)
-    assert torch.equal(quasi_newton.stand_in_chain(models, x_T, problem, linear=True), stepped)
-    assert loops == [1]  # not settled after one scan: stepped
+    assert torch.equal(quasi_newton.stand_in_chain(models, problem.x_T, problem, linear=True), stepped)
+    assert calls["loops"] == [1]  # not settled after one scan: stepped
 
 
 def test_a_rule_without_per_step_coefficients_is_stepped_through_its_own_transition():

@@ -120,11 +120,12 @@ def carry_corrections(residual: torch.Tensor, jacobians: torch.Tensor) -> torch.
     offset s, d_k sums the terms of steps k-2s+1..k and A_k = J_k ... J_{k-2s+1}, so the
     window takes log2 K passes of batched matrix products instead of K dependent steps.
     """
-    d, a = residual, jacobians
+    d, a = residual.clone(), jacobians
     offset = 1
     while offset < d.shape[0]:
-        d = torch.cat([d[:offset], d[offset:] + (a[offset:] @ d[:-offset].unsqueeze(-1)).squeeze(-1)])
-        a = torch.cat([a[:offset], a[offset:] @ a[:-offset]])
+        d[offset:].add_((a[offset:] @ d[:-offset].unsqueeze(-1)).squeeze(-1))  # the product is formed before the add
+        if 2 * offset < d.shape[0]:  # the last pass needs no longer products
+            a = torch.cat([a[:offset], a[offset:] @ a[:-offset]])
         offset *= 2
     return d
 

@@ -161,6 +161,8 @@ class StepModels:
         self.right = x_T.new_zeros((n_steps, batch, history, size))  # V^T
         self.ridge = RIDGE * torch.eye(history, dtype=x_T.dtype, device=x_T.device)
         self.dense = store is not None or n_steps * batch * size * size <= MAX_DENSE_ENTRIES
+        # made once, for the dense models' base (each round's; a kernel each on a GPU)
+        self.eye = torch.eye(size, dtype=x_T.dtype, device=x_T.device) if self.dense else None
         # NumPy views of the same memory: a CPU round's fits are a few dozen ops on small arrays,
         # where a torch op's dispatch costs more than its arithmetic (as in the propagation)
         self.views = SimpleNamespace(**{name: getattr(self, name).numpy() for name in FITTED}) \
@@ -195,16 +197,17 @@ class StepModels:
         some (the one with more): the output varies smoothly with the noise level, so the
         neighbour's slopes model it better than the Gaussian stand-in's, and the rounds spent
         pairing steps that a budgeted round skipped are saved. Its own pairs replace them."""
-        counts, takers = arrays.count.tolist(), []  # Python numbers: a test per step on arrays costs more
+        counts, source, takers = arrays.count.tolist(), {}, []  # Python numbers: a test per step on arrays costs more
         for step in steps.tolist():
             donors = [k for k in (step - 1, step + 1) if 0 <= k < len(counts) and counts[k] > 0]
             if donors:
                 donor = max(donors, key=lambda k: counts[k])
-                arrays.pairs_x[step], arrays.pairs_e[step] = arrays.pairs_x[donor], arrays.pairs_e[donor]
+                source[step] = source.get(donor, donor)  # a taker's pairs are its donor's: copy from the origin
                 counts[step] = counts[donor]
                 takers.append(step)
-        if takers:
-            index = ops.index(takers)
+        if takers:  # one gather and one scatter per array for all takers (each a kernel on a GPU)
+            index, origin = ops.index(takers), ops.index([source[step] for step in takers])
+            arrays.pairs_x[index], arrays.pairs_e[index] = arrays.pairs_x[origin], arrays.pairs_e[origin]
             arrays.count[index] = ops.index([counts[step] for step in takers])
             self._fit(arrays, ops, index)
 
@@ -227,11 +230,10 @@ class StepModels:
 
     def base(self, steps: torch.Tensor) -> torch.Tensor:
         """(K, B, D, D): the measured columns, and the latest slope along the unmeasured axes."""
-        eye = torch.eye(self.size, dtype=self.value.dtype, device=self.value.device)
         if self.store is None:
-            return self.slopes[steps][..., None, None] * eye
+            return self.slopes[steps][..., None, None] * self.eye
         measured = self.store.measured[steps][:, None, None, :]  # (K, 1, 1, D) columns
-        return torch.where(measured, self.store.matrix[steps][:, None], self.slopes[steps][..., None, None] * eye)
+        return torch.where(measured, self.store.matrix[steps][:, None], self.slopes[steps][..., None, None] * self.eye)
 
     def affine(self, steps: torch.Tensor):
         """Each step's model as out(x) = offset + J x: ``(offset (K, B, D), J)``, J dense (K, B, D, D),
@@ -414,14 +416,18 @@ def propagate_linear(models: StepModels, traj: torch.Tensor, start: int, fresh: 
 
 
 def stand_in_chain(models: StepModels, x_T: torch.Tensor, problem, linear: bool) -> torch.Tensor:
-    """The chain the Gaussian stand-in drives from x_T, the cold start. It is linear in x but for
-    clipping, so on a GPU Newton scans from the constant chain reach it once their clipping
-    pattern settles (three or four scans on PushT's schedules, a host sync each): a few dozen
-    kernels where the step loop launches several per step. A chain that has not settled after
-    STAND_IN_SCANS scans is stepped."""
+    """The chain the Gaussian stand-in drives from x_T, the cold start. Its output is a slope
+    times x, so but for clipping every step is one gain per sample: on a GPU the chain is that
+    recurrence in closed form (``closed_form_chain``: a few dozen kernels where the step loop
+    launches several per step), and where clipping or inpainting breaks it, Newton scans from it
+    reach the chain once their clipping pattern settles (a host sync each). A chain that has not
+    settled after STAND_IN_SCANS scans is stepped."""
     n_steps = problem.rule.num_steps
     nothing = torch.zeros(n_steps + 1, dtype=torch.bool)
-    traj = x_T.expand(n_steps + 1, *x_T.shape).clone()
+    traj = closed_form_chain(models, x_T, problem) if linear else None
+    if traj is not None and bool(traj.valid):
+        return traj.chain
+    traj = traj.chain if traj is not None and bool(traj.finite) else x_T.expand(n_steps + 1, *x_T.shape).clone()
     for _ in range(STAND_IN_SCANS if linear else 0):
         new = propagate_linear(models, traj, 0, nothing, problem)
         settled = bool((new - traj).abs().max() <= SETTLED)
@@ -431,15 +437,47 @@ def stand_in_chain(models: StepModels, x_T: torch.Tensor, problem, linear: bool)
     return propagate(models, traj, 0, nothing, problem)
 
 
+def closed_form_chain(models: StepModels, x_T: torch.Tensor, problem) -> SimpleNamespace | None:
+    """The stand-in's chain without clipping: x_{k+1} = g_k x_k + n_k, with g_k the step's gain at
+    the stand-in's slope and n_k its drawn noise, so x_{k+1} = P_k x_T + sum_i (P_k / P_i) n_i with
+    P the running product of gains (in float64: a gain near zero makes no inf). ``chain``, and
+    as device booleans ``finite`` and ``valid`` (finite, and no clean-sample prediction along it
+    clips); None where the rule inpaints (the imposed entries are not on the recurrence)."""
+    rule = problem.rule
+    if problem.cond_mask is not None:
+        return None
+    coefficients = rule.coefficients_on(x_T.device)
+    slope = models.slopes.double()  # (N, B): the stand-in's, no pairs yet
+    first, x0_scale, eps_scale, x_scale, noise_std = coefficients.picked(
+        torch.arange(rule.num_steps, device=x_T.device), slope, torch.float64)
+    kept = (1 - eps_scale * slope) / x_scale  # clean-sample prediction = kept * x
+    gain = x0_scale * kept + first * (slope if coefficients.ddim else 1.0)
+    running = gain.cumprod(0).T  # (B, N): P_k
+    carried = torch.tril(running[:, :, None] / running[:, None, :]).to(x_T.dtype)  # (B, k, i): P_k / P_i
+    flat = x_T.flatten(1)  # (B, D)
+    states = running.T.to(x_T.dtype)[..., None] * flat  # (N, B, D): x_T's share of x_1..x_N
+    if problem.noises is not None:
+        drawn = coefficients.drawn.view(-1, 1).to(x_T.dtype) * noise_std.to(x_T.dtype)
+        noise = (drawn[..., None] * problem.noises.flatten(2)).transpose(0, 1)  # (B, N, D)
+        states = states + (carried @ noise).transpose(0, 1)
+    chain = torch.cat([flat[None], states]).view(rule.num_steps + 1, *x_T.shape)
+    finite = torch.isfinite(chain).all()
+    if coefficients.clip is None:
+        return SimpleNamespace(chain=chain, finite=finite, valid=finite)
+    predicted = kept.to(x_T.dtype)[..., None] * chain[:-1].flatten(2)
+    return SimpleNamespace(chain=chain, finite=finite, valid=finite & (predicted.abs().amax() <= coefficients.clip))
+
+
 def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, slopes: torch.Tensor, *, name: str,
-                       tolerance: float, max_rows: int, history: int, thin_start: bool, settings: dict) -> SampleResult:
+                       tolerance: float, max_rows: int, history: int, thin_start: bool, scan: bool,
+                       settings: dict) -> SampleResult:
     """The rounds (module docstring). ``store`` None: no probes."""
     rule, x_T = problem.rule, problem.x_T
     n_steps, batch, shape = rule.num_steps, problem.batch, x_T.shape[1:]
     tol2 = float(tolerance) ** 2
     inv_var = convergence_weights(rule, shape, n_steps + 1, x_T.device, std_floor=STD_FLOOR).cpu()
     models = StepModels(store, slopes, x_T, history)
-    linear = x_T.is_cuda and models.dense and rule.coefficients is not None  # few kernels a round, not N
+    linear = scan and models.dense and rule.coefficients is not None  # few kernels a round, not N
     nothing = torch.zeros(n_steps + 1, dtype=torch.bool)
     if problem.init_guess is not None:
         traj = problem.init_guess.clone()
@@ -500,6 +538,9 @@ class QuasiNewton(SamplerBase):
     on the CPU), ``thin_start`` (a cold start's first round evaluates every other step where
     the chain fits ``max_rows``: fewer rows where they cost, as on a CPU; None: off for CUDA
     tensors, on for others; settings report the resolved value, as for ``probes``),
+    ``scan`` (propagate each round through a linearised doubling scan and build the cold start
+    in closed form: a few dozen kernels a round instead of several per step, as on a GPU; on
+    the CPU the step loop in NumPy costs less; None: on for CUDA tensors, off for others),
     ``history`` (secant pairs per step) and ``reuse_jacobians`` (keep measured columns for the
     next calls)."""
 
@@ -507,6 +548,7 @@ class QuasiNewton(SamplerBase):
     max_rows: int = 64
     probes: bool | None = None
     thin_start: bool | None = None
+    scan: bool | None = None
     history: int = 3
     reuse_jacobians: bool = True
     _stores: dict = field(default_factory=dict, compare=False, repr=False)
@@ -521,7 +563,7 @@ class QuasiNewton(SamplerBase):
         check_positive_int(self.name, "history", self.history)
         if not isinstance(self.reuse_jacobians, bool):
             raise SamplerConfigError(f"{self.name} reuse_jacobians must be true or false, got {self.reuse_jacobians!r}")
-        for setting in ("probes", "thin_start"):
+        for setting in ("probes", "thin_start", "scan"):
             value = getattr(self, setting)
             if value is not None and not isinstance(value, bool):
                 raise SamplerConfigError(f"{self.name} {setting} must be true, false or null, got {value!r}")
@@ -531,6 +573,9 @@ class QuasiNewton(SamplerBase):
 
     def thinning(self, x_T: torch.Tensor) -> bool:
         return self.thin_start if self.thin_start is not None else x_T.device.type != "cuda"
+
+    def scanning(self, x_T: torch.Tensor) -> bool:
+        return self.scan if self.scan is not None else x_T.device.type == "cuda"
 
     def store_for(self, rule, x_T: torch.Tensor) -> JacobianStore | None:
         """The Jacobian store this call builds on: kept across calls when reusing (one schedule
@@ -554,11 +599,11 @@ class QuasiNewton(SamplerBase):
                                      f"{rule.scheduler_name}")
         given = problem.init_guess is not None
         slopes = prior_slopes(rule).to(problem.x_T.device)
-        thin_start = self.thinning(problem.x_T)
+        thin_start, scan = self.thinning(problem.x_T), self.scanning(problem.x_T)
         settings = {"tolerance": float(self.tolerance), "max_rows": self.max_rows, "probes": self.probing(problem.x_T),
-                    "thin_start": thin_start, "history": self.history, "reuse_jacobians": self.reuse_jacobians,
-                    "start": "warm" if given else "prior"}
+                    "thin_start": thin_start, "scan": scan, "history": self.history,
+                    "reuse_jacobians": self.reuse_jacobians, "start": "warm" if given else "prior"}
         result = solve_quasi_newton(problem, self.store_for(rule, problem.x_T), slopes, name=self.name,
                                     tolerance=self.tolerance, max_rows=self.max_rows, history=self.history,
-                                    thin_start=thin_start, settings=settings)
+                                    thin_start=thin_start, scan=scan, settings=settings)
         return result

@@ -60,31 +60,43 @@ class StepCoefficients:
     drawn: torch.Tensor  # (N,) bool
     clip: float | None
 
+    def __post_init__(self):
+        # the per-step scalars as one (N, 5) table: a round picks its steps' rows in one gather
+        # instead of one gather per scalar (each a kernel on a GPU); the same floats, so the same bits
+        object.__setattr__(self, "table", torch.stack([self.first, self.x0_scale, self.eps_scale, self.x_scale,
+                                                       self.noise_std], 1))
+
+    def picked(self, index: torch.Tensor, like: torch.Tensor, dtype=None) -> list[torch.Tensor]:
+        """``first, x0_scale, eps_scale, x_scale, noise_std`` of steps ``index`` (K,), shaped to
+        broadcast against ``like`` (K, ...)."""
+        view = (index.shape[0],) + (1,) * (like.dim() - 1)
+        rows = self.table.index_select(0, index)
+        rows = rows if dtype is None else rows.to(dtype)
+        return [column.view(view) for column in rows.unbind(1)]
+
     def transition(self, index: torch.Tensor, x, eps, noise):
         """The states after steps ``index`` (K,) from states ``x`` and outputs ``eps`` (K, B, ...)."""
-        view = (index.shape[0],) + (1,) * (x.dim() - 1)
-        pick = lambda v: v.index_select(0, index).view(view)
-        x0 = (x - pick(self.eps_scale) * eps) / pick(self.x_scale)
+        first, x0_scale, eps_scale, x_scale, noise_std = self.picked(index, x)
+        x0 = (x - eps_scale * eps) / x_scale
         if self.clip is not None:
             x0 = x0.clamp(-self.clip, self.clip)
-        mean = pick(self.x0_scale) * x0 + (pick(self.first) * eps if self.ddim else pick(self.first) * x)
+        mean = x0_scale * x0 + (first * eps if self.ddim else first * x)
         if noise is None:
             return mean
-        return torch.where(pick(self.drawn), mean + pick(self.noise_std) * noise, mean)
+        drawn = self.drawn.index_select(0, index).view(x0_scale.shape)
+        return torch.where(drawn, mean + noise_std * noise, mean)
 
     def partials(self, index: torch.Tensor, x, eps):
         """d next / dx and d next / d eps of ``transition`` at (x, eps), shaped like x: every step
         acts entry by entry, so these are its whole Jacobian (clipped entries carry no clean-sample
         term: clamp's derivative, as autograd takes it, is zero outside the range and on its edge)."""
-        view = (index.shape[0],) + (1,) * (x.dim() - 1)
-        pick = lambda v: v.index_select(0, index).view(view).to(x.dtype)
-        through_x0 = pick(self.x0_scale) / pick(self.x_scale)
+        first, x0_scale, eps_scale, x_scale, _ = self.picked(index, x, x.dtype)
+        through_x0 = x0_scale / x_scale
         if self.clip is not None:
-            x0 = (x - pick(self.eps_scale) * eps) / pick(self.x_scale)
+            x0 = (x - eps_scale * eps) / x_scale
             through_x0 = through_x0 * ((x0 > -self.clip) & (x0 < self.clip)).to(x.dtype)
-        first = pick(self.first)
         along_x = through_x0 if self.ddim else through_x0 + first
-        along_eps = -pick(self.eps_scale) * through_x0 + (first if self.ddim else 0.0)
+        along_eps = -eps_scale * through_x0 + (first if self.ddim else 0.0)
         return torch.broadcast_to(along_x, x.shape), torch.broadcast_to(along_eps, x.shape)
 
     def to(self, device) -> "StepCoefficients":
