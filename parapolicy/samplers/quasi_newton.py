@@ -228,19 +228,20 @@ class StepModels:
             based = dx @ self.base(steps).transpose(-1, -2)
         arrays.left[steps] = (de - based).swapaxes(-1, -2)
 
-    def base(self, steps: torch.Tensor) -> torch.Tensor:
+    def base(self, steps: torch.Tensor | slice) -> torch.Tensor:
         """(K, B, D, D): the measured columns, and the latest slope along the unmeasured axes."""
         if self.store is None:
             return self.slopes[steps][..., None, None] * self.eye
         measured = self.store.measured[steps][:, None, None, :]  # (K, 1, 1, D) columns
         return torch.where(measured, self.store.matrix[steps][:, None], self.slopes[steps][..., None, None] * self.eye)
 
-    def affine(self, steps: torch.Tensor):
+    def affine(self, steps: torch.Tensor | slice):
         """Each step's model as out(x) = offset + J x: ``(offset (K, B, D), J)``, J dense (K, B, D, D),
-        or a slope (K, B, 1) where dense models would not fit MAX_DENSE_ENTRIES."""
+        or a slope (K, B, 1) where dense models would not fit MAX_DENSE_ENTRIES; ``steps`` an index
+        or a slice of them."""
         anchor = self.anchor[steps]
         if not self.dense:
-            slope = self.slopes[steps][..., None]
+            slope = self.slopes[steps][..., None].clone()  # the caller's to change (a slice would be a view)
             return self.value[steps] - slope * anchor, slope
         jacobian = self.base(steps) + self.left[steps] @ self.right[steps]
         return self.value[steps] - (jacobian @ anchor.unsqueeze(-1)).squeeze(-1), jacobian
@@ -278,7 +279,7 @@ def round_models(models: StepModels, start: int, fresh: torch.Tensor):
     """(offset, J) of steps start..N-1 for this round: a step not evaluated this round between
     two that were is modelled by their mean."""
     n_steps = fresh.shape[0] - 1
-    offset, jacobian = models.affine(torch.arange(start, n_steps))
+    offset, jacobian = models.affine(slice(start, n_steps))  # a slice: views, where an index gathers (a kernel each)
     where = torch.tensor(between_steps(fresh, start), dtype=torch.long)
     if where.numel():
         offset[where] = 0.5 * (offset[where - 1] + offset[where + 1])
@@ -398,7 +399,8 @@ def linearise(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.T
     if not dense:
         diagonal = along_x.flatten(2) + along_out.flatten(2) * model
         return nxt, diagonal if free is None else diagonal * free
-    jacobian = along_out.flatten(2)[..., None] * model + torch.diag_embed(along_x.flatten(2))
+    jacobian = along_out.flatten(2)[..., None] * model
+    jacobian.diagonal(dim1=-2, dim2=-1).add_(along_x.flatten(2))  # + diag(along_x), in place
     return nxt, jacobian if free is None else jacobian * free[None, :, None, :]
 
 
@@ -411,7 +413,7 @@ def propagate_linear(models: StepModels, traj: torch.Tensor, start: int, fresh: 
         jacobian = torch.diag_embed(jacobian)
     residual = (nxt - traj[start + 1 :]).flatten(2)
     new = traj.clone()
-    new[start + 1 :] += carry_corrections(residual, jacobian).view(residual.shape[0], *traj.shape[1:])
+    new[start + 1 :].add_(carry_corrections(residual, jacobian).view(residual.shape[0], *traj.shape[1:]))
     return new
 
 
@@ -475,7 +477,7 @@ def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, s
     rule, x_T = problem.rule, problem.x_T
     n_steps, batch, shape = rule.num_steps, problem.batch, x_T.shape[1:]
     tol2 = float(tolerance) ** 2
-    inv_var = convergence_weights(rule, shape, n_steps + 1, x_T.device, std_floor=STD_FLOOR).cpu()
+    inv_var = convergence_weights(rule, shape, n_steps + 1, x_T.device, std_floor=STD_FLOOR)
     models = StepModels(store, slopes, x_T, history)
     linear = scan and models.dense and rule.coefficients is not None  # few kernels a round, not N
     nothing = torch.zeros(n_steps + 1, dtype=torch.bool)
@@ -508,12 +510,12 @@ def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, s
             propagate(models, traj, start, fresh, problem)
         if not bool(torch.isfinite(new[start + 1 :]).all()):
             return fallback_to_chain(problem, name, rounds, nfe, settings, widest)
-        change = (new - traj).pow(2).flatten(2).sum(-1).amax(1).cpu() * inv_var  # worst sample, per state
+        change = ((new - traj).pow(2).flatten(2).sum(-1).amax(1) * inv_var).tolist()  # worst sample, per state: one read
         traj = new
         accepted, upstream = 1, 0.0  # the leading evaluated states: the first is exact (its input was);
         while start + accepted < n_steps and fresh[start + accepted]:  # state k + 1 then needs a small
             k = start + accepted  # change of its input k and, unless nothing before it moved, pairs on step k
-            moved = float(change[k])
+            moved = change[k]
             unknown_gain = not bool(models.count[k] > 0) and max(upstream, moved) > UNPAIRED ** 2
             if moved > tol2 or unknown_gain:
                 break

@@ -1,0 +1,139 @@
+#!/usr/bin/env python
+"""The kernels ``quasi_newton`` launches between its network calls on a GPU, counted on the CPU.
+
+    python scripts/bench_kernels.py --out benchmarks/kernels
+
+On a GPU a chunk's time is its rounds' network calls plus the sampler's own work between them:
+eager torch ops on tensors of a few hundred numbers, each a kernel launch that costs microseconds
+whatever its size. ``bench_latency.py``'s modelled GPU column has only the calls. This script runs
+``quasi_newton`` with the settings it takes on CUDA (``scan`` and ``probes`` on, ``thin_start``
+off) on this machine's CPU and counts, through torch's dispatcher, every op inside the solve that
+touches a floating-point tensor and is not a view (on CUDA each such op is one kernel or copy; the
+network's own calls are left out; the index bookkeeping on the host is not counted, nor the three
+syncs a round: two finiteness checks and the read of the states' changes). It then models the whole chunk: rounds x a stored curve's cost of one call at the chunk's
+rows per round (``--cost-curve``, the H100's by default) plus kernels x ``--launch-us`` (an eager
+launch costs 5-10 us), beside the graphed sequential DDIM-16 chunk on the same curve. Modelled,
+not measured: ``scripts/gpu_check.sh`` times the real chunk when a GPU is lent. ``--quick``: one
+observation, to check that the script runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import platform
+
+import numpy as np
+import torch
+
+from parapolicy.bench.harness import command_line, write_report
+from parapolicy.bench.kernels import OpCounter, count_chunk
+from parapolicy.bench.networks import POLICIES, random_obs
+from parapolicy.bench.stored_curve import modelled_cost
+from parapolicy.eval.build import device_name
+from parapolicy.samplers import make_sampler
+
+INFERENCE = {"DDPM-100": ("ddpm", 100), "DDIM-16": ("ddim", 16), "DDIM-10": ("ddim", 10)}
+
+
+def observations(policy, pname: str, count: int) -> list:
+    if pname == "shipped_pusht":
+        recorded = json.load(open(os.path.join(os.path.dirname(__file__), "..", "benchmarks", "samplers.json")))
+        return [{"obs": torch.as_tensor(np.array(o, dtype=np.float32))[None]} for o in recorded["observations"][:count]]
+    return [{k: v.roll(i, dims=-1) for k, v in random_obs(policy, 1).items()} for i in range(count)]
+
+
+def kernel_rows(pname: str, args) -> list[dict]:
+    base = POLICIES[pname]("cpu")
+    cost, _, _ = modelled_cost(args.cost_curve, args.cost_mode, pname)
+    curve_network = pname
+    if cost is None:  # no curve of this network: the 65.8M UNet's
+        curve_network = "upstream_size_unet"
+        cost, _, _ = modelled_cost(args.cost_curve, args.cost_mode, curve_network)
+    sequential_ddim16 = 16 * cost(1)  # graphed: its steps' own kernels are in the captured graph
+    obs = observations(base, pname, args.observations)
+    rows = []
+    for schedule in args.schedules.split(","):
+        sampler = make_sampler("quasi_newton", scan=True, probes=True, thin_start=False)
+        policy = base.with_inference(*INFERENCE[schedule]).set_sampler(sampler)
+        chunks = []
+        for i, o in enumerate(obs):  # one robot: the Jacobian store is kept from chunk to chunk, as on a GPU
+            counter = OpCounter()
+            stats = count_chunk(policy, o, i, counter)
+            chunks.append({"rounds": stats.rounds, "rows": stats.rows_per_round, "nfe": stats.nfe,
+                           "kernels": sum(counter.kernels.values()),
+                           "by_op": counter.kernels})
+        rounds = float(np.mean([c["rounds"] for c in chunks]))
+        kernels = float(np.mean([c["kernels"] for c in chunks]))
+        network_ms = float(np.mean([c["rounds"] * cost(c["rows"]) for c in chunks]))
+        by_op = sum((c["by_op"] for c in chunks), collections.Counter())
+        row = {"policy": pname, "schedule": schedule, "chunks": len(chunks), "config": sampler.config(),
+               "rounds": rounds, "rows_per_round": float(np.mean([c["rows"] for c in chunks])),
+               "nfe": float(np.mean([c["nfe"] for c in chunks])), "kernels_per_chunk": kernels,
+               "kernels_per_round": kernels / rounds,
+               "top_ops": {name: n / len(chunks) for name, n in by_op.most_common(8)},
+               "modelled_network_ms": network_ms, "modelled_network": curve_network,
+               "modelled_seq_ddim16_ms": sequential_ddim16,
+               "modelled_chunk_ms": {str(us): network_ms + kernels * us / 1000.0 for us in args.launch_us}}
+        print(json.dumps({k: v for k, v in row.items() if k != "top_ops"}), flush=True)
+        rows.append(row)
+    return rows
+
+
+def markdown(result, args) -> str:
+    launch = [str(us) for us in args.launch_us]
+    _, curve_device, points = modelled_cost(args.cost_curve, args.cost_mode, result["rows"][0]["modelled_network"])
+    lines = [f"# quasi_newton's kernels between network calls (GPU settings, counted on {result['device']})\n\n",
+             f"`{result['command']}`\n\n",
+             "Counted, not timed: every op inside the sampler's solve on a floating-point tensor (views aside, the "
+             "network's calls left out) is a kernel or copy on a GPU (host syncs, three a round, are not in the count). Settings as on CUDA: "
+             "`scan`, `probes` on, `thin_start` off; the Jacobian store is kept from chunk to chunk (one robot). "
+             f"**Modelled** chunk: rounds x one call's cost at the chunk's rows per round on the stored curve "
+             f"({curve_device}, {args.cost_mode}, rows {points}) + kernels x the launch cost; graphed sequential "
+             "DDIM-16 is 16 one-row calls on the same curve.\n\n",
+             "| policy | schedule | chunks | rounds | rows/round | NFE | kernels/chunk | kernels/round "
+             "| modelled network ms | " + " | ".join(f"modelled chunk ms at {us} us" for us in launch)
+             + " | graphed seq DDIM-16 ms (modelled) |\n",
+             "|---" * (10 + len(launch)) + "|\n"]
+    for r in result["rows"]:
+        lines.append(f"| {r['policy']} | {r['schedule']} | {r['chunks']} | {r['rounds']:.2f} | {r['rows_per_round']:.1f} "
+                     f"| {r['nfe']:.1f} | {r['kernels_per_chunk']:.0f} | {r['kernels_per_round']:.0f} "
+                     f"| {r['modelled_network_ms']:.1f} | "
+                     + " | ".join(f"{r['modelled_chunk_ms'][us]:.1f}" for us in launch)
+                     + f" | {r['modelled_seq_ddim16_ms']:.1f} |\n")
+    lines.append("\nMost launched ops per chunk: "
+                 + "; ".join(f"{r['policy']} {r['schedule']}: " + ", ".join(f"{k} {v:.0f}" for k, v in r["top_ops"].items())
+                             for r in result["rows"]) + "\n")
+    return "".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--policies", default="shipped_pusht")
+    p.add_argument("--schedules", default="DDPM-100,DDIM-16")
+    p.add_argument("--observations", type=int, default=10)
+    p.add_argument("--launch-us", default="5,10", help="modelled cost of one eager kernel launch, in microseconds")
+    p.add_argument("--cost-curve", default=os.path.join(os.path.dirname(__file__), "..", "benchmarks",
+                                                        "network_call_h100.json"))
+    p.add_argument("--cost-mode", default="cuda_graph")
+    p.add_argument("--out", default=None, help="writes <out>.md and <out>.json")
+    p.add_argument("--quick", action="store_true", help="one observation, to check that the script runs")
+    args = p.parse_args(argv)
+    args.launch_us = [float(us) if "." in us else int(us) for us in args.launch_us.split(",")]
+    if args.quick:
+        args.observations = 1
+    torch.set_num_threads(1)
+    torch.set_grad_enabled(False)
+    result = {"device": device_name("cpu"), "torch": torch.__version__, "python": platform.python_version(),
+              "command": command_line(__file__, argv), "rows": []}
+    for pname in args.policies.split(","):
+        result["rows"].extend(kernel_rows(pname, args))
+    if args.out:
+        write_report(args.out, result, markdown(result, args))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

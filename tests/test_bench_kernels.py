@@ -1,0 +1,67 @@
+"""parapolicy.bench.kernels: the op count behind benchmarks/kernels.md's modelled GPU chunk."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from parapolicy.bench.kernels import OpCounter, count_chunk
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_the_counter_counts_float_ops_not_views_or_index_bookkeeping():
+    counter = OpCounter()
+    x, index = torch.ones(4), torch.arange(3)
+    with counter:
+        x + 1  # not counting yet
+        counter.counting = True
+        y = x.view(2, 2).transpose(0, 1)  # views: no kernel
+        z = y * 2 + x.view(2, 2)  # two kernels
+        index + 1  # host index bookkeeping: integers
+        float(z[0, 0])  # a read, not a launch
+        counter.counting = False
+        z - 1
+    assert dict(counter.kernels) == {"mul": 1, "add": 1}
+
+
+def test_a_chunk_counts_the_samplers_work_and_not_the_networks(toy_ckpt):
+    """The same chunk with a network that does a hundred more float ops per call counts the same."""
+    import parapolicy
+
+    policy = parapolicy.load_policy(toy_ckpt).set_sampler("quasi_newton", scan=True, probes=True, thin_start=False)
+    obs = {"obs": torch.zeros(1, policy.spec.n_obs_steps, 4)}
+    count_chunk(policy, obs, 0, OpCounter())  # first-call work (the coefficients on this device) aside
+    plain = OpCounter()
+    stats = count_chunk(policy, obs, 0, plain)
+    network = policy.model.forward
+
+    def busy(*args, **kwargs):
+        out = network(*args, **kwargs)
+        for _ in range(100):
+            out = out + 0.0
+        return out
+
+    policy.model.forward = busy
+    loud = OpCounter()
+    count_chunk(policy, obs, 0, loud)
+    assert stats.settings["scan"] is True and stats.rounds >= 2
+    assert sum(plain.kernels.values()) > 10 * stats.rounds  # the rounds' propagation, fits and checks
+    assert loud.kernels == plain.kernels
+
+
+@pytest.mark.slow
+def test_the_script_models_the_chunk_as_calls_plus_launches(tmp_path):
+    out = str(tmp_path / "kernels")
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "bench_kernels.py"), "--quick",
+                           "--schedules", "DDIM-16", "--out", out], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = json.load(open(out + ".json"))["rows"][0]
+    assert row["config"]["scan"] is True and row["kernels_per_chunk"] > 0
+    for us, ms in row["modelled_chunk_ms"].items():
+        assert ms == pytest.approx(row["modelled_network_ms"] + row["kernels_per_chunk"] * float(us) / 1000)
+    assert "python scripts/bench_kernels.py --quick" in open(out + ".md").read()
