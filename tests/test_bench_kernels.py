@@ -13,7 +13,7 @@ from parapolicy.bench.kernels import OpCounter, count_chunk
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def test_the_counter_counts_float_ops_not_views_or_index_bookkeeping():
+def test_the_counter_counts_the_devices_ops_not_views_or_index_bookkeeping():
     counter = OpCounter()
     x, index = torch.ones(4), torch.arange(3)
     with counter:
@@ -23,9 +23,13 @@ def test_the_counter_counts_float_ops_not_views_or_index_bookkeeping():
         z = y * 2 + x.view(2, 2)  # two kernels
         index + 1  # host index bookkeeping: integers
         float(z[0, 0])  # a read, not a launch
+        inside = (z > 0).unsqueeze(0)  # a mask computed from the states: a kernel, and a view of it
+        inside.all()  # a kernel on the mask
+        torch.where(inside, z, 0.0)  # the wrapped 0.0 is a host number
+        ~(index > 1)  # a mask of the host's own: not counted
         counter.counting = False
         z - 1
-    assert dict(counter.kernels) == {"mul": 1, "add": 1}
+    assert dict(counter.kernels) == {"mul": 1, "add": 1, "gt": 1, "all": 1, "where": 1}
 
 
 def test_a_chunk_counts_the_samplers_work_and_not_the_networks(toy_ckpt):

@@ -1,11 +1,12 @@
-"""Counting the torch ops a sampler launches between its network calls: on a GPU each op on a
-floating-point tensor (views aside) is one kernel launch, whatever its size, so a chunk's own work
-costs about its op count x a launch. Counted through torch's dispatcher on any device (used by
+"""Counting the torch ops a sampler launches between its network calls: on a GPU each op on the
+states' tensors (views aside) is one kernel launch, whatever its size, so a chunk's own work costs
+about its op count x a launch. Counted through torch's dispatcher on any device (used by
 ``scripts/bench_kernels.py``, where the GPU path runs on the CPU)."""
 
 from __future__ import annotations
 
 import collections
+import weakref
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -15,28 +16,48 @@ from parapolicy.samplers import quasi_newton
 VIEWS = {"view", "_unsafe_view", "_reshape_alias", "reshape", "as_strided", "alias", "detach", "expand", "squeeze",
          "unsqueeze", "select", "slice", "t", "transpose", "permute", "unbind", "split", "split_with_sizes",
          "diagonal", "unflatten", "is_same_size"}
-HOST_READS = {"_local_scalar_dense"}  # .item(), float(), bool(): on the host's own tensors here too, so not counted
+# host work, no kernel on a GPU: reads (.item(), float(), bool(), a sync each there but on the host's own
+# tensors here too) and Python numbers wrapped as tensors (torch.where(m, x, 0.0), t[i] = 1.0)
+HOST_OPS = {"_local_scalar_dense", "scalar_tensor", "lift_fresh", "lift_fresh_copy"}
 
 
 class OpCounter(TorchDispatchMode):
-    """Counts dispatched ops on floating-point tensors (views aside) while ``counting`` is set."""
+    """Counts, while ``counting`` is set, the dispatched ops (views and HOST_OPS aside) that read or
+    write a floating-point tensor, or read a mask computed from one (a clipping mask's ``&``, a
+    finiteness check's ``all``): the device's work. Integer and boolean ops on the host's own index
+    tensors (plans, counts, which steps were evaluated) are not kernels on a GPU and are not counted;
+    nor is what a ``.cpu()`` copy brought to the host (``count_chunk`` makes the copy real on the CPU,
+    where ``.cpu()`` would return the tensor itself, and counts the transfer)."""
 
     def __init__(self):
         super().__init__()
         self.counting = False
         self.kernels = collections.Counter()
+        self._masks = {}  # id -> weakref of the non-float tensors counted ops made (and their views)
+        self.to_host = False  # inside a .cpu() copy: its result is the host's
+
+    def _is_mask(self, tensor) -> bool:
+        ref = self._masks.get(id(tensor))
+        return ref is not None and ref() is tensor
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         if self.counting:
             name = func.__name__.split(".")[0]
-            if name not in VIEWS | HOST_READS and any(t.is_floating_point() for t in _tensors(args, kwargs, out)):
-                self.kernels[name] += 1
+            inputs = list(_tensors(args, kwargs, None))
+            device = any(t.is_floating_point() or self._is_mask(t) for t in inputs)
+            device = device or any(t.is_floating_point() for t in _tensors((), None, out))
+            if device and name not in HOST_OPS:
+                if name not in VIEWS:
+                    self.kernels["to_host" if self.to_host else name] += 1
+                for t in () if self.to_host else _tensors((), None, out):
+                    if not t.is_floating_point():
+                        self._masks[id(t)] = weakref.ref(t)
         return out
 
 
 def _tensors(args, kwargs, out):
-    for value in (*args, *(kwargs or {}).values(), out):
+    for value in (*args, *(kwargs or {}).values(), *(() if out is None else (out,))):
         for item in value if isinstance(value, (list, tuple)) else (value,):
             if isinstance(item, torch.Tensor):
                 yield item
@@ -63,10 +84,21 @@ def count_chunk(policy, obs, seed: int, counter: OpCounter):
         finally:
             counter.counting = False
 
-    quasi_newton.solve_quasi_newton = counted_solve
+    to_host = torch.Tensor.cpu
+
+    def host_copy(tensor, *args, **kwargs):  # on a GPU .cpu() is a transfer to a new host tensor
+        if not counter.counting or tensor.device.type != "cpu":
+            return to_host(tensor, *args, **kwargs)
+        counter.to_host = True
+        try:
+            return tensor.clone()
+        finally:
+            counter.to_host = False
+
+    quasi_newton.solve_quasi_newton, torch.Tensor.cpu = counted_solve, host_copy
     try:
         with counter:
             out = policy.predict_action(obs, generator=torch.Generator().manual_seed(seed))
     finally:
-        quasi_newton.solve_quasi_newton = solve
+        quasi_newton.solve_quasi_newton, torch.Tensor.cpu = solve, to_host
     return out.stats.sampling

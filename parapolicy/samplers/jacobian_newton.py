@@ -116,18 +116,20 @@ def jacobian_round(buf, denoise, step, batch: int, n_steps: int, update) -> Roun
 def carry_corrections(residual: torch.Tensor, jacobians: torch.Tensor) -> torch.Tensor:
     """d_k = r_k + J_k d_{k-1} (d_{-1} = 0) for ``residual`` (K, B, D) and ``jacobians`` (K, B, D, D).
 
-    A doubling scan, as ``secant.newton_states`` but with matrices: after the pass with
-    offset s, d_k sums the terms of steps k-2s+1..k and A_k = J_k ... J_{k-2s+1}, so the
-    window takes log2 K passes of batched matrix products instead of K dependent steps.
+    A doubling scan, as ``secant.newton_states`` but with matrices: step k is the affine map
+    d -> J_k d + r_k, kept as one (D+1) x (D+1) matrix [[J_k, r_k], [0, 1]], so after the pass with
+    offset s entry k is the composition of steps k-2s+1..k (its last column is d_k) and each pass
+    is one batched matrix product: log2 K of them instead of K dependent steps, and on a GPU two
+    kernels a pass.
     """
-    d, a = residual.clone(), jacobians
+    count, batch, size = residual.shape
+    steps = torch.nn.functional.pad(torch.cat([jacobians, residual.unsqueeze(-1)], -1), (0, 0, 0, 1))
+    steps[..., size, size] = 1.0
     offset = 1
-    while offset < d.shape[0]:
-        d[offset:].add_((a[offset:] @ d[:-offset].unsqueeze(-1)).squeeze(-1))  # the product is formed before the add
-        if 2 * offset < d.shape[0]:  # the last pass needs no longer products
-            a = torch.cat([a[:offset], a[offset:] @ a[:-offset]])
+    while offset < count:
+        steps = torch.cat([steps[:offset], steps[offset:] @ steps[:-offset]])
         offset *= 2
-    return d
+    return steps[..., :size, size]
 
 
 class JacobianUpdate(RoundUpdate):
@@ -181,7 +183,7 @@ class JacobianUpdate(RoundUpdate):
             jacobians = buf.extras.index_select(0, index)
         k, b = nxt.shape[0], nxt.shape[1]
         residual = (nxt - old_next).reshape(k, b, -1)
-        return old_next + carry_corrections(residual, jacobians.to(residual.dtype)).view(nxt.shape)
+        return old_next + carry_corrections(residual, jacobians.to(residual.dtype)).reshape(nxt.shape)
 
 
 @dataclass(frozen=True)

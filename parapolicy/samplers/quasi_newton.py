@@ -80,9 +80,9 @@ SETTLED = 1e-5  # a scan that moves no state more than this (normalized units) h
 STD_FLOOR = 0.15  # no state is judged against a noise std below this (normalized units; benchmarks/README.md)
 FITTED = ("slopes", "anchor", "value", "pairs_x", "pairs_e", "count", "known", "left", "right", "ridge")
 
-ArrayOps = namedtuple("ArrayOps", "where isfinite solve index")
-HOST_OPS = ArrayOps(np.where, np.isfinite, np.linalg.solve, np.asarray)
-TORCH_OPS = ArrayOps(torch.where, torch.isfinite, torch.linalg.solve, torch.tensor)
+ArrayOps = namedtuple("ArrayOps", "where solve index concat")
+HOST_OPS = ArrayOps(np.where, np.linalg.solve, np.asarray, np.concatenate)
+TORCH_OPS = ArrayOps(torch.where, torch.linalg.solve, torch.tensor, torch.cat)
 
 
 def evaluation_plan(start: int, n_steps: int, max_rows: int, thin: bool = False) -> torch.Tensor:
@@ -181,22 +181,25 @@ class StepModels:
         new_pair = arrays.known[steps] & (moved if host else moved.cpu())
         paired = steps[new_pair]
         if len(paired):
-            slot = arrays.count[paired] % self.history
-            arrays.pairs_x[paired, slot] = dx[new_pair] / length[new_pair]
-            arrays.pairs_e[paired, slot] = (outputs[new_pair] - arrays.value[paired]) / length[new_pair]
+            take = slice(None) if len(paired) == len(steps) else new_pair  # a slice: views, not gathers
+            slot, moved_by = arrays.count[paired] % self.history, length[take]
+            arrays.pairs_x[paired, slot] = dx[take] / moved_by
+            arrays.pairs_e[paired, slot] = (outputs[take] - arrays.value[paired]) / moved_by
             arrays.count[paired] += 1
         first = steps[~arrays.known[steps]]
         arrays.anchor[steps], arrays.value[steps] = states, outputs
         arrays.known[steps] = True
-        if len(paired):
-            self._fit(arrays, ops, paired)
-        self._borrow(arrays, ops, first)
+        takers = self._borrow(arrays, ops, first)
+        refit = ops.concat([paired, takers]) if len(takers) else paired
+        if len(refit):  # one fit for both: each step's fit reads only its own pairs and slope
+            self._fit(arrays, ops, refit)
 
-    def _borrow(self, arrays, ops, steps) -> None:
+    def _borrow(self, arrays, ops, steps):
         """A step evaluated for the first time takes the secant pairs of a neighbour that has
         some (the one with more): the output varies smoothly with the noise level, so the
         neighbour's slopes model it better than the Gaussian stand-in's, and the rounds spent
-        pairing steps that a budgeted round skipped are saved. Its own pairs replace them."""
+        pairing steps that a budgeted round skipped are saved. Its own pairs replace them.
+        Returns the takers, for the caller to refit."""
         counts, source, takers = arrays.count.tolist(), {}, []  # Python numbers: a test per step on arrays costs more
         for step in steps.tolist():
             donors = [k for k in (step - 1, step + 1) if 0 <= k < len(counts) and counts[k] > 0]
@@ -205,35 +208,41 @@ class StepModels:
                 source[step] = source.get(donor, donor)  # a taker's pairs are its donor's: copy from the origin
                 counts[step] = counts[donor]
                 takers.append(step)
-        if takers:  # one gather and one scatter per array for all takers (each a kernel on a GPU)
-            index, origin = ops.index(takers), ops.index([source[step] for step in takers])
-            arrays.pairs_x[index], arrays.pairs_e[index] = arrays.pairs_x[origin], arrays.pairs_e[origin]
-            arrays.count[index] = ops.index([counts[step] for step in takers])
-            self._fit(arrays, ops, index)
+        if not takers:
+            return steps[:0]
+        index, origin = ops.index(takers), ops.index([source[step] for step in takers])
+        # one gather and one scatter per array for all takers (each a kernel on a GPU)
+        arrays.pairs_x[index], arrays.pairs_e[index] = arrays.pairs_x[origin], arrays.pairs_e[origin]
+        arrays.count[index] = ops.index([counts[step] for step in takers])
+        return index
 
     def _fit(self, arrays, ops, steps) -> None:
         """Refit ``steps``' slopes and low-rank corrections to their secant pairs, on ``arrays``
         (the tensors, or NumPy views of them) with ``ops`` (torch's or NumPy's)."""
         latest = (arrays.count[steps] - 1) % self.history
         rayleigh = (arrays.pairs_x[steps, latest] * arrays.pairs_e[steps, latest]).sum(-1)  # (K, B): slope along it
-        arrays.slopes[steps] = ops.where(ops.isfinite(rayleigh), rayleigh.clip(0, MAX_SLOPE), arrays.slopes[steps])
+        # a NaN keeps the slope before (an overflowed, infinite one is clamped like any other)
+        slopes = ops.where(rayleigh == rayleigh, rayleigh.clip(0, MAX_SLOPE), arrays.slopes[steps])
+        arrays.slopes[steps] = slopes
         if not self.dense:
             return
         dx = arrays.pairs_x[steps].swapaxes(1, 2)  # (K, B, H, D); unfilled slots are zero and fit to zero
         de = arrays.pairs_e[steps].swapaxes(1, 2)
         arrays.right[steps] = ops.solve(dx @ dx.swapaxes(-1, -2) + arrays.ridge, dx)
         if self.store is None:  # the base is slope x identity: no D x D matrix needed for its product
-            based = arrays.slopes[steps][..., None, None] * dx
+            based = slopes[..., None, None] * dx
         else:
-            based = dx @ self.base(steps).transpose(-1, -2)
+            based = dx @ self.base(steps, slopes).transpose(-1, -2)
         arrays.left[steps] = (de - based).swapaxes(-1, -2)
 
-    def base(self, steps: torch.Tensor | slice) -> torch.Tensor:
-        """(K, B, D, D): the measured columns, and the latest slope along the unmeasured axes."""
+    def base(self, steps: torch.Tensor | slice, slopes: torch.Tensor | None = None) -> torch.Tensor:
+        """(K, B, D, D): the measured columns, and the latest slope (``slopes``, else read) along the
+        unmeasured axes."""
+        slopes = self.slopes[steps] if slopes is None else slopes
         if self.store is None:
-            return self.slopes[steps][..., None, None] * self.eye
+            return slopes[..., None, None] * self.eye
         measured = self.store.measured[steps][:, None, None, :]  # (K, 1, 1, D) columns
-        return torch.where(measured, self.store.matrix[steps][:, None], self.slopes[steps][..., None, None] * self.eye)
+        return torch.where(measured, self.store.matrix[steps][:, None], slopes[..., None, None] * self.eye)
 
     def affine(self, steps: torch.Tensor | slice):
         """Each step's model as out(x) = offset + J x: ``(offset (K, B, D), J)``, J dense (K, B, D, D),
@@ -262,9 +271,9 @@ def plan_probes(steps: list[int], spare: int, store: JacobianStore | None) -> li
 
 def probe_states(anchors: torch.Tensor, columns: list[int]) -> torch.Tensor:
     """``anchors`` (P, B, D), probe p moved by PROBE_STEP along axis ``columns[p]``."""
-    moved = anchors.clone()
-    moved[torch.arange(len(columns)), :, torch.tensor(columns, dtype=torch.long)] += PROBE_STEP
-    return moved
+    step = torch.zeros((len(columns), 1, anchors.shape[-1]), dtype=anchors.dtype)  # made on the host, sent once
+    step[torch.arange(len(columns)), 0, torch.tensor(columns, dtype=torch.long)] = PROBE_STEP
+    return anchors + step.to(anchors.device)
 
 
 def between_steps(fresh: torch.Tensor, start: int) -> list[int]:
@@ -281,9 +290,10 @@ def round_models(models: StepModels, start: int, fresh: torch.Tensor):
     n_steps = fresh.shape[0] - 1
     offset, jacobian = models.affine(slice(start, n_steps))  # a slice: views, where an index gathers (a kernel each)
     where = torch.tensor(between_steps(fresh, start), dtype=torch.long)
-    if where.numel():
-        offset[where] = 0.5 * (offset[where - 1] + offset[where + 1])
-        jacobian[where] = 0.5 * (jacobian[where - 1] + jacobian[where + 1])
+    if where.numel():  # one gather and one mean per array: (a + b) / 2, the same bits as 0.5 (a + b)
+        neighbours = torch.cat([where - 1, where + 1])
+        offset[where] = offset[neighbours].view(2, len(where), *offset.shape[1:]).mean(0)
+        jacobian[where] = jacobian[neighbours].view(2, len(where), *jacobian.shape[1:]).mean(0)
     return offset, jacobian
 
 
@@ -390,11 +400,14 @@ def linearise(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.T
     states = impose(traj[start:n_steps], problem.cond_data, problem.cond_mask)
     flat = states.flatten(2)
     dense = model.dim() == 4
-    out = (offset + (model @ flat.unsqueeze(-1)).squeeze(-1) if dense else offset + model * flat).view(states.shape)
+    if dense:  # offset + J x in one kernel
+        out = torch.baddbmm(offset.reshape(-1, offset.shape[-1], 1), model.flatten(0, 1), flat.reshape(-1, flat.shape[-1], 1))
+    else:
+        out = torch.addcmul(offset, model, flat)
+    out = out.view(states.shape)
     noise = None if problem.noises is None else problem.noises[start:n_steps]
     coefficients = rule.coefficients_on(traj.device)  # the caller's condition: a per-step tensor-maths rule
-    nxt = coefficients.transition(steps, states, out, noise)
-    along_x, along_out = coefficients.partials(steps, states, out)
+    nxt, along_x, along_out = coefficients.linearised(steps, states, out, noise)
     free = None if problem.cond_mask is None else (~problem.cond_mask).flatten(1).to(flat.dtype)
     if not dense:
         diagonal = along_x.flatten(2) + along_out.flatten(2) * model
@@ -412,9 +425,8 @@ def propagate_linear(models: StepModels, traj: torch.Tensor, start: int, fresh: 
     if jacobian.dim() == 3:
         jacobian = torch.diag_embed(jacobian)
     residual = (nxt - traj[start + 1 :]).flatten(2)
-    new = traj.clone()
-    new[start + 1 :].add_(carry_corrections(residual, jacobian).view(residual.shape[0], *traj.shape[1:]))
-    return new
+    moved = traj[start + 1 :].flatten(2) + carry_corrections(residual, jacobian)
+    return torch.cat([traj[: start + 1], moved.view(traj[start + 1 :].shape)])
 
 
 def stand_in_chain(models: StepModels, x_T: torch.Tensor, problem, linear: bool) -> torch.Tensor:
@@ -450,7 +462,7 @@ def closed_form_chain(models: StepModels, x_T: torch.Tensor, problem) -> SimpleN
         return None
     coefficients = rule.coefficients_on(x_T.device)
     slope = models.slopes.double()  # (N, B): the stand-in's, no pairs yet
-    first, x0_scale, eps_scale, x_scale, noise_std = coefficients.picked(
+    first, x0_scale, eps_scale, x_scale, noise_std, _, _ = coefficients.picked(
         torch.arange(rule.num_steps, device=x_T.device), slope, torch.float64)
     kept = (1 - eps_scale * slope) / x_scale  # clean-sample prediction = kept * x
     gain = x0_scale * kept + first * (slope if coefficients.ddim else 1.0)
@@ -498,7 +510,7 @@ def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, s
         t_rows = timesteps.index_select(0, torch.tensor(steps + [j for j, _ in probes], device=x_T.device))
         outputs = problem.denoise(rows.reshape(-1, *shape), t_rows.repeat_interleave(batch)).reshape(rows.shape)
         rounds, nfe, widest = rounds + 1, nfe + rows.shape[0], max(widest, rows.shape[0])
-        if not bool(torch.isfinite(outputs).all()):
+        if not math.isfinite(float(outputs.sum())):  # a NaN or inf output makes the sum one: one kernel, one read
             return fallback_to_chain(problem, name, rounds, nfe, settings, widest)
         outputs, probe_outputs = outputs[: len(steps)], outputs[len(steps) :]
         if probes:
@@ -508,9 +520,9 @@ def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, s
         fresh[plan] = True
         new = propagate_linear(models, traj, start, fresh, problem) if linear else \
             propagate(models, traj, start, fresh, problem)
-        if not bool(torch.isfinite(new[start + 1 :]).all()):
-            return fallback_to_chain(problem, name, rounds, nfe, settings, widest)
         change = ((new - traj).pow(2).flatten(2).sum(-1).amax(1) * inv_var).tolist()  # worst sample, per state: one read
+        if not all(map(math.isfinite, change[start + 1 :])):  # a non-finite state (the chain was finite) shows here
+            return fallback_to_chain(problem, name, rounds, nfe, settings, widest)
         traj = new
         accepted, upstream = 1, 0.0  # the leading evaluated states: the first is exact (its input was);
         while start + accepted < n_steps and fresh[start + accepted]:  # state k + 1 then needs a small

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections import namedtuple
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +48,9 @@ def clip_range(config) -> float | None:
     return float(getattr(config, "clip_sample_range", 1.0)) if getattr(config, "clip_sample", False) else None
 
 
+StepScalars = namedtuple("StepScalars", "first x0_scale eps_scale x_scale noise_std through_x0 eps_through_x0")
+
+
 @dataclass(frozen=True)
 class StepCoefficients:
     """x_{i+1} = B_i * clip((x - C_i eps) / D_i) + (A_i * x  or  E_i * eps) [+ std_i * noise_i]."""
@@ -61,42 +65,56 @@ class StepCoefficients:
     clip: float | None
 
     def __post_init__(self):
-        # the per-step scalars as one (N, 5) table: a round picks its steps' rows in one gather
-        # instead of one gather per scalar (each a kernel on a GPU); the same floats, so the same bits
+        # the per-step scalars as one (N, 7) table: a round picks its steps' rows in one gather
+        # instead of one gather per scalar (each a kernel on a GPU); the same floats, so the same bits.
+        # The last two are the unclipped partials' scalars, d next / d x0 (B / D) and its eps part.
+        through_x0 = self.x0_scale / self.x_scale
         object.__setattr__(self, "table", torch.stack([self.first, self.x0_scale, self.eps_scale, self.x_scale,
-                                                       self.noise_std], 1))
+                                                       self.noise_std, through_x0, -(self.eps_scale * through_x0)], 1))
 
-    def picked(self, index: torch.Tensor, like: torch.Tensor, dtype=None) -> list[torch.Tensor]:
-        """``first, x0_scale, eps_scale, x_scale, noise_std`` of steps ``index`` (K,), shaped to
-        broadcast against ``like`` (K, ...)."""
+    def picked(self, index: torch.Tensor, like: torch.Tensor, dtype=None) -> StepScalars:
+        """The scalars of steps ``index`` (K,), shaped to broadcast against ``like`` (K, ...)."""
         view = (index.shape[0],) + (1,) * (like.dim() - 1)
         rows = self.table.index_select(0, index)
         rows = rows if dtype is None else rows.to(dtype)
-        return [column.view(view) for column in rows.unbind(1)]
+        return StepScalars(*(column.view(view) for column in rows.unbind(1)))
 
     def transition(self, index: torch.Tensor, x, eps, noise):
         """The states after steps ``index`` (K,) from states ``x`` and outputs ``eps`` (K, B, ...)."""
-        first, x0_scale, eps_scale, x_scale, noise_std = self.picked(index, x)
-        x0 = (x - eps_scale * eps) / x_scale
-        if self.clip is not None:
-            x0 = x0.clamp(-self.clip, self.clip)
-        mean = x0_scale * x0 + (first * eps if self.ddim else first * x)
-        if noise is None:
-            return mean
-        drawn = self.drawn.index_select(0, index).view(x0_scale.shape)
-        return torch.where(drawn, mean + noise_std * noise, mean)
+        return self._step(self.picked(index, x), index, x, eps, noise)[0]
 
     def partials(self, index: torch.Tensor, x, eps):
         """d next / dx and d next / d eps of ``transition`` at (x, eps), shaped like x: every step
         acts entry by entry, so these are its whole Jacobian (clipped entries carry no clean-sample
         term: clamp's derivative, as autograd takes it, is zero outside the range and on its edge)."""
-        first, x0_scale, eps_scale, x_scale, _ = self.picked(index, x, x.dtype)
-        through_x0 = x0_scale / x_scale
-        if self.clip is not None:
-            x0 = (x - eps_scale * eps) / x_scale
-            through_x0 = through_x0 * ((x0 > -self.clip) & (x0 < self.clip)).to(x.dtype)
-        along_x = through_x0 if self.ddim else through_x0 + first
-        along_eps = -eps_scale * through_x0 + (first if self.ddim else 0.0)
+        picked = self.picked(index, x, x.dtype)
+        return self._partials(picked, x, None if self.clip is None else (x - picked.eps_scale * eps) / picked.x_scale)
+
+    def linearised(self, index: torch.Tensor, x, eps, noise):
+        """``transition`` and ``partials`` at once, ``(next, d next / dx, d next / d eps)``: the steps'
+        scalars picked once and the clean-sample prediction formed once (kernels a GPU round saves)."""
+        picked = self.picked(index, x)
+        nxt, x0 = self._step(picked, index, x, eps, noise)
+        return (nxt, *self._partials(picked, x, x0))
+
+    def _step(self, picked, index, x, eps, noise):
+        """The next states and the clean-sample prediction before clipping."""
+        first, x0_scale, eps_scale, x_scale, noise_std = picked[:5]
+        x0 = (x - eps_scale * eps) / x_scale
+        clipped = x0 if self.clip is None else x0.clamp(-self.clip, self.clip)
+        mean = x0_scale * clipped + (first * eps if self.ddim else first * x)
+        if noise is None:
+            return mean, x0
+        drawn = self.drawn.index_select(0, index).view(x0_scale.shape)
+        return torch.where(drawn, mean + noise_std * noise, mean), x0
+
+    def _partials(self, picked, x, x0):
+        through_x0, eps_through_x0 = picked.through_x0, picked.eps_through_x0
+        if self.clip is not None:  # a clipped entry has no clean-sample term
+            inside = x0.abs() < self.clip  # (the same entries as -clip < x0 < clip)
+            through_x0, eps_through_x0 = torch.where(inside, through_x0, 0.0), torch.where(inside, eps_through_x0, 0.0)
+        along_x = through_x0 if self.ddim else through_x0 + picked.first
+        along_eps = picked.first + eps_through_x0 if self.ddim else eps_through_x0
         return torch.broadcast_to(along_x, x.shape), torch.broadcast_to(along_eps, x.shape)
 
     def to(self, device) -> "StepCoefficients":
