@@ -7,14 +7,15 @@ On a GPU a chunk's time is its rounds' network calls plus the sampler's own work
 eager torch ops on tensors of a few hundred numbers, each a kernel launch that costs microseconds
 whatever its size. ``bench_latency.py``'s modelled GPU column has only the calls. This script runs
 ``quasi_newton`` with the settings it takes on CUDA (``scan`` and ``probes`` on, ``thin_start``
-off) on this machine's CPU and counts, through torch's dispatcher, every op inside the solve that
-touches a floating-point tensor and is not a view (on CUDA each such op is one kernel or copy; the
-network's own calls are left out; the index bookkeeping on the host is not counted, nor the three
-syncs a round: two finiteness checks and the read of the states' changes). It then models the whole chunk: rounds x a stored curve's cost of one call at the chunk's
-rows per round (``--cost-curve``, the H100's by default) plus kernels x ``--launch-us`` (an eager
-launch costs 5-10 us), beside the graphed sequential DDIM-16 chunk on the same curve. Modelled,
-not measured: ``scripts/gpu_check.sh`` times the real chunk when a GPU is lent. ``--quick``: one
-observation, to check that the script runs.
+off) on this machine's CPU and counts, through torch's dispatcher (``parapolicy.bench.kernels``),
+every op inside the solve on the states' tensors or on masks made from them, views aside, the
+network's own calls left out: on CUDA each is one kernel or copy. The host's index bookkeeping is
+not counted, nor the time of the three syncs a round (the outputs' sum, a mask's transfer, the
+read of the states' changes). It then models the whole chunk: rounds x a stored curve's cost of
+one call at the chunk's rows per round (``--cost-curve``, the H100's by default) plus kernels x
+``--launch-us`` (an eager launch costs 5-10 us), beside the graphed sequential DDIM-16 chunk on
+the same curve. Modelled, not measured: ``scripts/gpu_check.sh`` times the real chunk when a GPU
+is lent. ``--quick``: one observation, to check that the script runs.
 """
 
 from __future__ import annotations
@@ -87,9 +88,10 @@ def markdown(result, args) -> str:
     _, curve_device, points = modelled_cost(args.cost_curve, args.cost_mode, result["rows"][0]["modelled_network"])
     lines = [f"# quasi_newton's kernels between network calls (GPU settings, counted on {result['device']})\n\n",
              f"`{result['command']}`\n\n",
-             "Counted, not timed: every op inside the sampler's solve on a floating-point tensor (views aside, the "
-             "network's calls left out) is a kernel or copy on a GPU (host syncs, three a round, are not in the count). Settings as on CUDA: "
-             "`scan`, `probes` on, `thin_start` off; the Jacobian store is kept from chunk to chunk (one robot). "
+             "Counted, not timed: every op inside the sampler's solve on the states' tensors or on masks made from "
+             "them (views aside, the network's calls left out) is a kernel or copy on a GPU; the host's index "
+             "bookkeeping is not, and the three host syncs a round are not timed. Settings as on CUDA: `scan`, "
+             "`probes` on, `thin_start` off; the Jacobian store is kept from chunk to chunk (one robot). "
              f"**Modelled** chunk: rounds x one call's cost at the chunk's rows per round on the stored curve "
              f"({curve_device}, {args.cost_mode}, rows {points}) + kernels x the launch cost; graphed sequential "
              "DDIM-16 is 16 one-row calls on the same curve.\n\n",
@@ -98,14 +100,15 @@ def markdown(result, args) -> str:
              + " | graphed seq DDIM-16 ms (modelled) |\n",
              "|---" * (10 + len(launch)) + "|\n"]
     for r in result["rows"]:
-        lines.append(f"| {r['policy']} | {r['schedule']} | {r['chunks']} | {r['rounds']:.2f} | {r['rows_per_round']:.1f} "
+        lines.append(f"| {r['policy']} | {r['schedule']} | {r['chunks']} | {r['rounds']:.2f} "
+                     f"| {r['rows_per_round']:.1f} "
                      f"| {r['nfe']:.1f} | {r['kernels_per_chunk']:.0f} | {r['kernels_per_round']:.0f} "
                      f"| {r['modelled_network_ms']:.1f} | "
                      + " | ".join(f"{r['modelled_chunk_ms'][us]:.1f}" for us in launch)
                      + f" | {r['modelled_seq_ddim16_ms']:.1f} |\n")
-    lines.append("\nMost launched ops per chunk: "
-                 + "; ".join(f"{r['policy']} {r['schedule']}: " + ", ".join(f"{k} {v:.0f}" for k, v in r["top_ops"].items())
-                             for r in result["rows"]) + "\n")
+    most = [f"{r['policy']} {r['schedule']}: " + ", ".join(f"{k} {v:.0f}" for k, v in r["top_ops"].items())
+            for r in result["rows"]]
+    lines.append("\nMost launched ops per chunk: " + "; ".join(most) + "\n")
     return "".join(lines)
 
 

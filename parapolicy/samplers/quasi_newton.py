@@ -30,9 +30,9 @@ the model of the network instead:
   stand-in state's output mostly anchors its step's model, and the neighbours' mean models
   the rest (on PushT the same rounds with 15% fewer rows; on an affine network one round more).
 
-Each round propagates the remaining chain through the models (no network; on a GPU as a
-linearised doubling scan, a handful of kernels instead of N small steps; on the CPU with the
-N small steps in NumPy), then accepts
+Each round propagates the remaining chain through the models (no network; with ``scan``, as on
+a GPU, as one linearised doubling scan, a few dozen kernels instead of several per step, and the
+cold start's chain in closed form; on the CPU with the N small steps in NumPy), then accepts
 the leading evaluated states whose input changed by less than ``tolerance`` (in units of
 that step's noise std, as every exact sampler here, but never of a std below ``STD_FLOOR``:
 the low-noise half of DDPM-100 and the last DDIM-16 steps have stds down to 0.02, which held
@@ -401,7 +401,8 @@ def linearise(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.T
     flat = states.flatten(2)
     dense = model.dim() == 4
     if dense:  # offset + J x in one kernel
-        out = torch.baddbmm(offset.reshape(-1, offset.shape[-1], 1), model.flatten(0, 1), flat.reshape(-1, flat.shape[-1], 1))
+        out = torch.baddbmm(offset.reshape(-1, offset.shape[-1], 1), model.flatten(0, 1),
+                            flat.reshape(-1, flat.shape[-1], 1))
     else:
         out = torch.addcmul(offset, model, flat)
     out = out.view(states.shape)
@@ -520,7 +521,8 @@ def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, s
         fresh[plan] = True
         new = propagate_linear(models, traj, start, fresh, problem) if linear else \
             propagate(models, traj, start, fresh, problem)
-        change = ((new - traj).pow(2).flatten(2).sum(-1).amax(1) * inv_var).tolist()  # worst sample, per state: one read
+        # the worst sample's change of every state, read in one go
+        change = ((new - traj).pow(2).flatten(2).sum(-1).amax(1) * inv_var).tolist()
         if not all(map(math.isfinite, change[start + 1 :])):  # a non-finite state (the chain was finite) shows here
             return fallback_to_chain(problem, name, rounds, nfe, settings, widest)
         traj = new
