@@ -9,9 +9,9 @@ whatever its size. ``bench_latency.py``'s modelled GPU column has only the calls
 ``quasi_newton`` with the settings it takes on CUDA (``scan`` and ``probes`` on, ``thin_start``
 off) on this machine's CPU and counts, through torch's dispatcher (``parapolicy.bench.kernels``),
 every op inside the solve on the states' tensors or on masks made from them, views aside, the
-network's own calls left out: on CUDA each is one kernel or copy. The host's index bookkeeping is
-not counted, nor the time of the three syncs a round (the outputs' sum, a mask's transfer, the
-read of the states' changes). It then models the whole chunk: rounds x a stored curve's cost of
+network's own calls left out, and every host index sent to the device: on CUDA each is one kernel
+or copy. The host's index bookkeeping is not counted, nor the time of the three syncs a round (the
+outputs' sum, a mask's transfer, the read of the states' changes). It then models the whole chunk: rounds x a stored curve's cost of
 one call at the chunk's rows per round (``--cost-curve``, the H100's by default) plus kernels x
 ``--launch-us`` (an eager launch costs 5-10 us), beside the graphed sequential DDIM-16 chunk on
 the same curve. Modelled, not measured: ``scripts/gpu_check.sh`` times the real chunk when a GPU
@@ -89,8 +89,9 @@ def markdown(result, args) -> str:
     lines = [f"# quasi_newton's kernels between network calls (GPU settings, counted on {result['device']})\n\n",
              f"`{result['command']}`\n\n",
              "Counted, not timed: every op inside the sampler's solve on the states' tensors or on masks made from "
-             "them (views aside, the network's calls left out) is a kernel or copy on a GPU; the host's index "
-             "bookkeeping is not, and the three host syncs a round are not timed. Settings as on CUDA: `scan`, "
+             "them (views aside, the network's calls left out), and each host index sent to the device (`to_device`), "
+             "is a kernel or copy on a GPU; the host's index bookkeeping is not, and the three host syncs a round "
+             "are not timed. Settings as on CUDA: `scan`, "
              "`probes` on, `thin_start` off; the Jacobian store is kept from chunk to chunk (one robot). "
              f"**Modelled** chunk: rounds x one call's cost at the chunk's rows per round on the stored curve "
              f"({curve_device}, {args.cost_mode}, rows {points}) + kernels x the launch cost; graphed sequential "

@@ -427,26 +427,48 @@ def stand_in_setup(kind, steps, scale, monkeypatch):
 
 
 @pytest.mark.parametrize("kind, steps", [("ddpm", 100), ("ddim", 16)])
-def test_the_gpus_stand_in_chain_is_the_stepped_one_in_closed_form(kind, steps, monkeypatch):
-    """On a GPU the cold start's chain is the stand-in's recurrence in closed form (one gain per step
-    and sample): no scan and no step loop where nothing clips, and the step loop's chain."""
+def test_the_gpus_stand_in_chain_is_the_stepped_one_in_one_scan(kind, steps, monkeypatch):
+    """On a GPU the cold start's chain is one linearised scan of the unclipped steps (each is then
+    affine): where nothing clips, no more scans and no step loop, and the step loop's chain."""
     quasi_newton, problem, models, stepped, calls = stand_in_setup(kind, steps, 1, monkeypatch)
-    closed = quasi_newton.stand_in_chain(models, problem.x_T, problem, linear=True)
-    assert not calls["scans"] and not calls["loops"]
-    assert (closed - stepped).abs().max() < 1e-5
+    scanned = quasi_newton.stand_in_chain(models, problem.x_T, problem, linear=True)
+    assert calls["scans"] == [1] and not calls["loops"]
+    assert (scanned - stepped).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("kind, steps", [("ddpm", 100), ("ddim", 16)])
+def test_the_gpus_stand_in_chain_uses_the_stored_jacobian_columns(kind, steps, monkeypatch):
+    """With probes a GPU keeps measured Jacobian columns across calls; the cold start's chain is then
+    the one the stored columns drive (as the step loop's), not the stand-in's slope alone."""
+    from parapolicy.samplers import quasi_newton
+
+    sched = make_scheduler(kind, steps)
+    draws = draw_noises(sched, (2, 16, 2), torch.Generator().manual_seed(4))
+    problem = DenoisingProblem(GaussianDenoiser(sched), sched, draws.x_T, draws.noises if kind == "ddpm" else None)
+    store = quasi_newton.JacobianStore(steps, 32, "cpu")
+    store.matrix.copy_(0.05 * torch.randn(steps, 32, 32, generator=torch.Generator().manual_seed(5)))
+    store.measured[:] = True
+    models = quasi_newton.StepModels(store, quasi_newton.prior_slopes(problem.rule), draws.x_T, 3)
+    bare = quasi_newton.StepModels(None, quasi_newton.prior_slopes(problem.rule), draws.x_T, 3)
+    stepped = quasi_newton.stand_in_chain(models, draws.x_T, problem, linear=False)
+    scanned = quasi_newton.stand_in_chain(models, draws.x_T, problem, linear=True)
+    assert (scanned - stepped).abs().max() < 1e-4
+    assert (stepped - quasi_newton.stand_in_chain(bare, draws.x_T, problem, linear=False)).abs().max() > 1e-2
 
 
 def test_where_the_stand_in_clips_the_gpus_scans_reach_the_stepped_chain(monkeypatch):
-    """Where the chain's clean-sample prediction clips, the closed form is off; Newton scans from it
-    reach the stepped chain, and one that has not settled is stepped instead."""
+    """Where the chain's clean-sample prediction clips, the unclipped scan is not the chain; Newton
+    scans from it reach the stepped chain, and one that has not settled is stepped instead."""
     quasi_newton, problem, models, stepped, calls = stand_in_setup("ddim", 16, 3, monkeypatch)
-    assert not bool(quasi_newton.closed_form_chain(models, problem.x_T, problem).valid)
+    start = problem.x_T.expand_as(stepped).clone()
+    assert not quasi_newton.unclipped_chain(models, start, problem)[1]
+    calls["scans"].clear()
     scanned = quasi_newton.stand_in_chain(models, problem.x_T, problem, linear=True)
-    assert not calls["loops"] and calls["scans"] and (scanned - stepped).abs().max() < 1e-4
+    assert not calls["loops"] and len(calls["scans"]) > 1 and (scanned - stepped).abs().max() < 1e-4
     nothing = torch.zeros(17, dtype=torch.bool)
-    first_scan = quasi_newton.propagate_linear(models, problem.x_T.expand_as(stepped).clone(), 0, nothing, problem)
+    first_scan = quasi_newton.propagate_linear(models, start, 0, nothing, problem)
     assert (first_scan - stepped).abs().max() > 1e-2  # one scan from the constant chain misses the clipping
-    monkeypatch.setattr(quasi_newton, "closed_form_chain", lambda *args: None)
+    monkeypatch.setattr(quasi_newton, "unclipped_chain", lambda models, traj, problem: (traj, False))
     monkeypatch.setattr(quasi_newton, "STAND_IN_SCANS", 1)
     assert torch.equal(quasi_newton.stand_in_chain(models, problem.x_T, problem, linear=True), stepped)
     assert calls["loops"] == [1]  # not settled after one scan: stepped

@@ -19,41 +19,65 @@ VIEWS = {"view", "_unsafe_view", "_reshape_alias", "reshape", "as_strided", "ali
 # host work, no kernel on a GPU: reads (.item(), float(), bool(), a sync each there but on the host's own
 # tensors here too) and Python numbers wrapped as tensors (torch.where(m, x, 0.0), t[i] = 1.0)
 HOST_OPS = {"_local_scalar_dense", "scalar_tensor", "lift_fresh", "lift_fresh_copy"}
+INDEXING = {"index", "index_put_", "index_put", "_index_put_impl_"}  # take their indices as a list
 
 
 class OpCounter(TorchDispatchMode):
     """Counts, while ``counting`` is set, the dispatched ops (views and HOST_OPS aside) that read or
     write a floating-point tensor, or read a mask computed from one (a clipping mask's ``&``, a
     finiteness check's ``all``): the device's work. Integer and boolean ops on the host's own index
-    tensors (plans, counts, which steps were evaluated) are not kernels on a GPU and are not counted;
+    tensors (plans, counts, which steps were evaluated) are not kernels on a GPU and are not counted,
+    but such a tensor indexing a device tensor is sent there first: a copy, counted (``to_device``);
     nor is what a ``.cpu()`` copy brought to the host (``count_chunk`` makes the copy real on the CPU,
-    where ``.cpu()`` would return the tensor itself, and counts the transfer)."""
+    where ``.cpu()`` would return the tensor itself, and counts the transfer), and likewise a host
+    index sent by ``.to(device)`` (``to_device``). ``mark`` declares integer tensors that live on the
+    device (a schedule's timesteps). Not seen on the CPU: tensors a factory makes on the device
+    (``torch.arange(n, device=...)``); the sampler makes its indices on the host and sends them."""
 
     def __init__(self):
         super().__init__()
         self.counting = False
         self.kernels = collections.Counter()
-        self._masks = {}  # id -> weakref of the non-float tensors counted ops made (and their views)
+        self._masks = {}  # id -> weakref of the device's non-float tensors (counted ops made them, or marked)
         self.to_host = False  # inside a .cpu() copy: its result is the host's
+        self.to_device = False  # inside a host index's .to(device): its result is the device's
 
-    def _is_mask(self, tensor) -> bool:
+    def mark(self, *tensors) -> None:
+        """Declare non-float ``tensors`` as the device's."""
+        for t in tensors:
+            self._masks[id(t)] = weakref.ref(t)
+
+    def is_device(self, tensor) -> bool:
         ref = self._masks.get(id(tensor))
         return ref is not None and ref() is tensor
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
-        if self.counting:
-            name = func.__name__.split(".")[0]
-            inputs = list(_tensors(args, kwargs, None))
-            device = any(t.is_floating_point() or self._is_mask(t) for t in inputs)
-            device = device or any(t.is_floating_point() for t in _tensors((), None, out))
-            if device and name not in HOST_OPS:
-                if name not in VIEWS:
-                    self.kernels["to_host" if self.to_host else name] += 1
-                for t in () if self.to_host else _tensors((), None, out):
-                    if not t.is_floating_point():
-                        self._masks[id(t)] = weakref.ref(t)
+        if not self.counting:
+            return out
+        name = func.__name__.split(".")[0]
+        if self.to_device:  # the copy that sends a host index to the device
+            self.kernels["to_device"] += 1
+            self.mark(*_tensors((), None, out))
+            return out
+        inputs = list(_tensors(args, kwargs, None))
+        device = any(t.is_floating_point() or self.is_device(t) for t in inputs)
+        if not (device or any(t.is_floating_point() for t in _tensors((), None, out))) or name in HOST_OPS:
+            return out
+        if name not in VIEWS:
+            self.kernels["to_host" if self.to_host else name] += 1
+        if name in INDEXING:  # host index tensors go to the device first, a copy each
+            sent = [t for t in _indices(args) if not t.is_floating_point() and not self.is_device(t)]
+            self.kernels["to_device"] += len(sent)
+        if not self.to_host:
+            self.mark(*(t for t in _tensors((), None, out) if not t.is_floating_point()))
         return out
+
+
+def _indices(args):
+    """The index tensors of an advanced-indexing op: ``(self, indices, ...)``."""
+    return [t for t in (args[1] if len(args) > 1 and isinstance(args[1], (list, tuple)) else ())
+            if isinstance(t, torch.Tensor)]
 
 
 def _tensors(args, kwargs, out):
@@ -78,13 +102,27 @@ def count_chunk(policy, obs, seed: int, counter: OpCounter):
             finally:
                 counter.counting = True
 
+        rule = problem.rule
+        counter.mark(rule.timesteps, rule.coefficients_on(problem.x_T.device).drawn)  # on the device there
         counter.counting = True
         try:
             return solve(problem.replace(denoise=quiet), *args, **kwargs)
         finally:
             counter.counting = False
 
-    to_host = torch.Tensor.cpu
+    to_host, to_any = torch.Tensor.cpu, torch.Tensor.to
+
+    def host_index_to_device(tensor, *args, **kwargs):  # on a GPU .to(device) sends a host index there
+        target = kwargs.get("device", args[0] if args else None)
+        sending = (counter.counting and isinstance(target, (torch.device, str)) and not tensor.is_floating_point()
+                   and not counter.is_device(tensor))
+        if not sending:
+            return to_any(tensor, *args, **kwargs)
+        counter.to_device = True
+        try:
+            return tensor.clone()
+        finally:
+            counter.to_device = False
 
     def host_copy(tensor, *args, **kwargs):  # on a GPU .cpu() is a transfer to a new host tensor
         if not counter.counting or tensor.device.type != "cpu":
@@ -95,10 +133,10 @@ def count_chunk(policy, obs, seed: int, counter: OpCounter):
         finally:
             counter.to_host = False
 
-    quasi_newton.solve_quasi_newton, torch.Tensor.cpu = counted_solve, host_copy
+    quasi_newton.solve_quasi_newton, torch.Tensor.cpu, torch.Tensor.to = counted_solve, host_copy, host_index_to_device
     try:
         with counter:
             out = policy.predict_action(obs, generator=torch.Generator().manual_seed(seed))
     finally:
-        quasi_newton.solve_quasi_newton, torch.Tensor.cpu = solve, to_host
+        quasi_newton.solve_quasi_newton, torch.Tensor.cpu, torch.Tensor.to = solve, to_host, to_any
     return out.stats.sampling

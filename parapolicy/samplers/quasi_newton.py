@@ -32,7 +32,7 @@ the model of the network instead:
 
 Each round propagates the remaining chain through the models (no network; with ``scan``, as on
 a GPU, as one linearised doubling scan, a few dozen kernels instead of several per step, and the
-cold start's chain in closed form; on the CPU with the N small steps in NumPy), then accepts
+cold start's chain from one scan of its unclipped, affine steps; on the CPU with the N small steps in NumPy), then accepts
 the leading evaluated states whose input changed by less than ``tolerance`` (in units of
 that step's noise std, as every exact sampler here, but never of a std below ``STD_FLOOR``:
 the low-noise half of DDPM-100 and the last DDIM-16 steps have stds down to 0.02, which held
@@ -85,6 +85,18 @@ HOST_OPS = ArrayOps(np.where, np.linalg.solve, np.asarray, np.concatenate)
 TORCH_OPS = ArrayOps(torch.where, torch.linalg.solve, torch.tensor, torch.cat)
 
 
+def placed(like, *indices):
+    """Host indices on ``like``'s device, sent in one copy for all the gathers and scatters they
+    serve (on a GPU each use of a host index by a device tensor is a copy of its own); NumPy
+    arrays and boolean masks as they are or one copy each."""
+    if isinstance(like, np.ndarray):
+        return indices if len(indices) > 1 else indices[0]
+    if len(indices) == 1:
+        return torch.as_tensor(indices[0]).to(like.device)
+    sent = torch.cat([torch.as_tensor(index) for index in indices]).to(like.device)
+    return sent.split([len(index) for index in indices])
+
+
 def evaluation_plan(start: int, n_steps: int, max_rows: int, thin: bool = False) -> torch.Tensor:
     """The steps a round evaluates: every remaining one if they fit in ``max_rows`` (every other
     one if ``thin``); else, where every other step reaches the end, a contiguous head from
@@ -128,7 +140,7 @@ class JacobianStore:
     def write(self, steps: list[int], columns: list[int], values: torch.Tensor) -> None:
         """``values`` (P, B, D): probe p's difference quotient (column ``columns[p]`` of step
         ``steps[p]``), per sample; the store keeps their batch mean."""
-        step_index, column_index = torch.tensor(steps), torch.tensor(columns)
+        step_index, column_index = placed(self.matrix, steps, columns)
         self.matrix[step_index, :, column_index] = values.mean(1).to(self.matrix.dtype)
         self.measured[step_index, column_index] = True
 
@@ -175,19 +187,22 @@ class StepModels:
         arrays, ops = (self.views, HOST_OPS) if host else (self, TORCH_OPS)
         if host:
             steps, states, outputs = steps.numpy(), states.numpy(), outputs.numpy()
-        dx = states - arrays.anchor[steps]
+        at_steps = placed(arrays.anchor, steps)
+        dx = states - arrays.anchor[at_steps]
         length = (dx * dx).sum(-1, keepdims=True) ** 0.5
         moved = (length > 0).all(1).reshape(-1)
         new_pair = arrays.known[steps] & (moved if host else moved.cpu())
         paired = steps[new_pair]
         if len(paired):
-            take = slice(None) if len(paired) == len(steps) else new_pair  # a slice: views, not gathers
+            # a slice: views, not gathers
+            take = slice(None) if len(paired) == len(steps) else placed(arrays.anchor, new_pair)
             slot, moved_by = arrays.count[paired] % self.history, length[take]
-            arrays.pairs_x[paired, slot] = dx[take] / moved_by
-            arrays.pairs_e[paired, slot] = (outputs[take] - arrays.value[paired]) / moved_by
+            at = tuple(placed(arrays.anchor, paired, slot))
+            arrays.pairs_x[at] = dx[take] / moved_by
+            arrays.pairs_e[at] = (outputs[take] - arrays.value[at[0]]) / moved_by
             arrays.count[paired] += 1
         first = steps[~arrays.known[steps]]
-        arrays.anchor[steps], arrays.value[steps] = states, outputs
+        arrays.anchor[at_steps], arrays.value[at_steps] = states, outputs
         arrays.known[steps] = True
         takers = self._borrow(arrays, ops, first)
         refit = ops.concat([paired, takers]) if len(takers) else paired
@@ -212,7 +227,8 @@ class StepModels:
             return steps[:0]
         index, origin = ops.index(takers), ops.index([source[step] for step in takers])
         # one gather and one scatter per array for all takers (each a kernel on a GPU)
-        arrays.pairs_x[index], arrays.pairs_e[index] = arrays.pairs_x[origin], arrays.pairs_e[origin]
+        to, origin = placed(arrays.pairs_x, index, origin)
+        arrays.pairs_x[to], arrays.pairs_e[to] = arrays.pairs_x[origin], arrays.pairs_e[origin]
         arrays.count[index] = ops.index([counts[step] for step in takers])
         return index
 
@@ -220,6 +236,7 @@ class StepModels:
         """Refit ``steps``' slopes and low-rank corrections to their secant pairs, on ``arrays``
         (the tensors, or NumPy views of them) with ``ops`` (torch's or NumPy's)."""
         latest = (arrays.count[steps] - 1) % self.history
+        steps, latest = placed(arrays.slopes, steps, latest)
         rayleigh = (arrays.pairs_x[steps, latest] * arrays.pairs_e[steps, latest]).sum(-1)  # (K, B): slope along it
         # a NaN keeps the slope before (an overflowed, infinite one is clamped like any other)
         slopes = ops.where(rayleigh == rayleigh, rayleigh.clip(0, MAX_SLOPE), arrays.slopes[steps])
@@ -289,9 +306,9 @@ def round_models(models: StepModels, start: int, fresh: torch.Tensor):
     two that were is modelled by their mean."""
     n_steps = fresh.shape[0] - 1
     offset, jacobian = models.affine(slice(start, n_steps))  # a slice: views, where an index gathers (a kernel each)
-    where = torch.tensor(between_steps(fresh, start), dtype=torch.long)
-    if where.numel():  # one gather and one mean per array: (a + b) / 2, the same bits as 0.5 (a + b)
-        neighbours = torch.cat([where - 1, where + 1])
+    between = between_steps(fresh, start)
+    if between:  # one gather and one mean per array: (a + b) / 2, the same bits as 0.5 (a + b)
+        where, neighbours = placed(offset, between, [k + d for d in (-1, 1) for k in between])
         offset[where] = offset[neighbours].view(2, len(where), *offset.shape[1:]).mean(0)
         jacobian[where] = jacobian[neighbours].view(2, len(where), *jacobian.shape[1:]).mean(0)
     return offset, jacobian
@@ -389,14 +406,14 @@ def propagate_coefficients(models: StepModels, coefficients, traj: torch.Tensor,
     return new
 
 
-def linearise(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.Tensor, problem):
+def linearise(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.Tensor, problem, coefficients=None):
     """Every remaining step at the current trajectory: its modelled next state (K, B, *S) and its
     Jacobian, (K, B, D, D) with dense models, else its diagonal (K, B, D). The transition's
     partials are elementwise, in closed form (``StepCoefficients.partials``: a handful of
     kernels where autograd's jvp launched a hundred); inpainted inputs have none."""
     rule, n_steps = problem.rule, fresh.shape[0] - 1
     offset, model = round_models(models, start, fresh)
-    steps = torch.arange(start, n_steps, device=traj.device)
+    steps = torch.arange(start, n_steps).to(traj.device)
     states = impose(traj[start:n_steps], problem.cond_data, problem.cond_mask)
     flat = states.flatten(2)
     dense = model.dim() == 4
@@ -407,7 +424,8 @@ def linearise(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.T
         out = torch.addcmul(offset, model, flat)
     out = out.view(states.shape)
     noise = None if problem.noises is None else problem.noises[start:n_steps]
-    coefficients = rule.coefficients_on(traj.device)  # the caller's condition: a per-step tensor-maths rule
+    # the caller's condition: a per-step tensor-maths rule (``coefficients``: another form of it)
+    coefficients = rule.coefficients_on(traj.device) if coefficients is None else coefficients
     nxt, along_x, along_out = coefficients.linearised(steps, states, out, noise)
     free = None if problem.cond_mask is None else (~problem.cond_mask).flatten(1).to(flat.dtype)
     if not dense:
@@ -418,11 +436,12 @@ def linearise(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.T
     return nxt, jacobian if free is None else jacobian * free[None, :, None, :]
 
 
-def propagate_linear(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.Tensor, problem) -> torch.Tensor:
+def propagate_linear(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.Tensor, problem,
+                     coefficients=None) -> torch.Tensor:
     """``propagate`` with every step linearised at the current trajectory, solved by a doubling
     scan: log2(N) batched matrix products instead of N dependent steps (a handful of kernels
     on a GPU); a new clipping pattern is met by the next round, as in any Newton step."""
-    nxt, jacobian = linearise(models, traj, start, fresh, problem)
+    nxt, jacobian = linearise(models, traj, start, fresh, problem, coefficients)
     if jacobian.dim() == 3:
         jacobian = torch.diag_embed(jacobian)
     residual = (nxt - traj[start + 1 :]).flatten(2)
@@ -431,18 +450,22 @@ def propagate_linear(models: StepModels, traj: torch.Tensor, start: int, fresh: 
 
 
 def stand_in_chain(models: StepModels, x_T: torch.Tensor, problem, linear: bool) -> torch.Tensor:
-    """The chain the Gaussian stand-in drives from x_T, the cold start. Its output is a slope
-    times x, so but for clipping every step is one gain per sample: on a GPU the chain is that
-    recurrence in closed form (``closed_form_chain``: a few dozen kernels where the step loop
-    launches several per step), and where clipping or inpainting breaks it, Newton scans from it
-    reach the chain once their clipping pattern settles (a host sync each). A chain that has not
-    settled after STAND_IN_SCANS scans is stepped."""
+    """The chain the models drive from x_T before any evaluation, the cold start: the Gaussian
+    stand-in's, with the stored Jacobian columns where there are some. Each of its steps is affine
+    in x but for clipping, so on a GPU one linearised scan of the unclipped steps is that chain
+    where nothing clips (``unclipped_chain``: a few dozen kernels where the step loop launches
+    several per step); where something clips, Newton scans from it reach the chain once their
+    clipping pattern settles (a host sync each). A chain that has not settled after
+    STAND_IN_SCANS scans is stepped."""
     n_steps = problem.rule.num_steps
     nothing = torch.zeros(n_steps + 1, dtype=torch.bool)
-    traj = closed_form_chain(models, x_T, problem) if linear else None
-    if traj is not None and bool(traj.valid):
-        return traj.chain
-    traj = traj.chain if traj is not None and bool(traj.finite) else x_T.expand(n_steps + 1, *x_T.shape).clone()
+    traj = x_T.expand(n_steps + 1, *x_T.shape).clone()
+    if linear:
+        chain, valid = unclipped_chain(models, traj, problem)
+        if valid:
+            return chain
+        if math.isfinite(float(chain.sum(dtype=torch.float32))):
+            traj = chain
     for _ in range(STAND_IN_SCANS if linear else 0):
         new = propagate_linear(models, traj, 0, nothing, problem)
         settled = bool((new - traj).abs().max() <= SETTLED)
@@ -452,35 +475,24 @@ def stand_in_chain(models: StepModels, x_T: torch.Tensor, problem, linear: bool)
     return propagate(models, traj, 0, nothing, problem)
 
 
-def closed_form_chain(models: StepModels, x_T: torch.Tensor, problem) -> SimpleNamespace | None:
-    """The stand-in's chain without clipping: x_{k+1} = g_k x_k + n_k, with g_k the step's gain at
-    the stand-in's slope and n_k its drawn noise, so x_{k+1} = P_k x_T + sum_i (P_k / P_i) n_i with
-    P the running product of gains (in float64: a gain near zero makes no inf). ``chain``, and
-    as device booleans ``finite`` and ``valid`` (finite, and no clean-sample prediction along it
-    clips); None where the rule inpaints (the imposed entries are not on the recurrence)."""
+def unclipped_chain(models: StepModels, traj: torch.Tensor, problem) -> tuple[torch.Tensor, bool]:
+    """The models' chain from ``traj[0]`` with the scheduler's clipping left out, and whether it is
+    also the clipped one (no clean-sample prediction along it clips; False if not finite). Without
+    clipping every step is affine in x (the models are), so one linearised scan from any chain
+    ``traj`` is exact."""
     rule = problem.rule
-    if problem.cond_mask is not None:
-        return None
-    coefficients = rule.coefficients_on(x_T.device)
-    slope = models.slopes.double()  # (N, B): the stand-in's, no pairs yet
-    first, x0_scale, eps_scale, x_scale, noise_std, _, _ = coefficients.picked(
-        torch.arange(rule.num_steps, device=x_T.device), slope, torch.float64)
-    kept = (1 - eps_scale * slope) / x_scale  # clean-sample prediction = kept * x
-    gain = x0_scale * kept + first * (slope if coefficients.ddim else 1.0)
-    running = gain.cumprod(0).T  # (B, N): P_k
-    carried = torch.tril(running[:, :, None] / running[:, None, :]).to(x_T.dtype)  # (B, k, i): P_k / P_i
-    flat = x_T.flatten(1)  # (B, D)
-    states = running.T.to(x_T.dtype)[..., None] * flat  # (N, B, D): x_T's share of x_1..x_N
-    if problem.noises is not None:
-        drawn = coefficients.drawn.view(-1, 1).to(x_T.dtype) * noise_std.to(x_T.dtype)
-        noise = (drawn[..., None] * problem.noises.flatten(2)).transpose(0, 1)  # (B, N, D)
-        states = states + (carried @ noise).transpose(0, 1)
-    chain = torch.cat([flat[None], states]).view(rule.num_steps + 1, *x_T.shape)
-    finite = torch.isfinite(chain).all()
+    coefficients = rule.coefficients_on(traj.device)
+    nothing = torch.zeros(rule.num_steps + 1, dtype=torch.bool)
+    chain = propagate_linear(models, traj, 0, nothing, problem, coefficients.unclipped)
     if coefficients.clip is None:
-        return SimpleNamespace(chain=chain, finite=finite, valid=finite)
-    predicted = kept.to(x_T.dtype)[..., None] * chain[:-1].flatten(2)
-    return SimpleNamespace(chain=chain, finite=finite, valid=finite & (predicted.abs().amax() <= coefficients.clip))
+        return chain, math.isfinite(float(chain.sum(dtype=torch.float32)))
+    offset, model = round_models(models, 0, nothing)  # the network as modelled, along the chain
+    states = impose(chain[:-1], problem.cond_data, problem.cond_mask).flatten(2)
+    out = torch.baddbmm(offset.reshape(-1, offset.shape[-1], 1), model.flatten(0, 1),
+                        states.reshape(-1, states.shape[-1], 1)).view(states.shape)
+    steps = torch.arange(rule.num_steps).to(traj.device)
+    worst = float(coefficients.clean_prediction(steps, states, out).abs().amax())  # NaN if anything is
+    return chain, worst <= coefficients.clip
 
 
 def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, slopes: torch.Tensor, *, name: str,
@@ -506,12 +518,14 @@ def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, s
         steps = plan.tolist()
         states = impose(traj.index_select(0, plan.to(x_T.device)), problem.cond_data, problem.cond_mask).flatten(2)
         probes = plan_probes(steps, max_rows - len(steps), store if rounds else None)
-        probed = [steps.index(j) for j, _ in probes]
-        rows = torch.cat([states, probe_states(states[probed], [c for _, c in probes])]) if probes else states
-        t_rows = timesteps.index_select(0, torch.tensor(steps + [j for j, _ in probes], device=x_T.device))
+        rows = states
+        if probes:
+            probed = torch.tensor([steps.index(j) for j, _ in probes]).to(x_T.device)
+            rows = torch.cat([states, probe_states(states[probed], [c for _, c in probes])])
+        t_rows = timesteps.index_select(0, torch.tensor(steps + [j for j, _ in probes]).to(x_T.device))
         outputs = problem.denoise(rows.reshape(-1, *shape), t_rows.repeat_interleave(batch)).reshape(rows.shape)
         rounds, nfe, widest = rounds + 1, nfe + rows.shape[0], max(widest, rows.shape[0])
-        if not math.isfinite(float(outputs.sum())):  # a NaN or inf output makes the sum one: one kernel, one read
+        if not math.isfinite(float(outputs.sum(dtype=torch.float32))):  # a NaN or inf output makes the sum one
             return fallback_to_chain(problem, name, rounds, nfe, settings, widest)
         outputs, probe_outputs = outputs[: len(steps)], outputs[len(steps) :]
         if probes:
@@ -555,7 +569,7 @@ class QuasiNewton(SamplerBase):
     the chain fits ``max_rows``: fewer rows where they cost, as on a CPU; None: off for CUDA
     tensors, on for others; settings report the resolved value, as for ``probes``),
     ``scan`` (propagate each round through a linearised doubling scan and build the cold start
-    in closed form: a few dozen kernels a round instead of several per step, as on a GPU; on
+    from one scan of its unclipped steps: a few dozen kernels a round instead of several per step, as on a GPU; on
     the CPU the step loop in NumPy costs less; None: on for CUDA tensors, off for others),
     ``history`` (secant pairs per step) and ``reuse_jacobians`` (keep measured columns for the
     next calls)."""

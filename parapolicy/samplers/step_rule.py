@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 from collections import namedtuple
 from dataclasses import dataclass
 
@@ -78,6 +79,16 @@ class StepCoefficients:
         rows = self.table.index_select(0, index)
         rows = rows if dtype is None else rows.to(dtype)
         return StepScalars(*(column.view(view) for column in rows.unbind(1)))
+
+    @functools.cached_property
+    def unclipped(self) -> "StepCoefficients":
+        """The same steps without clipping: each is then affine in (x, eps)."""
+        return dataclasses.replace(self, clip=None)
+
+    def clean_prediction(self, index: torch.Tensor, x, eps):
+        """The clean sample that steps ``index`` predict from ``x`` and ``eps``, before clipping."""
+        picked = self.picked(index, x)
+        return (x - picked.eps_scale * eps) / picked.x_scale
 
     def transition(self, index: torch.Tensor, x, eps, noise):
         """The states after steps ``index`` (K,) from states ``x`` and outputs ``eps`` (K, B, ...)."""
