@@ -32,7 +32,8 @@ the model of the network instead:
 
 Each round propagates the remaining chain through the models (no network; with ``scan``, as on
 a GPU, as one linearised doubling scan, a few dozen kernels instead of several per step, and the
-cold start's chain from one scan of its unclipped, affine steps; on the CPU with the N small steps in NumPy), then accepts
+cold start's chain from one scan of its unclipped, affine steps; on the CPU with the N small
+steps in NumPy), then accepts
 the leading evaluated states whose input changed by less than ``tolerance`` (in units of
 that step's noise std, as every exact sampler here, but never of a std below ``STD_FLOOR``:
 the low-noise half of DDPM-100 and the last DDIM-16 steps have stds down to 0.02, which held
