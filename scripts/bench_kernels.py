@@ -12,10 +12,11 @@ every op inside the solve on the states' tensors or on masks made from them, vie
 network's own calls left out, and every host index sent to the device: on CUDA each is one kernel
 or copy. The host's index bookkeeping is not counted, nor the time of the three syncs a round (the
 outputs' sum, a mask's transfer, the read of the states' changes). It then models the whole
-chunk: rounds x a stored curve's cost of one call at the chunk's rows per round (``--cost-curve``, the H100's by default) plus kernels x
-``--launch-us`` (an eager launch costs 5-10 us), beside the graphed sequential DDIM-16 chunk on
-the same curve. Modelled, not measured: ``scripts/gpu_check.sh`` times the real chunk when a GPU
-is lent. ``--quick``: one observation, to check that the script runs.
+chunk: rounds x a stored curve's cost of one call at the chunk's rows per round
+(``--cost-curve``, the H100's by default) plus kernels x ``--launch-us`` (an eager launch costs
+5-10 us), beside the graphed sequential DDIM-16 chunk on the same curve. Modelled, not measured:
+``scripts/gpu_check.sh`` times the real chunk when a GPU is lent. ``--quick``: one observation,
+to check that the script runs.
 """
 
 from __future__ import annotations
