@@ -112,26 +112,23 @@ def count_chunk(policy, obs, seed: int, counter: OpCounter):
 
     to_host, to_any = torch.Tensor.cpu, torch.Tensor.to
 
+    def transfer(direction: str, tensor):  # a real copy on the CPU, counted as the transfer it is on a GPU
+        setattr(counter, direction, True)
+        try:
+            return tensor.clone()
+        finally:
+            setattr(counter, direction, False)
+
     def host_index_to_device(tensor, *args, **kwargs):  # on a GPU .to(device) sends a host index there
         target = kwargs.get("device", args[0] if args else None)
         sending = (counter.counting and isinstance(target, (torch.device, str)) and not tensor.is_floating_point()
                    and not counter.is_device(tensor))
-        if not sending:
-            return to_any(tensor, *args, **kwargs)
-        counter.to_device = True
-        try:
-            return tensor.clone()
-        finally:
-            counter.to_device = False
+        return transfer("to_device", tensor) if sending else to_any(tensor, *args, **kwargs)
 
     def host_copy(tensor, *args, **kwargs):  # on a GPU .cpu() is a transfer to a new host tensor
         if not counter.counting or tensor.device.type != "cpu":
             return to_host(tensor, *args, **kwargs)
-        counter.to_host = True
-        try:
-            return tensor.clone()
-        finally:
-            counter.to_host = False
+        return transfer("to_host", tensor)
 
     quasi_newton.solve_quasi_newton, torch.Tensor.cpu, torch.Tensor.to = counted_solve, host_copy, host_index_to_device
     try:
