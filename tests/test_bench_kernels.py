@@ -27,9 +27,10 @@ def test_the_counter_counts_the_devices_ops_not_views_or_index_bookkeeping():
         inside.all()  # a kernel on the mask
         torch.where(inside, z, 0.0)  # the wrapped 0.0 is a host number
         ~(index > 1)  # a mask of the host's own: not counted
+        z[index[:2]]  # a gather, and on a GPU the host index sent there first
         counter.counting = False
         z - 1
-    assert dict(counter.kernels) == {"mul": 1, "add": 1, "gt": 1, "all": 1, "where": 1}
+    assert dict(counter.kernels) == {"mul": 1, "add": 1, "gt": 1, "all": 1, "where": 1, "index": 1, "to_device": 1}
 
 
 def test_a_chunk_counts_the_samplers_work_and_not_the_networks(toy_ckpt):
