@@ -32,30 +32,19 @@ import torch
 
 from parapolicy.bench.harness import command_line, write_report
 from parapolicy.bench.kernels import OpCounter, count_chunk
-from parapolicy.bench.networks import POLICIES, random_obs
-from parapolicy.bench.stored_curve import modelled_cost
+from parapolicy.bench.networks import INFERENCE, POLICIES, table_observations
+from parapolicy.bench.stored_curve import modelled_cost, network_cost
 from parapolicy.eval.build import device_name
 from parapolicy.samplers import make_sampler
 
-INFERENCE = {"DDPM-100": ("ddpm", 100), "DDIM-16": ("ddim", 16), "DDIM-10": ("ddim", 10)}
-
-
-def observations(policy, pname: str, count: int) -> list:
-    if pname == "shipped_pusht":
-        recorded = json.load(open(os.path.join(os.path.dirname(__file__), "..", "benchmarks", "samplers.json")))
-        return [{"obs": torch.as_tensor(np.array(o, dtype=np.float32))[None]} for o in recorded["observations"][:count]]
-    return [{k: v.roll(i, dims=-1) for k, v in random_obs(policy, 1).items()} for i in range(count)]
+RECORDED = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "samplers.json")  # PushT observations
 
 
 def kernel_rows(pname: str, args) -> list[dict]:
     base = POLICIES[pname]("cpu")
-    cost, _, _ = modelled_cost(args.cost_curve, args.cost_mode, pname)
-    curve_network = pname
-    if cost is None:  # no curve of this network: the 65.8M UNet's
-        curve_network = "upstream_size_unet"
-        cost, _, _ = modelled_cost(args.cost_curve, args.cost_mode, curve_network)
+    cost, curve_network = network_cost(args.cost_curve, args.cost_mode, pname)
     sequential_ddim16 = 16 * cost(1)  # graphed: its steps' own kernels are in the captured graph
-    obs = observations(base, pname, args.observations)
+    obs = table_observations(base, args.observations, pname, RECORDED)
     rows = []
     for schedule in args.schedules.split(","):
         sampler = make_sampler("quasi_newton", scan=True, probes=True, thin_start=False)

@@ -59,8 +59,8 @@ import torch
 
 from parapolicy.autotune import autotune_window
 from parapolicy.bench.harness import command_line, time_chunks, write_report
-from parapolicy.bench.networks import POLICIES, SCHEDULERS, random_obs, with_scheduler
-from parapolicy.bench.stored_curve import modelled_cost
+from parapolicy.bench.networks import INFERENCE, POLICIES, SCHEDULERS, random_obs, table_observations, with_scheduler
+from parapolicy.bench.stored_curve import modelled_cost, network_cost
 from parapolicy.eval.build import device_name
 from parapolicy.samplers import SampleResult, SamplerBase, SampleStats, make_sampler
 from parapolicy.samplers.inpainting import impose
@@ -197,30 +197,17 @@ SAMPLER_MODES = (  # (label, schedule, sampler, settings): the exact samplers an
     ("sequential", "DDIM-10", "sequential", {}),
     ("quasi_newton", "DDIM-10", "quasi_newton", {"probes": False, "max_rows": 10}),
 )
-INFERENCE = {"DDPM-100": ("ddpm", 100), "DDIM-16": ("ddim", 16), "DDIM-10": ("ddim", 10)}
-
-
-def table_observations(policy, count: int, pname: str) -> list:
-    """The recorded PushT observations for the shipped policy, seeded random ones otherwise."""
-    if pname == "shipped_pusht":
-        recorded = json.load(open(os.path.join(os.path.dirname(__file__), "..", "benchmarks", "samplers.json")))
-        return [{"obs": torch.as_tensor(np.array(o, dtype=np.float32))[None]} for o in recorded["observations"][:count]]
-    return [random_obs(policy, 1) if i == 0 else {k: v.roll(i, dims=-1) for k, v in random_obs(policy, 1).items()}
-            for i in range(count)]
+RECORDED = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "samplers.json")  # PushT observations
 
 
 def sampler_table(base, pname: str, args) -> list[dict]:
     """Every mode of SAMPLER_MODES on ``args.chunks`` observations, interleaved; one row per mode."""
-    cost, _, _ = modelled_cost(args.cost_curve, args.cost_mode, pname)
-    curve_network = pname
-    if cost is None:  # no curve of this network: the 65.8M UNet's
-        curve_network = "upstream_size_unet"
-        cost, _, _ = modelled_cost(args.cost_curve, args.cost_mode, curve_network)
+    cost, curve_network = network_cost(args.cost_curve, args.cost_mode, pname)
     base.accelerate(args.acceleration or ("cuda_graph" if args.device.startswith("cuda") else "eager"))
     policies = {name: base.with_inference(*INFERENCE[name]) for name in INFERENCE}
     samplers = {(label, sched): make_sampler(name, **settings)
                 for label, sched, name, settings in SAMPLER_MODES}
-    observations = table_observations(base, args.chunks, pname)
+    observations = table_observations(base, args.chunks, pname, RECORDED)
     runs = {key: [] for key in samplers}
     for warm in (True, False):  # one untimed pass (first calls, auto's calibration), then the timed one
         for i, obs in enumerate(observations[:1] if warm else observations):

@@ -10,8 +10,10 @@ same weights, the user's fewer-steps alternative.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 
+import numpy as np
 import torch
 
 import parapolicy
@@ -79,6 +81,19 @@ def with_scheduler(policy: Policy, name: str, steps: int | None = None) -> Polic
     steps = default_steps if steps is None else steps
     spec = dataclasses.replace(policy.spec, num_inference_steps=steps)
     return Policy(spec, policy.model, policy.normalizer, build_scheduler({**COMMON, **extra}), policy.obs_encoder)
+
+
+INFERENCE = {"DDPM-100": ("ddpm", 100), "DDIM-16": ("ddim", 16), "DDIM-10": ("ddim", 10)}  # with_inference's args
+
+
+def table_observations(policy: Policy, count: int, pname: str, recorded: str) -> list:
+    """``count`` batch-1 observations: for the shipped policy the PushT ones recorded in
+    ``recorded`` (benchmarks/samplers.json), otherwise ``random_obs`` rolled by 0, 1, 2, ..."""
+    if pname == "shipped_pusht":
+        with open(recorded) as f:
+            stored = json.load(f)["observations"][:count]
+        return [{"obs": torch.as_tensor(np.array(o, dtype=np.float32))[None]} for o in stored]
+    return [{k: v.roll(i, dims=-1) for k, v in random_obs(policy, 1).items()} for i in range(count)]
 
 
 def random_obs(policy: Policy, batch: int) -> dict:

@@ -11,6 +11,16 @@ import json
 from parapolicy.samplers.auto import call_cost, monotone
 
 
+def network_cost(path: str, mode: str, network: str):
+    """``(rows -> ms, the network whose curve it is)``: ``network``'s own curve in the stored file, else
+    the 65.8M upstream-size UNet's."""
+    cost, _, _ = modelled_cost(path, mode, network)
+    if cost is None:
+        network = "upstream_size_unet"
+        cost, _, _ = modelled_cost(path, mode, network)
+    return cost, network
+
+
 def modelled_cost(path: str, mode: str = "cuda_graph", network: str = "upstream_size_unet"):
     """``(rows -> ms, device, rows measured)`` of one call from a stored curve: linear between its
     points, held non-decreasing as ``auto`` holds its own (a point timed below a smaller one is

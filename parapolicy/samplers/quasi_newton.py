@@ -81,9 +81,9 @@ SETTLED = 1e-5  # a scan that moves no state more than this (normalized units) h
 STD_FLOOR = 0.15  # no state is judged against a noise std below this (normalized units; benchmarks/README.md)
 FITTED = ("slopes", "anchor", "value", "pairs_x", "pairs_e", "count", "known", "left", "right", "ridge")
 
-ArrayOps = namedtuple("ArrayOps", "where solve index concat")
-HOST_OPS = ArrayOps(np.where, np.linalg.solve, np.asarray, np.concatenate)
-TORCH_OPS = ArrayOps(torch.where, torch.linalg.solve, torch.tensor, torch.cat)
+ArrayOps = namedtuple("ArrayOps", "where isnan solve index concat")
+HOST_OPS = ArrayOps(np.where, np.isnan, np.linalg.solve, np.asarray, np.concatenate)
+TORCH_OPS = ArrayOps(torch.where, torch.isnan, torch.linalg.solve, torch.tensor, torch.cat)
 
 
 def placed(like, *indices):
@@ -96,6 +96,22 @@ def placed(like, *indices):
         return torch.as_tensor(indices[0]).to(like.device)
     sent = torch.cat([torch.as_tensor(index) for index in indices]).to(like.device)
     return sent.split([len(index) for index in indices])
+
+
+def all_finite(tensor: torch.Tensor) -> bool:
+    """Whether ``tensor`` holds no NaN or inf, in one kernel and one read: its float32 sum is not
+    finite if an entry is not (a finite sum beyond float32's range counts too: the caller falls back
+    to the sequential chain, never to a wrong answer)."""
+    return math.isfinite(float(tensor.sum(dtype=torch.float32)))
+
+
+def modelled_outputs(offset: torch.Tensor, model: torch.Tensor, flat: torch.Tensor) -> torch.Tensor:
+    """offset + J x at states ``flat`` (..., D): J dense (..., D, D), in one batched product
+    (one kernel), or a slope (..., 1)."""
+    if model.dim() == offset.dim() + 1:
+        return torch.baddbmm(offset.reshape(-1, offset.shape[-1], 1), model.reshape(-1, *model.shape[-2:]),
+                             flat.reshape(-1, flat.shape[-1], 1)).view(offset.shape)
+    return torch.addcmul(offset, model, flat)
 
 
 def evaluation_plan(start: int, n_steps: int, max_rows: int, thin: bool = False) -> torch.Tensor:
@@ -240,7 +256,7 @@ class StepModels:
         steps, latest = placed(arrays.slopes, steps, latest)
         rayleigh = (arrays.pairs_x[steps, latest] * arrays.pairs_e[steps, latest]).sum(-1)  # (K, B): slope along it
         # a NaN keeps the slope before (an overflowed, infinite one is clamped like any other)
-        slopes = ops.where(rayleigh == rayleigh, rayleigh.clip(0, MAX_SLOPE), arrays.slopes[steps])
+        slopes = ops.where(ops.isnan(rayleigh), arrays.slopes[steps], rayleigh.clip(0, MAX_SLOPE))
         arrays.slopes[steps] = slopes
         if not self.dense:
             return
@@ -324,16 +340,13 @@ def propagate(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.T
         return propagate_coefficients(models, rule.coefficients_on(traj.device), traj, start, fresh, problem)
     n_steps = fresh.shape[0] - 1
     offset, jacobian = round_models(models, start, fresh)
-    dense = jacobian.dim() == 4
     cond_data, cond_mask, noises = problem.cond_data, problem.cond_mask, problem.noises
     new = traj.clone()
     x = traj[start]
     batch, memory = x.shape[0], rule.new_memory(x)  # one-step rules keep nothing in it
     for k, j in enumerate(range(start, n_steps)):
         x = impose(x, cond_data, cond_mask)
-        flat = x.reshape(batch, -1, 1) if dense else x.reshape(batch, -1)
-        out = torch.baddbmm(offset[k].unsqueeze(-1), jacobian[k], flat) if dense else torch.addcmul(offset[k],
-                                                                                                      jacobian[k], flat)
+        out = modelled_outputs(offset[k], jacobian[k], x.reshape(batch, -1))
         x = rule.transition(j, x[None], out.view(x.shape)[None], None if noises is None else noises[j][None],
                             memory)[0]
         new[j + 1] = x
@@ -410,7 +423,7 @@ def propagate_coefficients(models: StepModels, coefficients, traj: torch.Tensor,
 def linearise(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.Tensor, problem, coefficients=None):
     """Every remaining step at the current trajectory: its modelled next state (K, B, *S) and its
     Jacobian, (K, B, D, D) with dense models, else its diagonal (K, B, D). The transition's
-    partials are elementwise, in closed form (``StepCoefficients.partials``: a handful of
+    partials are elementwise, in closed form (``StepCoefficients.linearised``: a handful of
     kernels where autograd's jvp launched a hundred); inpainted inputs have none."""
     rule, n_steps = problem.rule, fresh.shape[0] - 1
     offset, model = round_models(models, start, fresh)
@@ -418,12 +431,7 @@ def linearise(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.T
     states = impose(traj[start:n_steps], problem.cond_data, problem.cond_mask)
     flat = states.flatten(2)
     dense = model.dim() == 4
-    if dense:  # offset + J x in one kernel
-        out = torch.baddbmm(offset.reshape(-1, offset.shape[-1], 1), model.flatten(0, 1),
-                            flat.reshape(-1, flat.shape[-1], 1))
-    else:
-        out = torch.addcmul(offset, model, flat)
-    out = out.view(states.shape)
+    out = modelled_outputs(offset, model, flat).view(states.shape)
     noise = None if problem.noises is None else problem.noises[start:n_steps]
     # the caller's condition: a per-step tensor-maths rule (``coefficients``: another form of it)
     coefficients = rule.coefficients_on(traj.device) if coefficients is None else coefficients
@@ -465,7 +473,7 @@ def stand_in_chain(models: StepModels, x_T: torch.Tensor, problem, linear: bool)
         chain, valid = unclipped_chain(models, traj, problem)
         if valid:
             return chain
-        if math.isfinite(float(chain.sum(dtype=torch.float32))):
+        if all_finite(chain):
             traj = chain
     for _ in range(STAND_IN_SCANS if linear else 0):
         new = propagate_linear(models, traj, 0, nothing, problem)
@@ -486,11 +494,10 @@ def unclipped_chain(models: StepModels, traj: torch.Tensor, problem) -> tuple[to
     nothing = torch.zeros(rule.num_steps + 1, dtype=torch.bool)
     chain = propagate_linear(models, traj, 0, nothing, problem, coefficients.unclipped)
     if coefficients.clip is None:
-        return chain, math.isfinite(float(chain.sum(dtype=torch.float32)))
+        return chain, all_finite(chain)
     offset, model = round_models(models, 0, nothing)  # the network as modelled, along the chain
     states = impose(chain[:-1], problem.cond_data, problem.cond_mask).flatten(2)
-    out = torch.baddbmm(offset.reshape(-1, offset.shape[-1], 1), model.flatten(0, 1),
-                        states.reshape(-1, states.shape[-1], 1)).view(states.shape)
+    out = modelled_outputs(offset, model, states)
     steps = torch.arange(rule.num_steps).to(traj.device)
     worst = float(coefficients.clean_prediction(steps, states, out).abs().amax())  # NaN if anything is
     return chain, worst <= coefficients.clip
@@ -526,7 +533,7 @@ def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, s
         t_rows = timesteps.index_select(0, torch.tensor(steps + [j for j, _ in probes]).to(x_T.device))
         outputs = problem.denoise(rows.reshape(-1, *shape), t_rows.repeat_interleave(batch)).reshape(rows.shape)
         rounds, nfe, widest = rounds + 1, nfe + rows.shape[0], max(widest, rows.shape[0])
-        if not math.isfinite(float(outputs.sum(dtype=torch.float32))):  # a NaN or inf output makes the sum one
+        if not all_finite(outputs):
             return fallback_to_chain(problem, name, rounds, nfe, settings, widest)
         outputs, probe_outputs = outputs[: len(steps)], outputs[len(steps) :]
         if probes:

@@ -73,12 +73,10 @@ class StepCoefficients:
         object.__setattr__(self, "table", torch.stack([self.first, self.x0_scale, self.eps_scale, self.x_scale,
                                                        self.noise_std, through_x0, -(self.eps_scale * through_x0)], 1))
 
-    def picked(self, index: torch.Tensor, like: torch.Tensor, dtype=None) -> StepScalars:
+    def picked(self, index: torch.Tensor, like: torch.Tensor) -> StepScalars:
         """The scalars of steps ``index`` (K,), shaped to broadcast against ``like`` (K, ...)."""
         view = (index.shape[0],) + (1,) * (like.dim() - 1)
-        rows = self.table.index_select(0, index)
-        rows = rows if dtype is None else rows.to(dtype)
-        return StepScalars(*(column.view(view) for column in rows.unbind(1)))
+        return StepScalars(*(column.view(view) for column in self.table.index_select(0, index).unbind(1)))
 
     @functools.cached_property
     def unclipped(self) -> "StepCoefficients":
@@ -94,16 +92,12 @@ class StepCoefficients:
         """The states after steps ``index`` (K,) from states ``x`` and outputs ``eps`` (K, B, ...)."""
         return self._step(self.picked(index, x), index, x, eps, noise)[0]
 
-    def partials(self, index: torch.Tensor, x, eps):
-        """d next / dx and d next / d eps of ``transition`` at (x, eps), shaped like x: every step
-        acts entry by entry, so these are its whole Jacobian (clipped entries carry no clean-sample
-        term: clamp's derivative, as autograd takes it, is zero outside the range and on its edge)."""
-        picked = self.picked(index, x, x.dtype)
-        return self._partials(picked, x, None if self.clip is None else (x - picked.eps_scale * eps) / picked.x_scale)
-
     def linearised(self, index: torch.Tensor, x, eps, noise):
-        """``transition`` and ``partials`` at once, ``(next, d next / dx, d next / d eps)``: the steps'
-        scalars picked once and the clean-sample prediction formed once (kernels a GPU round saves)."""
+        """``transition`` and its partials at once, ``(next, d next / dx, d next / d eps)``, the steps'
+        scalars picked once and the clean-sample prediction formed once (kernels a GPU round saves).
+        The partials are shaped like x: every step acts entry by entry, so they are its whole
+        Jacobian (clipped entries carry no clean-sample term: clamp's derivative, as autograd takes
+        it, is zero outside the range and on its edge)."""
         picked = self.picked(index, x)
         nxt, x0 = self._step(picked, index, x, eps, noise)
         return (nxt, *self._partials(picked, x, x0))
