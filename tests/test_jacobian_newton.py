@@ -17,7 +17,8 @@ import parapolicy
 from parapolicy.errors import SamplerConfigError
 from parapolicy.eval.build import ASSETS_DIR
 from parapolicy.samplers import JacobianNewton, NewtonPrior, Sequential, draw_noises, make_sampler
-from parapolicy.samplers.jacobian_newton import NetworkJacobian, carry_corrections
+from parapolicy.samplers.affine_scan import carry_corrections
+from parapolicy.samplers.jacobian_newton import NetworkJacobian
 
 
 def _closed_form(sched, draws, stochastic):

@@ -112,7 +112,7 @@ def test_the_host_fits_equal_the_torch_fits():
         states[0] = host.anchor[steps[0]]  # an unmoved state gains no pair
         for models in (host, device):
             models.record(torch.tensor(steps), states.clone(), outputs.clone())
-    for name in ("count", "known", "pairs_x", "pairs_e", "slopes", "left", "right", "anchor", "value"):
+    for name in ("count", "known", "pairs", "points", "slopes", "left", "right"):
         assert torch.allclose(getattr(host, name), getattr(device, name), atol=1e-6), name
     assert host.count.tolist() == [0, 2, 2, 3, 4, 4]  # step 0 never moved; 1, 3, 5 borrowed, 3 and 5 then paired
 
@@ -422,7 +422,8 @@ def stand_in_setup(kind, steps, scale, monkeypatch):
     calls = {"loops": [], "scans": []}
     for name, key in (("propagate", "loops"), ("propagate_linear", "scans")):
         original = getattr(quasi_newton, name)
-        monkeypatch.setattr(quasi_newton, name, lambda *args, f=original, k=key: calls[k].append(1) or f(*args))
+        monkeypatch.setattr(quasi_newton, name,
+                            lambda *args, f=original, k=key, **kwargs: calls[k].append(1) or f(*args, **kwargs))
     return quasi_newton, problem, models, stepped, calls
 
 
@@ -468,7 +469,7 @@ def test_where_the_stand_in_clips_the_gpus_scans_reach_the_stepped_chain(monkeyp
     nothing = torch.zeros(17, dtype=torch.bool)
     first_scan = quasi_newton.propagate_linear(models, start, 0, nothing, problem)
     assert (first_scan - stepped).abs().max() > 1e-2  # one scan from the constant chain misses the clipping
-    monkeypatch.setattr(quasi_newton, "unclipped_chain", lambda models, traj, problem: (traj, False))
+    monkeypatch.setattr(quasi_newton, "unclipped_chain", lambda models, traj, problem, workspace=None: (traj, False))
     monkeypatch.setattr(quasi_newton, "STAND_IN_SCANS", 1)
     assert torch.equal(quasi_newton.stand_in_chain(models, problem.x_T, problem, linear=True), stepped)
     assert calls["loops"] == [1]  # not settled after one scan: stepped
@@ -477,10 +478,6 @@ def test_where_the_stand_in_clips_the_gpus_scans_reach_the_stepped_chain(monkeyp
 def test_a_rule_without_per_step_coefficients_is_stepped_through_its_own_transition():
     """Sample prediction has no ``StepCoefficients``: the propagation steps the rule's transition
     itself, and the answer is still the sequential one."""
-    from diffusers import DDPMScheduler
-
-    from tests.support.helpers import DP_SCHEDULE
-
     sched = DDPMScheduler(**{**DP_SCHEDULE, "prediction_type": "sample"}, variance_type="fixed_small")
     sched.set_timesteps(50)
     rule = make_step_rule(sched)

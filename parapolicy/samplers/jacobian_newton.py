@@ -32,6 +32,7 @@ import torch
 
 from parapolicy.errors import SamplerConfigError
 from parapolicy.samplers.acceptance import ToleranceAcceptance
+from parapolicy.samplers.affine_scan import carry_corrections
 from parapolicy.samplers.base import SamplerBase
 from parapolicy.samplers.driver import solve_windowed
 from parapolicy.samplers.executor import EAGER
@@ -111,25 +112,6 @@ class NetworkJacobian:
 def jacobian_round(buf, denoise, step, batch: int, n_steps: int, update) -> RoundOutcome:
     """``window_round`` whose one network call also yields the derivatives ``update`` asks for."""
     return window_round(buf, lambda x, t: update.network.evaluate(denoise, x, t), step, batch, n_steps, update)
-
-
-def carry_corrections(residual: torch.Tensor, jacobians: torch.Tensor) -> torch.Tensor:
-    """d_k = r_k + J_k d_{k-1} (d_{-1} = 0) for ``residual`` (K, B, D) and ``jacobians`` (K, B, D, D).
-
-    A doubling scan, as ``secant.newton_states`` but with matrices: step k is the affine map
-    d -> J_k d + r_k, kept as one (D+1) x (D+1) matrix [[J_k, r_k], [0, 1]], so after the pass with
-    offset s entry k is the composition of steps k-2s+1..k (its last column is d_k) and each pass
-    is one batched matrix product: log2 K of them instead of K dependent steps, and on a GPU two
-    kernels a pass.
-    """
-    count, batch, size = residual.shape
-    steps = torch.nn.functional.pad(torch.cat([jacobians, residual.unsqueeze(-1)], -1), (0, 0, 0, 1))
-    steps[..., size, size] = 1.0
-    offset = 1
-    while offset < count:
-        steps = torch.cat([steps[:offset], steps[offset:] @ steps[:-offset]])
-        offset *= 2
-    return steps[..., :size, size]
 
 
 class JacobianUpdate(RoundUpdate):

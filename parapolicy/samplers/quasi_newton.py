@@ -60,11 +60,11 @@ import numpy as np
 import torch
 
 from parapolicy.errors import SamplerConfigError
+from parapolicy.samplers.affine_scan import AffineScan
 from parapolicy.samplers.base import SamplerBase
 from parapolicy.samplers.buffers import convergence_weights
 from parapolicy.samplers.driver import fallback_to_chain
 from parapolicy.samplers.inpainting import impose
-from parapolicy.samplers.jacobian_newton import carry_corrections
 from parapolicy.samplers.newton_prior import gaussian_denoiser_output
 from parapolicy.samplers.problem import (DenoisingProblem, SampleResult, SampleStats, check_positive_int,
                                          check_tolerance)
@@ -79,7 +79,7 @@ STAND_IN_STD = 0.2  # the stand-in target's std (normalized units): fewer PushT 
 STAND_IN_SCANS = 8  # Newton scans for the stand-in's chain on a GPU before it is stepped instead
 SETTLED = 1e-5  # a scan that moves no state more than this (normalized units) has found the chain
 STD_FLOOR = 0.15  # no state is judged against a noise std below this (normalized units; benchmarks/README.md)
-FITTED = ("slopes", "anchor", "value", "pairs_x", "pairs_e", "count", "known", "left", "right", "ridge")
+FITTED = ("slopes", "points", "pairs", "count", "known", "left", "right", "ridge")
 
 ArrayOps = namedtuple("ArrayOps", "where isnan solve index concat")
 HOST_OPS = ArrayOps(np.where, np.isnan, np.linalg.solve, np.asarray, np.concatenate)
@@ -180,10 +180,10 @@ class StepModels:
         self.store, self.history, self.size = store, history, size
         # the latest secant slope, once there is one; in the states' precision
         self.slopes = slopes.to(x_T.dtype).view(-1, 1).expand(n_steps, batch).clone()
-        self.anchor = x_T.new_zeros((n_steps, batch, size))
-        self.value = x_T.new_zeros((n_steps, batch, size))
-        self.pairs_x = x_T.new_zeros((n_steps, history, batch, size))  # unit-length secant pairs
-        self.pairs_e = x_T.new_zeros((n_steps, history, batch, size))
+        # each step's (input, output) side by side, and its unit-length secant pairs (dx, d output)
+        # likewise: one gather or scatter moves both halves (each a kernel on a GPU)
+        self.points = x_T.new_zeros((n_steps, batch, 2 * size))
+        self.pairs = x_T.new_zeros((n_steps, history, batch, 2 * size))
         self.count = torch.zeros(n_steps, dtype=torch.long)
         self.known = torch.zeros(n_steps, dtype=torch.bool)
         self.left = x_T.new_zeros((n_steps, batch, size, history))  # U
@@ -197,6 +197,16 @@ class StepModels:
         self.views = SimpleNamespace(**{name: getattr(self, name).numpy() for name in FITTED}) \
             if store is None and on_host_arrays(x_T) else None
 
+    @property
+    def anchor(self) -> torch.Tensor:
+        """(N, B, D): where each step was last evaluated."""
+        return self.points[..., : self.size]
+
+    @property
+    def value(self) -> torch.Tensor:
+        """(N, B, D): the network's output there."""
+        return self.points[..., self.size :]
+
     def record(self, steps: torch.Tensor, states: torch.Tensor, outputs: torch.Tensor) -> None:
         """This round's evaluations (K, B, D) of ``steps`` (K,); a step evaluated before gains a
         secant pair (x' - x, out' - out) / |x' - x|, and its model is refitted."""
@@ -204,22 +214,22 @@ class StepModels:
         arrays, ops = (self.views, HOST_OPS) if host else (self, TORCH_OPS)
         if host:
             steps, states, outputs = steps.numpy(), states.numpy(), outputs.numpy()
-        at_steps = placed(arrays.anchor, steps)
-        dx = states - arrays.anchor[at_steps]
+        at_steps = placed(arrays.points, steps)
+        evaluated = ops.concat([states, outputs], -1)
+        change = evaluated - arrays.points[at_steps]  # (x' - x, out' - out)
+        dx = change[..., : self.size]
         length = (dx * dx).sum(-1, keepdims=True) ** 0.5
         moved = (length > 0).all(1).reshape(-1)
         new_pair = arrays.known[steps] & (moved if host else moved.cpu())
         paired = steps[new_pair]
         if len(paired):
             # a slice: views, not gathers
-            take = slice(None) if len(paired) == len(steps) else placed(arrays.anchor, new_pair)
-            slot, moved_by = arrays.count[paired] % self.history, length[take]
-            at = tuple(placed(arrays.anchor, paired, slot))
-            arrays.pairs_x[at] = dx[take] / moved_by
-            arrays.pairs_e[at] = (outputs[take] - arrays.value[at[0]]) / moved_by
+            take = slice(None) if len(paired) == len(steps) else placed(arrays.points, new_pair)
+            slot = arrays.count[paired] % self.history
+            arrays.pairs[tuple(placed(arrays.pairs, paired, slot))] = change[take] / length[take]
             arrays.count[paired] += 1
         first = steps[~arrays.known[steps]]
-        arrays.anchor[at_steps], arrays.value[at_steps] = states, outputs
+        arrays.points[at_steps] = evaluated
         arrays.known[steps] = True
         takers = self._borrow(arrays, ops, first)
         refit = ops.concat([paired, takers]) if len(takers) else paired
@@ -244,8 +254,8 @@ class StepModels:
             return steps[:0]
         index, origin = ops.index(takers), ops.index([source[step] for step in takers])
         # one gather and one scatter per array for all takers (each a kernel on a GPU)
-        to, origin = placed(arrays.pairs_x, index, origin)
-        arrays.pairs_x[to], arrays.pairs_e[to] = arrays.pairs_x[origin], arrays.pairs_e[origin]
+        to, origin = placed(arrays.pairs, index, origin)
+        arrays.pairs[to] = arrays.pairs[origin]
         arrays.count[index] = ops.index([counts[step] for step in takers])
         return index
 
@@ -254,14 +264,15 @@ class StepModels:
         (the tensors, or NumPy views of them) with ``ops`` (torch's or NumPy's)."""
         latest = (arrays.count[steps] - 1) % self.history
         steps, latest = placed(arrays.slopes, steps, latest)
-        rayleigh = (arrays.pairs_x[steps, latest] * arrays.pairs_e[steps, latest]).sum(-1)  # (K, B): slope along it
+        size, latest_pair = self.size, arrays.pairs[steps, latest]
+        rayleigh = (latest_pair[..., :size] * latest_pair[..., size:]).sum(-1)  # (K, B): slope along it
         # a NaN keeps the slope before (an overflowed, infinite one is clamped like any other)
         slopes = ops.where(ops.isnan(rayleigh), arrays.slopes[steps], rayleigh.clip(0, MAX_SLOPE))
         arrays.slopes[steps] = slopes
         if not self.dense:
             return
-        dx = arrays.pairs_x[steps].swapaxes(1, 2)  # (K, B, H, D); unfilled slots are zero and fit to zero
-        de = arrays.pairs_e[steps].swapaxes(1, 2)
+        pairs = arrays.pairs[steps].swapaxes(1, 2)  # (K, B, H, 2D); unfilled slots are zero and fit to zero
+        dx, de = pairs[..., :size], pairs[..., size:]
         arrays.right[steps] = ops.solve(dx @ dx.swapaxes(-1, -2) + arrays.ridge, dx)
         if self.store is None:  # the base is slope x identity: no D x D matrix needed for its product
             based = slopes[..., None, None] * dx
@@ -420,11 +431,13 @@ def propagate_coefficients(models: StepModels, coefficients, traj: torch.Tensor,
     return new
 
 
-def linearise(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.Tensor, problem, coefficients=None):
+def linearise(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.Tensor, problem, coefficients=None,
+              into: torch.Tensor | None = None):
     """Every remaining step at the current trajectory: its modelled next state (K, B, *S) and its
-    Jacobian, (K, B, D, D) with dense models, else its diagonal (K, B, D). The transition's
-    partials are elementwise, in closed form (``StepCoefficients.linearised``: a handful of
-    kernels where autograd's jvp launched a hundred); inpainted inputs have none."""
+    Jacobian, (K, B, D, D) with dense models (written into ``into`` where given: a scan's slots),
+    else its diagonal (K, B, D). The transition's partials are elementwise, in closed form
+    (``StepCoefficients.linearised``: a handful of kernels where autograd's jvp launched a
+    hundred); inpainted inputs have none."""
     rule, n_steps = problem.rule, fresh.shape[0] - 1
     offset, model = round_models(models, start, fresh)
     steps = torch.arange(start, n_steps).to(traj.device)
@@ -440,25 +453,30 @@ def linearise(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.T
     if not dense:
         diagonal = along_x.flatten(2) + along_out.flatten(2) * model
         return nxt, diagonal if free is None else diagonal * free
-    jacobian = along_out.flatten(2)[..., None] * model
+    jacobian = torch.mul(along_out.flatten(2)[..., None], model, **({} if into is None else {"out": into}))
     jacobian.diagonal(dim1=-2, dim2=-1).add_(along_x.flatten(2))  # + diag(along_x), in place
-    return nxt, jacobian if free is None else jacobian * free[None, :, None, :]
+    return nxt, jacobian if free is None else jacobian.mul_(free[None, :, None, :])
 
 
 def propagate_linear(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.Tensor, problem,
-                     coefficients=None) -> torch.Tensor:
+                     coefficients=None, workspace: AffineScan | None = None) -> torch.Tensor:
     """``propagate`` with every step linearised at the current trajectory, solved by a doubling
-    scan: log2(N) batched matrix products instead of N dependent steps (a handful of kernels
-    on a GPU); a new clipping pattern is met by the next round, as in any Newton step."""
-    nxt, jacobian = linearise(models, traj, start, fresh, problem, coefficients)
-    if jacobian.dim() == 3:
-        jacobian = torch.diag_embed(jacobian)
-    residual = (nxt - traj[start + 1 :]).flatten(2)
-    moved = traj[start + 1 :].flatten(2) + carry_corrections(residual, jacobian)
+    scan (``AffineScan``, the chunk's workspace where given): log2(N) batched matrix products
+    instead of N dependent steps (a handful of kernels on a GPU); a new clipping pattern is met by
+    the next round, as in any Newton step."""
+    count, size = traj.shape[0] - 1 - start, math.prod(traj.shape[2:])
+    scan = AffineScan(count, traj.shape[1], size, traj) if workspace is None else workspace
+    into_jacobians, into_residuals = scan.slots(count)
+    nxt, jacobian = linearise(models, traj, start, fresh, problem, coefficients, into=into_jacobians)
+    if jacobian.dim() == 3:  # diagonal models
+        into_jacobians.zero_().diagonal(dim1=-2, dim2=-1).copy_(jacobian)
+    torch.sub(nxt.flatten(2), traj[start + 1 :].flatten(2), out=into_residuals)
+    moved = traj[start + 1 :].flatten(2) + scan.run(count)
     return torch.cat([traj[: start + 1], moved.view(traj[start + 1 :].shape)])
 
 
-def stand_in_chain(models: StepModels, x_T: torch.Tensor, problem, linear: bool) -> torch.Tensor:
+def stand_in_chain(models: StepModels, x_T: torch.Tensor, problem, linear: bool,
+                   workspace: AffineScan | None = None) -> torch.Tensor:
     """The chain the models drive from x_T before any evaluation, the cold start: the Gaussian
     stand-in's, with the stored Jacobian columns where there are some. Each of its steps is affine
     in x but for clipping, so on a GPU one linearised scan of the unclipped steps is that chain
@@ -470,13 +488,13 @@ def stand_in_chain(models: StepModels, x_T: torch.Tensor, problem, linear: bool)
     nothing = torch.zeros(n_steps + 1, dtype=torch.bool)
     traj = x_T.expand(n_steps + 1, *x_T.shape).clone()
     if linear:
-        chain, valid = unclipped_chain(models, traj, problem)
+        chain, valid = unclipped_chain(models, traj, problem, workspace)
         if valid:
             return chain
         if all_finite(chain):
             traj = chain
     for _ in range(STAND_IN_SCANS if linear else 0):
-        new = propagate_linear(models, traj, 0, nothing, problem)
+        new = propagate_linear(models, traj, 0, nothing, problem, workspace=workspace)
         settled = bool((new - traj).abs().max() <= SETTLED)
         traj = new
         if settled:
@@ -484,7 +502,8 @@ def stand_in_chain(models: StepModels, x_T: torch.Tensor, problem, linear: bool)
     return propagate(models, traj, 0, nothing, problem)
 
 
-def unclipped_chain(models: StepModels, traj: torch.Tensor, problem) -> tuple[torch.Tensor, bool]:
+def unclipped_chain(models: StepModels, traj: torch.Tensor, problem,
+                    workspace: AffineScan | None = None) -> tuple[torch.Tensor, bool]:
     """The models' chain from ``traj[0]`` with the scheduler's clipping left out, and whether it is
     also the clipped one (no clean-sample prediction along it clips; False if not finite). Without
     clipping every step is affine in x (the models are), so one linearised scan from any chain
@@ -492,7 +511,7 @@ def unclipped_chain(models: StepModels, traj: torch.Tensor, problem) -> tuple[to
     rule = problem.rule
     coefficients = rule.coefficients_on(traj.device)
     nothing = torch.zeros(rule.num_steps + 1, dtype=torch.bool)
-    chain = propagate_linear(models, traj, 0, nothing, problem, coefficients.unclipped)
+    chain = propagate_linear(models, traj, 0, nothing, problem, coefficients.unclipped, workspace)
     if coefficients.clip is None:
         return chain, all_finite(chain)
     offset, model = round_models(models, 0, nothing)  # the network as modelled, along the chain
@@ -513,12 +532,13 @@ def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, s
     inv_var = convergence_weights(rule, shape, n_steps + 1, x_T.device, std_floor=STD_FLOOR)
     models = StepModels(store, slopes, x_T, history)
     linear = scan and models.dense and rule.coefficients is not None  # few kernels a round, not N
+    workspace = AffineScan(n_steps, batch, math.prod(shape), x_T) if linear else None  # the rounds' scans
     nothing = torch.zeros(n_steps + 1, dtype=torch.bool)
     if problem.init_guess is not None:
         traj = problem.init_guess.clone()
         traj[0] = x_T
     else:
-        traj = stand_in_chain(models, x_T, problem, linear)
+        traj = stand_in_chain(models, x_T, problem, linear, workspace)
     timesteps = rule.timesteps.to(x_T.device)
     start, rounds, nfe, max_error, widest = 0, 0, 0, 0.0, 0
     while start < n_steps:
@@ -541,7 +561,7 @@ def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, s
         models.record(plan, states, outputs)
         fresh = nothing.clone()
         fresh[plan] = True
-        new = propagate_linear(models, traj, start, fresh, problem) if linear else \
+        new = propagate_linear(models, traj, start, fresh, problem, workspace=workspace) if linear else \
             propagate(models, traj, start, fresh, problem)
         # the worst sample's change of every state, read in one go
         change = ((new - traj).pow(2).flatten(2).sum(-1).amax(1) * inv_var).tolist()
@@ -564,7 +584,8 @@ def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, s
     sample = impose(traj[n_steps], problem.cond_data, problem.cond_mask).clone()
     stats = SampleStats(name, rounds=rounds, nfe=nfe, max_error=max_error, initial_guess=problem.caller_guess,
                         max_rows_per_round=widest, settings=settings)
-    return SampleResult(sample, stats, eps=models.value.view(n_steps, *x_T.shape).clone())
+    eps = models.value.clone(memory_format=torch.contiguous_format)  # the outputs' half of the points: a copy
+    return SampleResult(sample, stats, eps=eps.view(n_steps, *x_T.shape))
 
 
 @dataclass(frozen=True)

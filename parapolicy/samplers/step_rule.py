@@ -49,7 +49,7 @@ def clip_range(config) -> float | None:
     return float(getattr(config, "clip_sample_range", 1.0)) if getattr(config, "clip_sample", False) else None
 
 
-StepScalars = namedtuple("StepScalars", "first x0_scale eps_scale x_scale noise_std through_x0 eps_through_x0")
+StepScalars = namedtuple("StepScalars", "first x0_scale eps_scale x_scale drawn_std through_x0 eps_through_x0 partials")
 
 
 @dataclass(frozen=True)
@@ -68,15 +68,20 @@ class StepCoefficients:
     def __post_init__(self):
         # the per-step scalars as one (N, 7) table: a round picks its steps' rows in one gather
         # instead of one gather per scalar (each a kernel on a GPU); the same floats, so the same bits.
-        # The last two are the unclipped partials' scalars, d next / d x0 (B / D) and its eps part.
+        # The fifth is the noise's scale where a step draws (zero where it does not: its noise row is
+        # zero, so no test is needed); the last two the unclipped partials' scalars, d next / d x0
+        # (B / D) and its eps part.
         through_x0 = self.x0_scale / self.x_scale
         object.__setattr__(self, "table", torch.stack([self.first, self.x0_scale, self.eps_scale, self.x_scale,
-                                                       self.noise_std, through_x0, -(self.eps_scale * through_x0)], 1))
+                                                       self.noise_std * self.drawn, through_x0,
+                                                       -(self.eps_scale * through_x0)], 1))
 
     def picked(self, index: torch.Tensor, like: torch.Tensor) -> StepScalars:
         """The scalars of steps ``index`` (K,), shaped to broadcast against ``like`` (K, ...)."""
         view = (index.shape[0],) + (1,) * (like.dim() - 1)
-        return StepScalars(*(column.view(view) for column in self.table.index_select(0, index).unbind(1)))
+        rows = self.table.index_select(0, index)
+        partials = rows[:, 5:7].view(view[:1] + (2,) + view[1:])  # both partials' scalars: one where clips them
+        return StepScalars(*(column.view(view) for column in rows.unbind(1)), partials)
 
     @functools.cached_property
     def unclipped(self) -> "StepCoefficients":
@@ -90,7 +95,7 @@ class StepCoefficients:
 
     def transition(self, index: torch.Tensor, x, eps, noise):
         """The states after steps ``index`` (K,) from states ``x`` and outputs ``eps`` (K, B, ...)."""
-        return self._step(self.picked(index, x), index, x, eps, noise)[0]
+        return self._step(self.picked(index, x), x, eps, noise)[0]
 
     def linearised(self, index: torch.Tensor, x, eps, noise):
         """``transition`` and its partials at once, ``(next, d next / dx, d next / d eps)``, the steps'
@@ -99,25 +104,23 @@ class StepCoefficients:
         Jacobian (clipped entries carry no clean-sample term: clamp's derivative, as autograd takes
         it, is zero outside the range and on its edge)."""
         picked = self.picked(index, x)
-        nxt, x0 = self._step(picked, index, x, eps, noise)
+        nxt, x0 = self._step(picked, x, eps, noise)
         return (nxt, *self._partials(picked, x, x0))
 
-    def _step(self, picked, index, x, eps, noise):
+    def _step(self, picked, x, eps, noise):
         """The next states and the clean-sample prediction before clipping."""
-        first, x0_scale, eps_scale, x_scale, noise_std = picked[:5]
+        first, x0_scale, eps_scale, x_scale = picked[:4]
         x0 = (x - eps_scale * eps) / x_scale
         clipped = x0 if self.clip is None else x0.clamp(-self.clip, self.clip)
         mean = x0_scale * clipped + (first * eps if self.ddim else first * x)
-        if noise is None:
-            return mean, x0
-        drawn = self.drawn.index_select(0, index).view(x0_scale.shape)
-        return torch.where(drawn, mean + noise_std * noise, mean), x0
+        return (mean, x0) if noise is None else (mean + picked.drawn_std * noise, x0)
 
     def _partials(self, picked, x, x0):
-        through_x0, eps_through_x0 = picked.through_x0, picked.eps_through_x0
+        partials = picked.partials
         if self.clip is not None:  # a clipped entry has no clean-sample term
             inside = x0.abs() < self.clip  # (the same entries as -clip < x0 < clip)
-            through_x0, eps_through_x0 = torch.where(inside, through_x0, 0.0), torch.where(inside, eps_through_x0, 0.0)
+            partials = torch.where(inside.unsqueeze(1), partials, 0.0)
+        through_x0, eps_through_x0 = partials.unbind(1)
         along_x = through_x0 if self.ddim else through_x0 + picked.first
         along_eps = picked.first + eps_through_x0 if self.ddim else eps_through_x0
         return torch.broadcast_to(along_x, x.shape), torch.broadcast_to(along_eps, x.shape)
