@@ -94,7 +94,7 @@ def placed(like, *indices):
         return indices if len(indices) > 1 else indices[0]
     if len(indices) == 1:
         return torch.as_tensor(indices[0]).to(like.device)
-    sent = torch.cat([torch.as_tensor(index) for index in indices]).to(like.device)
+    sent = torch.cat([torch.as_tensor(index, dtype=torch.long) for index in indices]).to(like.device)
     return sent.split([len(index) for index in indices])
 
 
@@ -192,6 +192,7 @@ class StepModels:
         self.dense = store is not None or n_steps * batch * size * size <= MAX_DENSE_ENTRIES
         # made once, for the dense models' base (each round's; a kernel each on a GPU)
         self.eye = torch.eye(size, dtype=x_T.dtype, device=x_T.device) if self.dense else None
+        self.step_index = torch.arange(n_steps).to(x_T.device)  # sent once: a round's steps are a slice of it
         # NumPy views of the same memory: a CPU round's fits are a few dozen ops on small arrays,
         # where a torch op's dispatch costs more than its arithmetic (as in the propagation)
         self.views = SimpleNamespace(**{name: getattr(self, name).numpy() for name in FITTED}) \
@@ -207,14 +208,16 @@ class StepModels:
         """(N, B, D): the network's output there."""
         return self.points[..., self.size :]
 
-    def record(self, steps: torch.Tensor, states: torch.Tensor, outputs: torch.Tensor) -> None:
+    def record(self, steps: torch.Tensor, states: torch.Tensor, outputs: torch.Tensor,
+               sent: torch.Tensor | None = None) -> None:
         """This round's evaluations (K, B, D) of ``steps`` (K,); a step evaluated before gains a
-        secant pair (x' - x, out' - out) / |x' - x|, and its model is refitted."""
+        secant pair (x' - x, out' - out) / |x' - x|, and its model is refitted. ``sent``: the steps
+        already on the tensors' device, where the caller sent them."""
         host = self.views is not None and on_host_arrays(states, outputs)
         arrays, ops = (self.views, HOST_OPS) if host else (self, TORCH_OPS)
         if host:
             steps, states, outputs = steps.numpy(), states.numpy(), outputs.numpy()
-        at_steps = placed(arrays.points, steps)
+        at_steps = placed(arrays.points, steps) if host or sent is None else sent
         evaluated = ops.concat([states, outputs], -1)
         change = evaluated - arrays.points[at_steps]  # (x' - x, out' - out)
         dx = change[..., : self.size]
@@ -316,9 +319,8 @@ def plan_probes(steps: list[int], spare: int, store: JacobianStore | None) -> li
 
 def probe_states(anchors: torch.Tensor, columns: list[int]) -> torch.Tensor:
     """``anchors`` (P, B, D), probe p moved by PROBE_STEP along axis ``columns[p]``."""
-    step = torch.zeros((len(columns), 1, anchors.shape[-1]), dtype=anchors.dtype)  # made on the host, sent once
-    step[torch.arange(len(columns)), 0, torch.tensor(columns, dtype=torch.long)] = PROBE_STEP
-    return anchors + step.to(anchors.device)
+    axes = torch.nn.functional.one_hot(torch.tensor(columns), anchors.shape[-1])  # made on the host, sent once
+    return torch.add(anchors, axes.unsqueeze(1).to(anchors.device), alpha=PROBE_STEP)  # one kernel on the device
 
 
 def between_steps(fresh: torch.Tensor, start: int) -> list[int]:
@@ -440,7 +442,7 @@ def linearise(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.T
     hundred); inpainted inputs have none."""
     rule, n_steps = problem.rule, fresh.shape[0] - 1
     offset, model = round_models(models, start, fresh)
-    steps = torch.arange(start, n_steps).to(traj.device)
+    steps = models.step_index[start:n_steps]
     states = impose(traj[start:n_steps], problem.cond_data, problem.cond_mask)
     flat = states.flatten(2)
     dense = model.dim() == 4
@@ -517,7 +519,7 @@ def unclipped_chain(models: StepModels, traj: torch.Tensor, problem,
     offset, model = round_models(models, 0, nothing)  # the network as modelled, along the chain
     states = impose(chain[:-1], problem.cond_data, problem.cond_mask).flatten(2)
     out = modelled_outputs(offset, model, states)
-    steps = torch.arange(rule.num_steps).to(traj.device)
+    steps = models.step_index
     worst = float(coefficients.clean_prediction(steps, states, out).abs().amax())  # NaN if anything is
     return chain, worst <= coefficients.clip
 
@@ -544,21 +546,24 @@ def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, s
     while start < n_steps:
         plan = evaluation_plan(start, n_steps, max_rows, thin=thin_start and not rounds and problem.init_guess is None)
         steps = plan.tolist()
-        states = impose(traj.index_select(0, plan.to(x_T.device)), problem.cond_data, problem.cond_mask).flatten(2)
         probes = plan_probes(steps, max_rows - len(steps), store if rounds else None)
+        # the round's host indices in one copy: every row's step (the plan's first), and the probed
+        # steps' places among the plan's
+        row_steps, probed = placed(x_T, steps + [j for j, _ in probes], [steps.index(j) for j, _ in probes])
+        states = impose(traj.index_select(0, row_steps[: len(steps)]), problem.cond_data, problem.cond_mask).flatten(2)
         rows = states
         if probes:
-            probed = torch.tensor([steps.index(j) for j, _ in probes]).to(x_T.device)
             rows = torch.cat([states, probe_states(states[probed], [c for _, c in probes])])
-        t_rows = timesteps.index_select(0, torch.tensor(steps + [j for j, _ in probes]).to(x_T.device))
-        outputs = problem.denoise(rows.reshape(-1, *shape), t_rows.repeat_interleave(batch)).reshape(rows.shape)
+        t_rows = timesteps.index_select(0, row_steps)
+        t_rows = t_rows if batch == 1 else t_rows.repeat_interleave(batch)  # (a copy even for one sample)
+        outputs = problem.denoise(rows.reshape(-1, *shape), t_rows).reshape(rows.shape)
         rounds, nfe, widest = rounds + 1, nfe + rows.shape[0], max(widest, rows.shape[0])
         if not all_finite(outputs):
             return fallback_to_chain(problem, name, rounds, nfe, settings, widest)
         outputs, probe_outputs = outputs[: len(steps)], outputs[len(steps) :]
         if probes:
             store.write([j for j, _ in probes], [c for _, c in probes], (probe_outputs - outputs[probed]) / PROBE_STEP)
-        models.record(plan, states, outputs)
+        models.record(plan, states, outputs, sent=row_steps[: len(steps)])
         fresh = nothing.clone()
         fresh[plan] = True
         new = propagate_linear(models, traj, start, fresh, problem, workspace=workspace) if linear else \
