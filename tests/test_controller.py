@@ -151,8 +151,9 @@ class _RoundsPolicy:
         return {"action": pred[:, 1:9], "action_pred": pred, "stats": stats}
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def spec(toy_ckpt):  # noqa: F811
+    """Loaded once per module: only read (by ``_RoundsPolicy`` and the Controller), never changed."""
     return parapolicy.load_policy(toy_ckpt).spec
 
 

@@ -134,6 +134,20 @@ def _check_pip(words):
                 assert f"\n{name} = [" in PYPROJECT, name
 
 
+_CHECKED = {}  # (args, multirun) -> jobs of a rollout command line check_command passed in this run
+_RESOLVED = set()  # job override lists whose default checkpoint was resolved to a file in this run
+
+
+def _check_command_once(args, multirun):
+    """``check_command(args, multirun=multirun)``, run once per distinct command in this test run:
+    the same command line appears on several pages (and in a test below). The check is
+    deterministic, only a command that passed is remembered, and callers get fresh copies."""
+    key = (tuple(args), multirun)
+    if key not in _CHECKED:
+        _CHECKED[key] = check_command(list(args), multirun=multirun)  # composes every job
+    return [list(job) for job in _CHECKED[key]]
+
+
 @pytest.mark.parametrize("page, words", COMMANDS, ids=[f"{p}: {' '.join(w)}" for p, w in COMMANDS])
 def test_every_command_line_is_composed_or_checked(page, words, monkeypatch):
     head = words[0]
@@ -141,10 +155,11 @@ def test_every_command_line_is_composed_or_checked(page, words, monkeypatch):
         args = words[1:]
         if args == ["--help"]:
             return
-        jobs = check_command([a for a in args if a != "-m"], multirun="-m" in args)  # composes every job
-        if not any(a.startswith("checkpoint=") for a in args):
+        jobs = _check_command_once([a for a in args if a != "-m"], "-m" in args)  # composes every job
+        if not any(a.startswith("checkpoint=") for a in args) and tuple(jobs[0]) not in _RESOLVED:
             with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
                 assert os.path.exists(resolve_checkpoint(compose("rollout", overrides=jobs[0])))
+            _RESOLVED.add(tuple(jobs[0]))
     elif head == "pip":
         _check_pip(words)
     elif words[:3] == ["python", "-m", "pytest"]:
@@ -179,7 +194,7 @@ def test_the_local_sweep_command_runs_and_counts_its_runs(toy_ckpt, tmp_path):
 
 def test_the_multirun_example_expands_to_every_sampler_window_pair():
     (line,) = [w for _, w in COMMANDS if "sampler.window=4,16,100" in w and w[1] == "-m"][:1]
-    jobs = check_command(line[2:], multirun=True)
+    jobs = _check_command_once(line[2:], multirun=True)
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         got = {(c.sampler.name, c.sampler.window) for c in (compose("rollout", overrides=j) for j in jobs)}
     assert got == {(s, w) for s in ("picard", "newton_picard") for w in (4, 16, 100)}

@@ -172,19 +172,34 @@ def _toy_run(policy, settings, seeds=(100000, 100001)):
                         max_steps=40)
 
 
-def test_simulated_sync_reproduces_the_rollout_runner(toy_ckpt):  # noqa: F811
+@pytest.fixture(scope="module")
+def toy_run_once(toy_ckpt):  # noqa: F811
+    """``toy_run_once(*settings)``: ``_toy_run`` of a freshly loaded policy (its default sequential
+    sampler, as in the tests) with ``RealtimeSettings(*settings)``, made once per module. Several
+    tests ran the same deterministic run; they only read it."""
+    made = {}
+
+    def get(*settings):
+        if settings not in made:
+            made[settings] = _toy_run(parapolicy.load_policy(toy_ckpt), RealtimeSettings(*settings))
+        return made[settings]
+
+    return get
+
+
+def test_simulated_sync_reproduces_the_rollout_runner(toy_ckpt, toy_run_once):  # noqa: F811
     policy = parapolicy.load_policy(toy_ckpt)
     run = run_batch(policy, lambda: MultiStepWrapper(ToyReachEnv(), 2, 8, 40), [100000, 100001],
                     generator=torch.Generator().manual_seed(0), record_actions=True)
-    sim = _toy_run(policy, RealtimeSettings("sync"))
+    sim = toy_run_once("sync")
     assert sim.scores == [e.max_reward for e in run.episodes]
     for recorded, (_, planned) in zip(run.actions, sim.plans):
         assert np.array_equal(recorded, planned[:, :8].astype(recorded.dtype))
 
 
-def test_zero_delay_rtc_and_async_equal_sync(toy_ckpt):  # noqa: F811
+def test_zero_delay_rtc_and_async_equal_sync(toy_ckpt, toy_run_once):  # noqa: F811
     policy = parapolicy.load_policy(toy_ckpt)
-    sync = _toy_run(policy, RealtimeSettings("sync"))
+    sync = toy_run_once("sync")
     for settings in (RealtimeSettings("async", 0), RealtimeSettings("rtc", 0, "hard"),
                      RealtimeSettings("rtc", 0, "soft")):
         other = _toy_run(policy, settings)
@@ -193,11 +208,11 @@ def test_zero_delay_rtc_and_async_equal_sync(toy_ckpt):  # noqa: F811
 
 
 @pytest.mark.parametrize("guidance", ["hard", "soft"])
-def test_rtc_chunks_start_with_the_frozen_actions_bit_for_bit(toy_ckpt, guidance):  # noqa: F811
+def test_rtc_chunks_start_with_the_frozen_actions_bit_for_bit(toy_ckpt, toy_run_once, guidance):  # noqa: F811
     policy = parapolicy.load_policy(toy_ckpt)
     d = 3
     res = _toy_run(policy, RealtimeSettings("rtc", d, guidance))
-    naive = _toy_run(policy, RealtimeSettings("async", d))
+    naive = toy_run_once("async", d)  # the same for both guidances: async has none
     s = res.execution_horizon
     assert (d, s) == (3, 5) and len(res.plans) >= 4
     for (t0, old), (t1, new) in zip(res.plans, res.plans[1:]):
