@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from parapolicy.bench.kernels import OpCounter, count_chunk
+from parapolicy.bench.kernels import OpCounter, count_chunk, transfers_counted
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,6 +31,28 @@ def test_the_counter_counts_the_devices_ops_not_views_or_index_bookkeeping():
         counter.counting = False
         z - 1
     assert dict(counter.kernels) == {"mul": 1, "add": 1, "gt": 1, "all": 1, "where": 1, "index": 1, "to_device": 1}
+
+
+def test_the_counter_counts_the_host_syncs_a_gpu_would_make():
+    """Reads of device values and blocking sends of host data make the host wait for the device; a
+    non-blocking send and the host's own numbers do not."""
+    counter = OpCounter()
+    x, index = torch.ones(4), torch.arange(3)
+    with transfers_counted(counter), counter:
+        counter.counting = True
+        y = x * 2
+        float(y.sum())  # a read
+        y.tolist()  # a read
+        (y > 1).cpu()  # a transfer back
+        index.to("cpu")  # a blocking send of a host index
+        index.to("cpu", non_blocking=True)  # staged, no wait
+        index.tolist(), int(index[0]), bool(index.sum() > 0)  # the host's own numbers
+        torch.linalg.solve(torch.eye(2) + y[:2].diag(), y[:2])  # checks its result on the host
+        torch.linalg.solve_ex(torch.eye(2) + y[:2].diag(), y[:2])
+        counter.counting = False
+        y.tolist()
+    assert dict(counter.syncs) == {"read": 2, "to_host": 1, "blocking send": 1, "error check": 1}
+    assert counter.kernels["to_device"] == 2 and counter.kernels["to_host"] == 1
 
 
 def test_a_chunk_counts_the_samplers_work_and_not_the_networks(toy_ckpt):

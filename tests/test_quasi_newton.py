@@ -250,6 +250,52 @@ def test_nan_in_a_parallel_round_falls_back_to_the_sequential_chain():
     assert torch.equal(out.sample, ref) and out.stats.max_rows_per_round == 64
 
 
+def bad_on_call(net, call: int, value: float):
+    """``net``, its ``call``-th output (counting from 1) ``value`` everywhere (NaN, or +inf: one sign, so
+    that no sum of two outputs is NaN)."""
+    calls = []
+
+    def denoise(x, t):
+        calls.append(1)
+        eps = net(x, t)
+        return torch.full_like(eps, value) if len(calls) == call else eps
+
+    return denoise
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_non_finite_round_on_the_gpus_path_falls_back_in_that_round(value):
+    """On the GPU path the outputs' finiteness is read with the round's changes, after the fits and the
+    scan ran on them: the round that met NaN or inf falls back, and the answer is the sequential
+    chain's. An inf output is caught too, though DDPM's clipping turns it into finite states."""
+    sched = make_scheduler("ddpm", 100)
+    draws = draw_noises(sched, (1, 16, 2), torch.Generator().manual_seed(8))
+    net = SmoothNetDenoiser(32, scheduler=sched)
+    ref = solve(Sequential(), net, sched, draws.x_T, draws.noises).sample
+    sampler = QuasiNewton(scan=True, probes=True, thin_start=False)
+    out = solve(sampler, bad_on_call(net, 1, value), sched, draws.x_T, draws.noises)
+    assert out.stats.fallback.startswith("sequential: non-finite values in Picard round 1")
+    assert torch.equal(out.sample, ref)
+
+
+def test_a_non_finite_probing_round_leaves_no_column_in_the_store():
+    """The Jacobian store outlives the call: the columns a NaN round probed are cleared, so the next
+    call starts from the finite ones."""
+    sched = make_scheduler("ddpm", 50)
+    draws = draw_noises(sched, (1, 16, 2), torch.Generator().manual_seed(8))
+    net = SmoothNetDenoiser(32, scheduler=sched)
+    ref = solve(Sequential(), net, sched, draws.x_T, draws.noises).sample
+    sampler = QuasiNewton(scan=True, probes=True, thin_start=False)
+    out = solve(sampler, bad_on_call(net, 2, float("nan")), sched, draws.x_T, draws.noises)  # the first probes
+    assert out.stats.fallback.startswith("sequential: non-finite values in Picard round 2")
+    assert torch.equal(out.sample, ref)
+    (store,) = sampler._stores.values()
+    assert not bool(store.measured.any()) and bool(torch.isfinite(store.matrix).all())
+    again = solve(sampler, net, sched, draws.x_T, draws.noises)
+    assert again.stats.fallback is None and (again.sample - ref).abs().max() < 1e-2
+    assert bool(store.measured.any()) and bool(torch.isfinite(store.matrix).all())
+
+
 def test_bad_settings_and_multistep_schedulers_are_one_clear_error():
     with pytest.raises(SamplerConfigError, match="quasi_newton max_rows must be an integer >= 1, got 0"):
         make_sampler("quasi_newton", max_rows=0)
@@ -284,6 +330,28 @@ def test_the_gpus_path_forced_on_the_cpu_reaches_the_sequential_answer(kind, ste
     assert (out.sample - ref).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize("seed", [3, 4])
+def test_the_gpus_scans_follow_a_sharp_networks_clipping_and_need_the_step_loops_rounds(seed):
+    """A scan linearises each step's clipping where it stands; on a sharp network clean-sample
+    predictions cross the clipping range along the scanned chain, which one scan misses (20-21
+    rounds here). Scanning again until the pattern holds gives the models' own chain, as the CPU's
+    step loop does, and its rounds (7-8)."""
+    sched = make_scheduler("ddpm", 100)
+    draws = draw_noises(sched, (1, 16, 2), torch.Generator().manual_seed(seed))
+    net = SmoothNetDenoiser(32, seed=5, scheduler=sched)
+
+    def sharp(x, t):
+        return net(x, t) + 10.0 * torch.tanh(3 * x)
+
+    ref = solve(Sequential(), sharp, sched, draws.x_T, draws.noises).sample
+    rounds = {}
+    for scan in (False, True):
+        out = solve(QuasiNewton(scan=scan, probes=False, thin_start=False), sharp, sched, draws.x_T, draws.noises)
+        assert out.stats.fallback is None and (out.sample - ref).abs().max() < 1e-3
+        rounds[scan] = out.stats.rounds
+    assert rounds[True] == rounds[False] <= 8
+
+
 LINEAR_ROUNDS = 12
 
 
@@ -305,7 +373,7 @@ def test_the_linearised_scan_propagation_converges_to_the_same_answer():
         imposed = impose(traj[:50], cond_data, cond_mask)
         out = den(imposed.reshape(-1, 16, 2), problem.rule.timesteps.repeat_interleave(2)).reshape(imposed.shape)
         models.record(torch.arange(50), imposed.flatten(2), out.flatten(2))
-        new = quasi_newton.propagate_linear(models, traj, 0, fresh, problem)
+        new = quasi_newton.propagate_linear(models, traj, 0, fresh, problem)[0]
         moved, traj = float((new - traj).abs().max()), new
         if moved < 1e-6:
             break
@@ -467,7 +535,7 @@ def test_where_the_stand_in_clips_the_gpus_scans_reach_the_stepped_chain(monkeyp
     scanned = quasi_newton.stand_in_chain(models, problem.x_T, problem, linear=True)
     assert not calls["loops"] and len(calls["scans"]) > 1 and (scanned - stepped).abs().max() < 1e-4
     nothing = torch.zeros(17, dtype=torch.bool)
-    first_scan = quasi_newton.propagate_linear(models, start, 0, nothing, problem)
+    first_scan = quasi_newton.propagate_linear(models, start, 0, nothing, problem)[0]
     assert (first_scan - stepped).abs().max() > 1e-2  # one scan from the constant chain misses the clipping
     monkeypatch.setattr(quasi_newton, "unclipped_chain", lambda models, traj, problem, workspace=None: (traj, False))
     monkeypatch.setattr(quasi_newton, "STAND_IN_SCANS", 1)

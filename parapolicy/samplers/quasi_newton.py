@@ -47,6 +47,12 @@ window start is exact after every round, so the answer is the sequential one for
 noise draws: the models move the rounds, never the fixed point. NaN/inf falls back to the
 sequential chain. The start is the Gaussian stand-in's trajectory, or the caller's initial
 guess.
+
+On a GPU the host waits for the device twice a round: before the call (which steps gain a secant
+pair) and at the round's end (every state's change, the outputs' finiteness and whether a clipping
+pattern moved along the scanned chain, in one read; where one did, more scans follow, a read each);
+host indices go over without waiting (``send``), so the launches from the call to the round's end
+queue behind it.
 """
 
 from __future__ import annotations
@@ -77,13 +83,21 @@ MAX_STORE_ENTRIES = 1 << 24  # N x D x D floats a Jacobian store may hold (64 Mi
 MAX_DENSE_ENTRIES = 1 << 24  # N x B x D x D floats of one round's dense models; beyond, slopes only
 STAND_IN_STD = 0.2  # the stand-in target's std (normalized units): fewer PushT rounds than 0.5 (benchmarks/README.md)
 STAND_IN_SCANS = 8  # Newton scans for the stand-in's chain on a GPU before it is stepped instead
-SETTLED = 1e-5  # a scan that moves no state more than this (normalized units) has found the chain
 STD_FLOOR = 0.15  # no state is judged against a noise std below this (normalized units; benchmarks/README.md)
 FITTED = ("slopes", "points", "pairs", "count", "known", "left", "right", "ridge")
 
 ArrayOps = namedtuple("ArrayOps", "where isnan solve index concat")
+Pending = namedtuple("Pending", "at_steps before length new_pair")  # a round's evaluations before its call
+Clipping = namedtuple("Clipping", "inside offset model coefficients")  # where a linearisation's steps clipped
 HOST_OPS = ArrayOps(np.where, np.isnan, np.linalg.solve, np.asarray, np.concatenate)
-TORCH_OPS = ArrayOps(torch.where, torch.isnan, torch.linalg.solve, torch.tensor, torch.cat)
+# solve_ex: torch.linalg.solve checks for a singular matrix, a host sync on CUDA (the ridge makes the fits' regular)
+TORCH_OPS = ArrayOps(torch.where, torch.isnan, lambda a, b: torch.linalg.solve_ex(a, b)[0], torch.tensor, torch.cat)
+
+
+def send(host: torch.Tensor, device) -> torch.Tensor:
+    """``host`` on ``device`` without waiting: a blocking copy to a GPU synchronises the stream (the
+    host waits for every queued kernel), a non-blocking one from pageable memory is staged at once."""
+    return host.to(device, non_blocking=True)
 
 
 def placed(like, *indices):
@@ -93,9 +107,9 @@ def placed(like, *indices):
     if isinstance(like, np.ndarray):
         return indices if len(indices) > 1 else indices[0]
     if len(indices) == 1:
-        return torch.as_tensor(indices[0]).to(like.device)
-    sent = torch.cat([torch.as_tensor(index, dtype=torch.long) for index in indices]).to(like.device)
-    return sent.split([len(index) for index in indices])
+        return send(torch.as_tensor(indices[0]), like.device)
+    together = send(torch.cat([torch.as_tensor(index, dtype=torch.long) for index in indices]), like.device)
+    return together.split([len(index) for index in indices])
 
 
 def all_finite(tensor: torch.Tensor) -> bool:
@@ -154,6 +168,12 @@ class JacobianStore:
         self.cursor[step] = (first + count) % self.size
         return [(first + k) % self.size for k in range(count)]
 
+    def forget(self, steps: list[int], columns: list[int]) -> None:
+        """Columns written by a round whose outputs were not finite: cleared, the slope stands in again."""
+        step_index, column_index = placed(self.measured, steps, columns)
+        self.matrix[step_index, :, column_index] = 0.0
+        self.measured[step_index, column_index] = False
+
     def write(self, steps: list[int], columns: list[int], values: torch.Tensor) -> None:
         """``values`` (P, B, D): probe p's difference quotient (column ``columns[p]`` of step
         ``steps[p]``), per sample; the store keeps their batch mean."""
@@ -192,7 +212,7 @@ class StepModels:
         self.dense = store is not None or n_steps * batch * size * size <= MAX_DENSE_ENTRIES
         # made once, for the dense models' base (each round's; a kernel each on a GPU)
         self.eye = torch.eye(size, dtype=x_T.dtype, device=x_T.device) if self.dense else None
-        self.step_index = torch.arange(n_steps).to(x_T.device)  # sent once: a round's steps are a slice of it
+        self.step_index = send(torch.arange(n_steps), x_T.device)  # sent once: a round's steps are a slice of it
         # NumPy views of the same memory: a CPU round's fits are a few dozen ops on small arrays,
         # where a torch op's dispatch costs more than its arithmetic (as in the propagation)
         self.views = SimpleNamespace(**{name: getattr(self, name).numpy() for name in FITTED}) \
@@ -208,28 +228,39 @@ class StepModels:
         """(N, B, D): the network's output there."""
         return self.points[..., self.size :]
 
+    def prepare(self, steps: torch.Tensor, states: torch.Tensor, on_device: torch.Tensor) -> Pending:
+        """Before the round's call, on the tensors: where ``steps`` were last evaluated, how far their
+        inputs ``states`` moved since, and which gain a secant pair (``record``). The host reads that
+        mask now, while the device holds only this round's gathers, so that on a GPU nothing from the
+        call to the round's end waits for the device. ``on_device``: the steps, sent already."""
+        return self._movement(self, steps, states, on_device, host=False)
+
+    def _movement(self, arrays, steps, states, at_steps, host: bool) -> Pending:
+        before = arrays.points[at_steps]
+        dx = states - before[..., : self.size]
+        length = (dx * dx).sum(-1, keepdims=True) ** 0.5
+        moved = (length > 0).all(1).reshape(-1)
+        return Pending(at_steps, before, length, arrays.known[steps] & (moved if host else moved.cpu()))
+
     def record(self, steps: torch.Tensor, states: torch.Tensor, outputs: torch.Tensor,
-               sent: torch.Tensor | None = None) -> None:
+               pending: Pending | None = None) -> None:
         """This round's evaluations (K, B, D) of ``steps`` (K,); a step evaluated before gains a
-        secant pair (x' - x, out' - out) / |x' - x|, and its model is refitted. ``sent``: the steps
-        already on the tensors' device, where the caller sent them."""
-        host = self.views is not None and on_host_arrays(states, outputs)
+        secant pair (x' - x, out' - out) / |x' - x|, and its model is refitted. ``pending``: what
+        ``prepare`` found before the call (the torch path only)."""
+        host = pending is None and self.views is not None and on_host_arrays(states, outputs)
         arrays, ops = (self.views, HOST_OPS) if host else (self, TORCH_OPS)
         if host:
             steps, states, outputs = steps.numpy(), states.numpy(), outputs.numpy()
-        at_steps = placed(arrays.points, steps) if host or sent is None else sent
+        if pending is None:
+            pending = self._movement(arrays, steps, states, placed(arrays.points, steps), host)
+        at_steps, before, length, new_pair = pending
         evaluated = ops.concat([states, outputs], -1)
-        change = evaluated - arrays.points[at_steps]  # (x' - x, out' - out)
-        dx = change[..., : self.size]
-        length = (dx * dx).sum(-1, keepdims=True) ** 0.5
-        moved = (length > 0).all(1).reshape(-1)
-        new_pair = arrays.known[steps] & (moved if host else moved.cpu())
         paired = steps[new_pair]
         if len(paired):
             # a slice: views, not gathers
             take = slice(None) if len(paired) == len(steps) else placed(arrays.points, new_pair)
             slot = arrays.count[paired] % self.history
-            arrays.pairs[tuple(placed(arrays.pairs, paired, slot))] = change[take] / length[take]
+            arrays.pairs[tuple(placed(arrays.pairs, paired, slot))] = (evaluated - before)[take] / length[take]
             arrays.count[paired] += 1
         first = steps[~arrays.known[steps]]
         arrays.points[at_steps] = evaluated
@@ -320,7 +351,7 @@ def plan_probes(steps: list[int], spare: int, store: JacobianStore | None) -> li
 def probe_states(anchors: torch.Tensor, columns: list[int]) -> torch.Tensor:
     """``anchors`` (P, B, D), probe p moved by PROBE_STEP along axis ``columns[p]``."""
     axes = torch.nn.functional.one_hot(torch.tensor(columns), anchors.shape[-1])  # made on the host, sent once
-    return torch.add(anchors, axes.unsqueeze(1).to(anchors.device), alpha=PROBE_STEP)  # one kernel on the device
+    return torch.add(anchors, send(axes.unsqueeze(1), anchors.device), alpha=PROBE_STEP)  # one kernel on the device
 
 
 def between_steps(fresh: torch.Tensor, start: int) -> list[int]:
@@ -435,9 +466,10 @@ def propagate_coefficients(models: StepModels, coefficients, traj: torch.Tensor,
 
 def linearise(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.Tensor, problem, coefficients=None,
               into: torch.Tensor | None = None):
-    """Every remaining step at the current trajectory: its modelled next state (K, B, *S) and its
+    """Every remaining step at the current trajectory: its modelled next state (K, B, *S), its
     Jacobian, (K, B, D, D) with dense models (written into ``into`` where given: a scan's slots),
-    else its diagonal (K, B, D). The transition's partials are elementwise, in closed form
+    else its diagonal (K, B, D), and where the clean-sample predictions clipped (``Clipping``; None
+    where the rule does not clip). The transition's partials are elementwise, in closed form
     (``StepCoefficients.linearised``: a handful of kernels where autograd's jvp launched a
     hundred); inpainted inputs have none."""
     rule, n_steps = problem.rule, fresh.shape[0] - 1
@@ -450,31 +482,56 @@ def linearise(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.T
     noise = None if problem.noises is None else problem.noises[start:n_steps]
     # the caller's condition: a per-step tensor-maths rule (``coefficients``: another form of it)
     coefficients = rule.coefficients_on(traj.device) if coefficients is None else coefficients
-    nxt, along_x, along_out = coefficients.linearised(steps, states, out, noise)
+    nxt, along_x, along_out, inside = coefficients.linearised(steps, states, out, noise)
+    clipping = None if inside is None else Clipping(inside, offset, model, coefficients)
     free = None if problem.cond_mask is None else (~problem.cond_mask).flatten(1).to(flat.dtype)
     if not dense:
         diagonal = along_x.flatten(2) + along_out.flatten(2) * model
-        return nxt, diagonal if free is None else diagonal * free
+        return nxt, diagonal if free is None else diagonal * free, clipping
     jacobian = torch.mul(along_out.flatten(2)[..., None], model, **({} if into is None else {"out": into}))
     jacobian.diagonal(dim1=-2, dim2=-1).add_(along_x.flatten(2))  # + diag(along_x), in place
-    return nxt, jacobian if free is None else jacobian.mul_(free[None, :, None, :])
+    return nxt, jacobian if free is None else jacobian.mul_(free[None, :, None, :]), clipping
+
+
+def clipping_moved(clipping: Clipping, chain: torch.Tensor, start: int, models: StepModels, problem) -> torch.Tensor:
+    """How many clean-sample predictions along ``chain`` (through the same models) clip where the
+    linearisation's did not, or the reverse: a float32 count on the device, read with the round's
+    changes. Where none did, the scanned chain is the models' own chain exactly."""
+    states = impose(chain[start:-1], problem.cond_data, problem.cond_mask)
+    out = modelled_outputs(clipping.offset, clipping.model, states.flatten(2)).view(states.shape)
+    x0 = clipping.coefficients.clean_prediction(models.step_index[start:], states, out)
+    return ((x0.abs() < clipping.coefficients.clip) != clipping.inside).sum(dtype=torch.float32)
 
 
 def propagate_linear(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.Tensor, problem,
                      coefficients=None, workspace: AffineScan | None = None) -> torch.Tensor:
     """``propagate`` with every step linearised at the current trajectory, solved by a doubling
     scan (``AffineScan``, the chunk's workspace where given): log2(N) batched matrix products
-    instead of N dependent steps (a handful of kernels on a GPU); a new clipping pattern is met by
-    the next round, as in any Newton step."""
+    instead of N dependent steps (a handful of kernels on a GPU). Returns the chain and whether
+    a clipping pattern changed along it (``clipping_moved``; None where nothing clips): where not,
+    it is the models' own chain exactly; where so, more scans meet it (``settled_chain``)."""
     count, size = traj.shape[0] - 1 - start, math.prod(traj.shape[2:])
     scan = AffineScan(count, traj.shape[1], size, traj) if workspace is None else workspace
     into_jacobians, into_residuals = scan.slots(count)
-    nxt, jacobian = linearise(models, traj, start, fresh, problem, coefficients, into=into_jacobians)
+    nxt, jacobian, clipping = linearise(models, traj, start, fresh, problem, coefficients, into=into_jacobians)
     if jacobian.dim() == 3:  # diagonal models
         into_jacobians.zero_().diagonal(dim1=-2, dim2=-1).copy_(jacobian)
     torch.sub(nxt.flatten(2), traj[start + 1 :].flatten(2), out=into_residuals)
     moved = traj[start + 1 :].flatten(2) + scan.run(count)
-    return torch.cat([traj[: start + 1], moved.view(traj[start + 1 :].shape)])
+    chain = torch.cat([traj[: start + 1], moved.view(traj[start + 1 :].shape)])
+    return chain, None if clipping is None else clipping_moved(clipping, chain, start, models, problem)
+
+
+def settled_chain(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.Tensor, problem,
+                  workspace: AffineScan | None, scans: int) -> tuple[torch.Tensor, bool]:
+    """Newton scans from ``traj`` until the clipping pattern holds along the chain they reach (then
+    it is the models' own chain, as ``propagate`` steps it), at most ``scans`` of them (a host sync
+    each): ``(chain, settled)``."""
+    for _ in range(scans):
+        traj, moved = propagate_linear(models, traj, start, fresh, problem, workspace=workspace)
+        if moved is None or not float(moved):
+            return traj, True
+    return traj, False
 
 
 def stand_in_chain(models: StepModels, x_T: torch.Tensor, problem, linear: bool,
@@ -495,13 +552,8 @@ def stand_in_chain(models: StepModels, x_T: torch.Tensor, problem, linear: bool,
             return chain
         if all_finite(chain):
             traj = chain
-    for _ in range(STAND_IN_SCANS if linear else 0):
-        new = propagate_linear(models, traj, 0, nothing, problem, workspace=workspace)
-        settled = bool((new - traj).abs().max() <= SETTLED)
-        traj = new
-        if settled:
-            return traj
-    return propagate(models, traj, 0, nothing, problem)
+    traj, settled = settled_chain(models, traj, 0, nothing, problem, workspace, STAND_IN_SCANS if linear else 0)
+    return traj if settled else propagate(models, traj, 0, nothing, problem)
 
 
 def unclipped_chain(models: StepModels, traj: torch.Tensor, problem,
@@ -513,7 +565,7 @@ def unclipped_chain(models: StepModels, traj: torch.Tensor, problem,
     rule = problem.rule
     coefficients = rule.coefficients_on(traj.device)
     nothing = torch.zeros(rule.num_steps + 1, dtype=torch.bool)
-    chain = propagate_linear(models, traj, 0, nothing, problem, coefficients.unclipped, workspace)
+    chain = propagate_linear(models, traj, 0, nothing, problem, coefficients.unclipped, workspace)[0]
     if coefficients.clip is None:
         return chain, all_finite(chain)
     offset, model = round_models(models, 0, nothing)  # the network as modelled, along the chain
@@ -522,6 +574,11 @@ def unclipped_chain(models: StepModels, traj: torch.Tensor, problem,
     steps = models.step_index
     worst = float(coefficients.clean_prediction(steps, states, out).abs().amax())  # NaN if anything is
     return chain, worst <= coefficients.clip
+
+
+def worst_changes(new: torch.Tensor, traj: torch.Tensor, inv_var: torch.Tensor) -> torch.Tensor:
+    """Every state's squared change, the worst sample's, in units of its (floored) noise variance."""
+    return (new - traj).pow(2).flatten(2).sum(-1).amax(1) * inv_var
 
 
 def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, slopes: torch.Tensor, *, name: str,
@@ -541,7 +598,7 @@ def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, s
         traj[0] = x_T
     else:
         traj = stand_in_chain(models, x_T, problem, linear, workspace)
-    timesteps = rule.timesteps.to(x_T.device)
+    timesteps = send(rule.timesteps, x_T.device)
     start, rounds, nfe, max_error, widest = 0, 0, 0, 0.0, 0
     while start < n_steps:
         plan = evaluation_plan(start, n_steps, max_rows, thin=thin_start and not rounds and problem.init_guess is None)
@@ -554,23 +611,41 @@ def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, s
         rows = states
         if probes:
             rows = torch.cat([states, probe_states(states[probed], [c for _, c in probes])])
+        pending = None if models.views is not None else models.prepare(plan, states, row_steps[: len(steps)])
         t_rows = timesteps.index_select(0, row_steps)
         t_rows = t_rows if batch == 1 else t_rows.repeat_interleave(batch)  # (a copy even for one sample)
         outputs = problem.denoise(rows.reshape(-1, *shape), t_rows).reshape(rows.shape)
         rounds, nfe, widest = rounds + 1, nfe + rows.shape[0], max(widest, rows.shape[0])
-        if not all_finite(outputs):
+        # the outputs' finiteness: checked now where the fits run in NumPy (on the host, a read costs
+        # nothing); else read with the round's changes, so that no host sync stops the launches
+        # between the call and the round's end (the fits, the scan) on a GPU
+        finite_now = models.views is not None
+        if finite_now and not all_finite(outputs):
             return fallback_to_chain(problem, name, rounds, nfe, settings, widest)
+        outputs_sum = None if finite_now else outputs.sum(dtype=torch.float32).view(1)
         outputs, probe_outputs = outputs[: len(steps)], outputs[len(steps) :]
         if probes:
             store.write([j for j, _ in probes], [c for _, c in probes], (probe_outputs - outputs[probed]) / PROBE_STEP)
-        models.record(plan, states, outputs, sent=row_steps[: len(steps)])
+        models.record(plan, states, outputs, pending)
         fresh = nothing.clone()
         fresh[plan] = True
-        new = propagate_linear(models, traj, start, fresh, problem, workspace=workspace) if linear else \
-            propagate(models, traj, start, fresh, problem)
-        # the worst sample's change of every state, read in one go
-        change = ((new - traj).pow(2).flatten(2).sum(-1).amax(1) * inv_var).tolist()
+        new, clipping_moved_flag = propagate_linear(models, traj, start, fresh, problem, workspace=workspace) \
+            if linear else (propagate(models, traj, start, fresh, problem), None)
+        # the worst sample's change of every state (and the outputs' sum, and whether the scan's
+        # clipping pattern moved), read in one go
+        change = worst_changes(new, traj, inv_var)
+        flags = [flag.view(1).to(change.dtype) for flag in (outputs_sum, clipping_moved_flag) if flag is not None]
+        change = (torch.cat([change, *flags]) if flags else change).tolist()
+        if clipping_moved_flag is not None and change[-1] and all(map(math.isfinite, change)):
+            # a clean-sample prediction crossed the clipping range along the scanned chain: more scans
+            # until the pattern holds (a sharp network, as a random-init one, needs half the rounds
+            # then), else the step loop
+            new, settled = settled_chain(models, new, start, fresh, problem, workspace, STAND_IN_SCANS)
+            new = new if settled else propagate(models, new, start, fresh, problem)
+            change = worst_changes(new, traj, inv_var).tolist() + change[n_steps + 1 :]
         if not all(map(math.isfinite, change[start + 1 :])):  # a non-finite state (the chain was finite) shows here
+            if probes:  # the store outlives the call: what this round wrote goes
+                store.forget([j for j, _ in probes], [c for _, c in probes])
             return fallback_to_chain(problem, name, rounds, nfe, settings, widest)
         traj = new
         accepted, upstream = 1, 0.0  # the leading evaluated states: the first is exact (its input was);

@@ -98,14 +98,16 @@ class StepCoefficients:
         return self._step(self.picked(index, x), x, eps, noise)[0]
 
     def linearised(self, index: torch.Tensor, x, eps, noise):
-        """``transition`` and its partials at once, ``(next, d next / dx, d next / d eps)``, the steps'
-        scalars picked once and the clean-sample prediction formed once (kernels a GPU round saves).
+        """``transition`` and its partials at once, ``(next, d next / dx, d next / d eps, inside)``,
+        the steps' scalars picked once and the clean-sample prediction formed once (kernels a GPU round
+        saves); ``inside``: which entries' clean-sample predictions were not clipped (None where nothing
+        clips): the linearisation holds wherever that pattern does.
         The partials are shaped like x: every step acts entry by entry, so they are its whole
         Jacobian (clipped entries carry no clean-sample term: clamp's derivative, as autograd takes
         it, is zero outside the range and on its edge)."""
         picked = self.picked(index, x)
         nxt, x0 = self._step(picked, x, eps, noise)
-        return (nxt, *self._partials(picked, x, x0))
+        return self._partials(picked, nxt, x, x0)
 
     def _step(self, picked, x, eps, noise):
         """The next states and the clean-sample prediction before clipping."""
@@ -115,15 +117,15 @@ class StepCoefficients:
         mean = x0_scale * clipped + (first * eps if self.ddim else first * x)
         return (mean, x0) if noise is None else (mean + picked.drawn_std * noise, x0)
 
-    def _partials(self, picked, x, x0):
-        partials = picked.partials
+    def _partials(self, picked, nxt, x, x0):
+        partials, inside = picked.partials, None
         if self.clip is not None:  # a clipped entry has no clean-sample term
             inside = x0.abs() < self.clip  # (the same entries as -clip < x0 < clip)
             partials = torch.where(inside.unsqueeze(1), partials, 0.0)
         through_x0, eps_through_x0 = partials.unbind(1)
         along_x = through_x0 if self.ddim else through_x0 + picked.first
         along_eps = picked.first + eps_through_x0 if self.ddim else eps_through_x0
-        return torch.broadcast_to(along_x, x.shape), torch.broadcast_to(along_eps, x.shape)
+        return nxt, torch.broadcast_to(along_x, x.shape), torch.broadcast_to(along_eps, x.shape), inside
 
     def to(self, device) -> "StepCoefficients":
         return dataclasses.replace(self, **{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)
