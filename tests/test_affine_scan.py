@@ -42,3 +42,20 @@ def test_the_one_off_scan_keeps_its_inputs_and_returns_its_own_tensor():
 def test_a_chain_the_workspace_cannot_hold_is_an_error(count):
     with pytest.raises(ValueError, match=f"a scan of {count} steps in a workspace for 1..7"):
         AffineScan(7, 1, 2, torch.zeros(1)).slots(count)
+
+
+def test_a_non_finite_scan_leaves_nothing_behind_in_the_workspace():
+    """An inf step makes NaN of the bottom rows (0 x inf) in the products; the next scan in the same
+    workspace (a chunk's next round) is the recurrence of its own steps all the same."""
+    g = torch.Generator().manual_seed(2)
+    scan = AffineScan(16, 1, 3, torch.zeros(1))
+    for count, poisoned in ((16, True), (11, False)):
+        residual, jacobians = torch.randn(count, 1, 3, generator=g), 0.4 * torch.randn(count, 1, 3, 3, generator=g)
+        if poisoned:
+            residual[2, 0, 1] = float("inf")
+        into_jacobians, into_residuals = scan.slots(count)
+        into_jacobians.copy_(jacobians)
+        into_residuals.copy_(residual)
+        out = scan.run(count)
+        assert bool(torch.isfinite(out).all()) is not poisoned
+    assert torch.allclose(out, recurrence(residual, jacobians), atol=1e-5)

@@ -49,10 +49,12 @@ def test_the_counter_counts_the_host_syncs_a_gpu_would_make():
         index.tolist(), int(index[0]), bool(index.sum() > 0)  # the host's own numbers
         torch.linalg.solve(torch.eye(2) + y[:2].diag(), y[:2])  # checks its result on the host
         torch.linalg.solve_ex(torch.eye(2) + y[:2].diag(), y[:2])
+        y[y > 1]  # a gather through a mask: its size is read first
+        y[index[:2]]  # through indices: no wait
         counter.counting = False
         y.tolist()
-    assert dict(counter.syncs) == {"read": 2, "to_host": 1, "blocking send": 1, "error check": 1}
-    assert counter.kernels["to_device"] == 2 and counter.kernels["to_host"] == 1
+    assert dict(counter.syncs) == {"read": 2, "to_host": 1, "blocking send": 1, "error check": 1, "mask index": 1}
+    assert counter.kernels["to_device"] == 3 and counter.kernels["to_host"] == 1
 
 
 def test_a_chunk_counts_the_samplers_work_and_not_the_networks(toy_ckpt):

@@ -67,11 +67,11 @@ def test_step_partials_are_the_transitions_derivatives(kind, eta):
     steps, ones = torch.arange(n), torch.ones_like(x)
     _, along_x = torch.func.jvp(lambda v: coefficients.transition(steps, v, eps, noise), (x,), (ones,))
     _, along_eps = torch.func.jvp(lambda v: coefficients.transition(steps, x, v, noise), (eps,), (ones,))
-    nxt, partial_x, partial_eps, inside = coefficients.linearised(steps, x, eps, noise)
+    nxt, partial_x, partial_eps, sides = coefficients.linearised(steps, x, eps, noise)
     assert torch.equal(nxt, coefficients.transition(steps, x, eps, noise))
     x0 = (x - coefficients.eps_scale.view(-1, 1, 1, 1) * eps) / coefficients.x_scale.view(-1, 1, 1, 1)
     assert coefficients.clip is not None and bool((x0.abs() > coefficients.clip).any())  # clipping is exercised
-    assert torch.equal(inside, x0.abs() < coefficients.clip)  # the entries whose clean term stands
+    assert torch.equal(sides, torch.where(x0.abs() < coefficients.clip, 0.0, x0.sign()))  # kept, or clipped which way
     assert torch.allclose(partial_x, along_x, rtol=1e-6, atol=1e-7)
     assert torch.allclose(partial_eps, along_eps, rtol=1e-6, atol=1e-7)
 

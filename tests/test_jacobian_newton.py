@@ -110,6 +110,23 @@ def test_carry_corrections_is_the_sequential_recurrence():
         d = residual[k] + (jac[k] @ d.unsqueeze(-1)).squeeze(-1)
         expected.append(d)
     assert torch.allclose(carry_corrections(residual, jac), torch.stack(expected), atol=1e-5)
+    tracked = jac.clone().requires_grad_(True)  # a caller's gradient runs through it (no workspace in place)
+    with torch.enable_grad():
+        carried = carry_corrections(residual, tracked)
+        carried.sum().backward()
+    assert torch.allclose(carried.detach(), torch.stack(expected), atol=1e-5) and bool(tracked.grad.abs().sum() > 0)
+
+
+def test_a_denoiser_with_a_gradient_samples_as_a_plain_one():
+    """A caller sampling outside ``no_grad`` with a denoiser that carries a gradient gets the same chunk."""
+    sched = make_scheduler("ddim", 16)
+    net = SmoothNetDenoiser(32, seed=1, scheduler=sched)
+    draws = draw_noises(sched, (1, 16, 2), torch.Generator().manual_seed(3))
+    plain = solve(JacobianNewton(), net, sched, draws.x_T, draws.noises).sample
+    weight = torch.zeros((), requires_grad=True)
+    with torch.enable_grad():
+        tracked = solve(JacobianNewton(), lambda x, t: net(x, t) + weight * x, sched, draws.x_T, draws.noises)
+    assert tracked.sample.requires_grad and (tracked.sample.detach() - plain).abs().max() < 1e-5
 
 
 def test_non_finite_values_fall_back_to_sequential():

@@ -278,22 +278,36 @@ def test_a_non_finite_round_on_the_gpus_path_falls_back_in_that_round(value):
     assert torch.equal(out.sample, ref)
 
 
-def test_a_non_finite_probing_round_leaves_no_column_in_the_store():
-    """The Jacobian store outlives the call: the columns a NaN round probed are cleared, so the next
-    call starts from the finite ones."""
+def test_a_probing_round_that_fails_leaves_the_store_as_it_found_it(monkeypatch):
+    """The Jacobian store outlives the call: a round whose outputs turn out not finite (read at its
+    end on the GPU's path), or that raises, puts back the columns it overwrote, measured ones
+    included, so the next call starts from what the calls before measured."""
     sched = make_scheduler("ddpm", 50)
     draws = draw_noises(sched, (1, 16, 2), torch.Generator().manual_seed(8))
     net = SmoothNetDenoiser(32, scheduler=sched)
     ref = solve(Sequential(), net, sched, draws.x_T, draws.noises).sample
     sampler = QuasiNewton(scan=True, probes=True, thin_start=False)
-    out = solve(sampler, bad_on_call(net, 2, float("nan")), sched, draws.x_T, draws.noises)  # the first probes
+    solve(sampler, net, sched, draws.x_T, draws.noises)  # measures some columns
+    (store,) = sampler._stores.values()
+    before = store.matrix.clone(), store.measured.clone()
+    assert bool(before[1].any())
+    out = solve(sampler, bad_on_call(net, 2, float("nan")), sched, draws.x_T, draws.noises)  # round 2 probes
     assert out.stats.fallback.startswith("sequential: non-finite values in Picard round 2")
     assert torch.equal(out.sample, ref)
-    (store,) = sampler._stores.values()
-    assert not bool(store.measured.any()) and bool(torch.isfinite(store.matrix).all())
-    again = solve(sampler, net, sched, draws.x_T, draws.noises)
-    assert again.stats.fallback is None and (again.sample - ref).abs().max() < 1e-2
-    assert bool(store.measured.any()) and bool(torch.isfinite(store.matrix).all())
+    assert torch.equal(store.matrix, before[0]) and torch.equal(store.measured, before[1])
+
+    record, calls = StepModels.record, []
+
+    def failing(self, *args, **kwargs):  # in round 2, after its probes were written
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("out of memory")
+        return record(self, *args, **kwargs)
+
+    monkeypatch.setattr(StepModels, "record", failing)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        solve(sampler, net, sched, draws.x_T, draws.noises)
+    assert torch.equal(store.matrix, before[0]) and torch.equal(store.measured, before[1])
 
 
 def test_bad_settings_and_multistep_schedulers_are_one_clear_error():
@@ -448,10 +462,11 @@ def test_odd_inputs_keep_the_answer(monkeypatch):
     assert not strided.is_contiguous()
     assert torch.equal(solve(QuasiNewton(probes=False), den, sched, strided).sample, plain)
     weight = torch.zeros((), requires_grad=True)
-    with torch.enable_grad():
-        tracked = QuasiNewton(probes=False).sample(DenoisingProblem(lambda x, t: den(x, t) + weight * x, sched,
-                                                                    draws.x_T))
-    assert tracked.sample.requires_grad and (tracked.sample.detach() - plain).abs().max() < 1e-5
+    for scan in (False, True):  # the GPU's scans too: their workspace is written in place, a gradient's is not
+        with torch.enable_grad():
+            tracked = QuasiNewton(probes=False, scan=scan).sample(
+                DenoisingProblem(lambda x, t: den(x, t) + weight * x, sched, draws.x_T))
+        assert tracked.sample.requires_grad and (tracked.sample.detach() - plain).abs().max() < 1e-5
 
 
 @pytest.mark.parametrize("probes", [False, True])

@@ -40,8 +40,10 @@ class OpCounter(TorchDispatchMode):
 
     ``syncs`` counts the host syncs by kind: ``read`` (a device value read on the host: ``float()``,
     ``bool()``, ``.item()``, ``.tolist()``), ``to_host`` (a ``.cpu()`` copy), ``blocking send`` (host
-    data sent without ``non_blocking``: CUDA waits for the stream first) and ``error check`` (a linalg
-    function's check of its result, as ``torch.linalg.solve`` makes)."""
+    data sent without ``non_blocking``: CUDA waits for the stream first), ``error check`` (a linalg
+    function's check of its result, as ``torch.linalg.solve`` makes) and ``mask index`` (a gather or
+    scatter through a boolean mask, whose size the host needs first). Not seen: a float tensor's
+    blocking send (the counter cannot tell host floats from device ones)."""
 
     def __init__(self):
         super().__init__()
@@ -83,6 +85,9 @@ class OpCounter(TorchDispatchMode):
         if name in INDEXING:  # host index tensors go to the device first, a copy each
             sent = [t for t in _indices(args) if not t.is_floating_point() and not self.is_device(t)]
             self.kernels["to_device"] += len(sent)
+            # a boolean mask's entries are counted (nonzero) before the gather is launched: a sync
+            if any(t.dtype == torch.bool for t in _indices(args)):
+                self.syncs["mask index"] += 1
         if not self.to_host:
             self.mark(*(t for t in _tensors((), None, out) if not t.is_floating_point()))
         return out

@@ -75,7 +75,7 @@ def convergence_weights(rule, state_shape, length: int, device, std_floor: float
     exact once its predecessors are) and state 0 is never judged.
     """
     n_steps = rule.num_steps
-    variance = rule.error_variance[: n_steps - 1].to(device).clamp(min=float(std_floor) ** 2)
+    variance = rule.error_variance[: n_steps - 1].to(device, non_blocking=True).clamp(min=float(std_floor) ** 2)
     weights = torch.zeros(length, device=device, dtype=torch.float32)
     weights[1:n_steps] = 1.0 / (variance * max(1, math.prod(state_shape)))
     return weights

@@ -66,7 +66,7 @@ import numpy as np
 import torch
 
 from parapolicy.errors import SamplerConfigError
-from parapolicy.samplers.affine_scan import AffineScan
+from parapolicy.samplers.affine_scan import AffineScan, carry_corrections, tracked
 from parapolicy.samplers.base import SamplerBase
 from parapolicy.samplers.buffers import convergence_weights
 from parapolicy.samplers.driver import fallback_to_chain
@@ -88,7 +88,7 @@ FITTED = ("slopes", "points", "pairs", "count", "known", "left", "right", "ridge
 
 ArrayOps = namedtuple("ArrayOps", "where isnan solve index concat")
 Pending = namedtuple("Pending", "at_steps before length new_pair")  # a round's evaluations before its call
-Clipping = namedtuple("Clipping", "inside offset model coefficients")  # where a linearisation's steps clipped
+Clipping = namedtuple("Clipping", "sides offset model coefficients")  # where a linearisation's steps clipped
 HOST_OPS = ArrayOps(np.where, np.isnan, np.linalg.solve, np.asarray, np.concatenate)
 # solve_ex: torch.linalg.solve checks for a singular matrix, a host sync on CUDA (the ridge makes the fits' regular)
 TORCH_OPS = ArrayOps(torch.where, torch.isnan, lambda a, b: torch.linalg.solve_ex(a, b)[0], torch.tensor, torch.cat)
@@ -168,18 +168,21 @@ class JacobianStore:
         self.cursor[step] = (first + count) % self.size
         return [(first + k) % self.size for k in range(count)]
 
-    def forget(self, steps: list[int], columns: list[int]) -> None:
-        """Columns written by a round whose outputs were not finite: cleared, the slope stands in again."""
-        step_index, column_index = placed(self.measured, steps, columns)
-        self.matrix[step_index, :, column_index] = 0.0
-        self.measured[step_index, column_index] = False
-
-    def write(self, steps: list[int], columns: list[int], values: torch.Tensor) -> None:
+    def write(self, steps: list[int], columns: list[int], values: torch.Tensor):
         """``values`` (P, B, D): probe p's difference quotient (column ``columns[p]`` of step
-        ``steps[p]``), per sample; the store keeps their batch mean."""
-        step_index, column_index = placed(self.matrix, steps, columns)
-        self.matrix[step_index, :, column_index] = values.mean(1).to(self.matrix.dtype)
-        self.measured[step_index, column_index] = True
+        ``steps[p]``), per sample; the store keeps their batch mean. Returns what it overwrote, for
+        ``restore``: the store outlives the call, and a round whose outputs turn out not finite
+        (read at its end, on a GPU) must leave it as it found it."""
+        at = placed(self.matrix, steps, columns)
+        overwritten = (at, self.matrix[at[0], :, at[1]], self.measured[at])
+        self.matrix[at[0], :, at[1]] = values.mean(1).to(self.matrix.dtype)
+        self.measured[at] = True
+        return overwritten
+
+    def restore(self, overwritten) -> None:
+        at, columns, measured = overwritten
+        self.matrix[at[0], :, at[1]] = columns
+        self.measured[at] = measured
 
 
 def store_key(rule, x_T: torch.Tensor) -> tuple:
@@ -217,6 +220,11 @@ class StepModels:
         # where a torch op's dispatch costs more than its arithmetic (as in the propagation)
         self.views = SimpleNamespace(**{name: getattr(self, name).numpy() for name in FITTED}) \
             if store is None and on_host_arrays(x_T) else None
+
+    def tensors(self) -> tuple:
+        """What the models are made of (a caller's gradient may run through any)."""
+        store = () if self.store is None else (self.store.matrix,)
+        return (self.points, self.pairs, self.slopes, self.left, self.right, *store)
 
     @property
     def anchor(self) -> torch.Tensor:
@@ -258,9 +266,13 @@ class StepModels:
         paired = steps[new_pair]
         if len(paired):
             # a slice: views, not gathers
-            take = slice(None) if len(paired) == len(steps) else placed(arrays.points, new_pair)
             slot = arrays.count[paired] % self.history
-            arrays.pairs[tuple(placed(arrays.pairs, paired, slot))] = (evaluated - before)[take] / length[take]
+            if len(paired) == len(steps):
+                at_pairs, take = placed(arrays.pairs, paired, slot), slice(None)
+            else:  # the rows that pair, as indices sent with the others: a mask's gather waits for the device
+                *at_pairs, take = placed(arrays.pairs, paired, slot, [i for i, gains in enumerate(new_pair.tolist())
+                                                                      if gains])
+            arrays.pairs[tuple(at_pairs)] = (evaluated - before)[take] / length[take]
             arrays.count[paired] += 1
         first = steps[~arrays.known[steps]]
         arrays.points[at_steps] = evaluated
@@ -482,8 +494,8 @@ def linearise(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.T
     noise = None if problem.noises is None else problem.noises[start:n_steps]
     # the caller's condition: a per-step tensor-maths rule (``coefficients``: another form of it)
     coefficients = rule.coefficients_on(traj.device) if coefficients is None else coefficients
-    nxt, along_x, along_out, inside = coefficients.linearised(steps, states, out, noise)
-    clipping = None if inside is None else Clipping(inside, offset, model, coefficients)
+    nxt, along_x, along_out, sides = coefficients.linearised(steps, states, out, noise)
+    clipping = None if sides is None else Clipping(sides, offset, model, coefficients)
     free = None if problem.cond_mask is None else (~problem.cond_mask).flatten(1).to(flat.dtype)
     if not dense:
         diagonal = along_x.flatten(2) + along_out.flatten(2) * model
@@ -494,13 +506,15 @@ def linearise(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.T
 
 
 def clipping_moved(clipping: Clipping, chain: torch.Tensor, start: int, models: StepModels, problem) -> torch.Tensor:
-    """How many clean-sample predictions along ``chain`` (through the same models) clip where the
-    linearisation's did not, or the reverse: a float32 count on the device, read with the round's
-    changes. Where none did, the scanned chain is the models' own chain exactly."""
+    """How many clean-sample predictions along ``chain`` (through the same models) stand on another
+    side of the clipping range than where the linearisation's did (kept, clipped below, clipped
+    above): a float32 count on the device, read with the round's changes, NaN if the chain is not
+    finite. Where none moved, the scanned chain is the models' own chain exactly."""
     states = impose(chain[start:-1], problem.cond_data, problem.cond_mask)
     out = modelled_outputs(clipping.offset, clipping.model, states.flatten(2)).view(states.shape)
     x0 = clipping.coefficients.clean_prediction(models.step_index[start:], states, out)
-    return ((x0.abs() < clipping.coefficients.clip) != clipping.inside).sum(dtype=torch.float32)
+    moved = (clipping.coefficients.clipping_sides(x0) != clipping.sides).sum(dtype=torch.float32)
+    return torch.add(moved, x0.sum(dtype=torch.float32), alpha=0.0)  # (0 x inf or NaN: NaN)
 
 
 def propagate_linear(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.Tensor, problem,
@@ -511,13 +525,19 @@ def propagate_linear(models: StepModels, traj: torch.Tensor, start: int, fresh: 
     a clipping pattern changed along it (``clipping_moved``; None where nothing clips): where not,
     it is the models' own chain exactly; where so, more scans meet it (``settled_chain``)."""
     count, size = traj.shape[0] - 1 - start, math.prod(traj.shape[2:])
-    scan = AffineScan(count, traj.shape[1], size, traj) if workspace is None else workspace
-    into_jacobians, into_residuals = scan.slots(count)
-    nxt, jacobian, clipping = linearise(models, traj, start, fresh, problem, coefficients, into=into_jacobians)
-    if jacobian.dim() == 3:  # diagonal models
-        into_jacobians.zero_().diagonal(dim1=-2, dim2=-1).copy_(jacobian)
-    torch.sub(nxt.flatten(2), traj[start + 1 :].flatten(2), out=into_residuals)
-    moved = traj[start + 1 :].flatten(2) + scan.run(count)
+    if tracked(traj, *models.tensors()):  # a caller's gradient: no workspace written in place
+        nxt, jacobian, clipping = linearise(models, traj, start, fresh, problem, coefficients)
+        jacobian = torch.diag_embed(jacobian) if jacobian.dim() == 3 else jacobian
+        corrections = carry_corrections((nxt - traj[start + 1 :]).flatten(2), jacobian)
+    else:
+        scan = AffineScan(count, traj.shape[1], size, traj) if workspace is None else workspace
+        into_jacobians, into_residuals = scan.slots(count)
+        nxt, jacobian, clipping = linearise(models, traj, start, fresh, problem, coefficients, into=into_jacobians)
+        if jacobian.dim() == 3:  # diagonal models
+            into_jacobians.zero_().diagonal(dim1=-2, dim2=-1).copy_(jacobian)
+        torch.sub(nxt.flatten(2), traj[start + 1 :].flatten(2), out=into_residuals)
+        corrections = scan.run(count)
+    moved = traj[start + 1 :].flatten(2) + corrections
     chain = torch.cat([traj[: start + 1], moved.view(traj[start + 1 :].shape)])
     return chain, None if clipping is None else clipping_moved(clipping, chain, start, models, problem)
 
@@ -529,7 +549,7 @@ def settled_chain(models: StepModels, traj: torch.Tensor, start: int, fresh: tor
     each): ``(chain, settled)``."""
     for _ in range(scans):
         traj, moved = propagate_linear(models, traj, start, fresh, problem, workspace=workspace)
-        if moved is None or not float(moved):
+        if (moved is None and all_finite(traj)) or (moved is not None and float(moved) == 0.0):
             return traj, True
     return traj, False
 
@@ -576,6 +596,25 @@ def unclipped_chain(models: StepModels, traj: torch.Tensor, problem,
     return chain, worst <= coefficients.clip
 
 
+def propagated(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.Tensor, problem,
+               workspace: AffineScan | None, inv_var: torch.Tensor, outputs_sum: torch.Tensor | None):
+    """The round's new chain through the refitted models (scanned with ``workspace``, else stepped),
+    and every state's change (``worst_changes``) as Python numbers, followed by the outputs' sum and the
+    count of clean-sample predictions whose clipping moved along the scan, all read in one go. Where
+    some moved, more scans first, until none does (``settled_chain``; a sharp network, as a
+    random-init one, needs half the rounds then), else the step loop."""
+    new, clipping_moved_flag = propagate_linear(models, traj, start, fresh, problem, workspace=workspace) \
+        if workspace is not None else (propagate(models, traj, start, fresh, problem), None)
+    change = worst_changes(new, traj, inv_var)
+    flags = [flag.view(1).to(change.dtype) for flag in (outputs_sum, clipping_moved_flag) if flag is not None]
+    change = (torch.cat([change, *flags]) if flags else change).tolist()
+    if clipping_moved_flag is not None and change[-1] and all(map(math.isfinite, change)):
+        new, settled = settled_chain(models, new, start, fresh, problem, workspace, STAND_IN_SCANS)
+        new = new if settled else propagate(models, new, start, fresh, problem)
+        change = worst_changes(new, traj, inv_var).tolist() + change[len(traj) :]
+    return new, change
+
+
 def worst_changes(new: torch.Tensor, traj: torch.Tensor, inv_var: torch.Tensor) -> torch.Tensor:
     """Every state's squared change, the worst sample's, in units of its (floored) noise variance."""
     return (new - traj).pow(2).flatten(2).sum(-1).amax(1) * inv_var
@@ -616,36 +655,28 @@ def solve_quasi_newton(problem: DenoisingProblem, store: JacobianStore | None, s
         t_rows = t_rows if batch == 1 else t_rows.repeat_interleave(batch)  # (a copy even for one sample)
         outputs = problem.denoise(rows.reshape(-1, *shape), t_rows).reshape(rows.shape)
         rounds, nfe, widest = rounds + 1, nfe + rows.shape[0], max(widest, rows.shape[0])
-        # the outputs' finiteness: checked now where the fits run in NumPy (on the host, a read costs
-        # nothing); else read with the round's changes, so that no host sync stops the launches
-        # between the call and the round's end (the fits, the scan) on a GPU
-        finite_now = models.views is not None
+        # the outputs' finiteness: on the GPU's scan path read with the round's changes, so that no
+        # host sync stops the launches between the call and the round's end (the fits, the scan);
+        # elsewhere checked now (on the host a read costs nothing)
+        finite_now = not linear  # the CPU's step loop, whose NumPy would warn on NaN
         if finite_now and not all_finite(outputs):
             return fallback_to_chain(problem, name, rounds, nfe, settings, widest)
         outputs_sum = None if finite_now else outputs.sum(dtype=torch.float32).view(1)
         outputs, probe_outputs = outputs[: len(steps)], outputs[len(steps) :]
-        if probes:
-            store.write([j for j, _ in probes], [c for _, c in probes], (probe_outputs - outputs[probed]) / PROBE_STEP)
-        models.record(plan, states, outputs, pending)
         fresh = nothing.clone()
         fresh[plan] = True
-        new, clipping_moved_flag = propagate_linear(models, traj, start, fresh, problem, workspace=workspace) \
-            if linear else (propagate(models, traj, start, fresh, problem), None)
-        # the worst sample's change of every state (and the outputs' sum, and whether the scan's
-        # clipping pattern moved), read in one go
-        change = worst_changes(new, traj, inv_var)
-        flags = [flag.view(1).to(change.dtype) for flag in (outputs_sum, clipping_moved_flag) if flag is not None]
-        change = (torch.cat([change, *flags]) if flags else change).tolist()
-        if clipping_moved_flag is not None and change[-1] and all(map(math.isfinite, change)):
-            # a clean-sample prediction crossed the clipping range along the scanned chain: more scans
-            # until the pattern holds (a sharp network, as a random-init one, needs half the rounds
-            # then), else the step loop
-            new, settled = settled_chain(models, new, start, fresh, problem, workspace, STAND_IN_SCANS)
-            new = new if settled else propagate(models, new, start, fresh, problem)
-            change = worst_changes(new, traj, inv_var).tolist() + change[n_steps + 1 :]
+        overwritten = store.write([j for j, _ in probes], [c for _, c in probes],
+                                  (probe_outputs - outputs[probed]) / PROBE_STEP) if probes else None
+        try:
+            models.record(plan, states, outputs, pending)
+            new, change = propagated(models, traj, start, fresh, problem, workspace, inv_var, outputs_sum)
+        except BaseException:  # the store outlives the call: a round that fails leaves it as it found it
+            if overwritten is not None:
+                store.restore(overwritten)
+            raise
         if not all(map(math.isfinite, change[start + 1 :])):  # a non-finite state (the chain was finite) shows here
-            if probes:  # the store outlives the call: what this round wrote goes
-                store.forget([j for j, _ in probes], [c for _, c in probes])
+            if overwritten is not None:
+                store.restore(overwritten)
             return fallback_to_chain(problem, name, rounds, nfe, settings, widest)
         traj = new
         accepted, upstream = 1, 0.0  # the leading evaluated states: the first is exact (its input was);
@@ -737,7 +768,7 @@ class QuasiNewton(SamplerBase):
             raise SamplerConfigError(f"{self.name} needs a one-step scheduler (DDPM, DDIM), got the multistep "
                                      f"{rule.scheduler_name}")
         given = problem.init_guess is not None
-        slopes = prior_slopes(rule).to(problem.x_T.device)
+        slopes = send(prior_slopes(rule), problem.x_T.device)
         thin_start, scan = self.thinning(problem.x_T), self.scanning(problem.x_T)
         settings = {"tolerance": float(self.tolerance), "max_rows": self.max_rows, "probes": self.probing(problem.x_T),
                     "thin_start": thin_start, "scan": scan, "history": self.history,

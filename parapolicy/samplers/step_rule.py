@@ -98,10 +98,10 @@ class StepCoefficients:
         return self._step(self.picked(index, x), x, eps, noise)[0]
 
     def linearised(self, index: torch.Tensor, x, eps, noise):
-        """``transition`` and its partials at once, ``(next, d next / dx, d next / d eps, inside)``,
+        """``transition`` and its partials at once, ``(next, d next / dx, d next / d eps, sides)``,
         the steps' scalars picked once and the clean-sample prediction formed once (kernels a GPU round
-        saves); ``inside``: which entries' clean-sample predictions were not clipped (None where nothing
-        clips): the linearisation holds wherever that pattern does.
+        saves); ``sides`` (``clipping_sides``): where each clean-sample prediction stands against the
+        clipping range (None where nothing clips): the linearisation holds wherever those do.
         The partials are shaped like x: every step acts entry by entry, so they are its whole
         Jacobian (clipped entries carry no clean-sample term: clamp's derivative, as autograd takes
         it, is zero outside the range and on its edge)."""
@@ -117,15 +117,21 @@ class StepCoefficients:
         mean = x0_scale * clipped + (first * eps if self.ddim else first * x)
         return (mean, x0) if noise is None else (mean + picked.drawn_std * noise, x0)
 
+    def clipping_sides(self, x0: torch.Tensor) -> torch.Tensor:
+        """-1 / 0 / +1 where clean-sample predictions ``x0`` are clipped below / kept / clipped above
+        (NaN stays NaN): the entries a clipping step treats alike."""
+        scaled = x0 if self.clip == 1.0 else x0 / self.clip
+        return scaled.clamp(-1.0, 1.0).trunc()
+
     def _partials(self, picked, nxt, x, x0):
-        partials, inside = picked.partials, None
+        partials, sides = picked.partials, None
         if self.clip is not None:  # a clipped entry has no clean-sample term
-            inside = x0.abs() < self.clip  # (the same entries as -clip < x0 < clip)
-            partials = torch.where(inside.unsqueeze(1), partials, 0.0)
+            sides = self.clipping_sides(x0)
+            partials = torch.where((sides == 0).unsqueeze(1), partials, 0.0)
         through_x0, eps_through_x0 = partials.unbind(1)
         along_x = through_x0 if self.ddim else through_x0 + picked.first
         along_eps = picked.first + eps_through_x0 if self.ddim else eps_through_x0
-        return nxt, torch.broadcast_to(along_x, x.shape), torch.broadcast_to(along_eps, x.shape), inside
+        return nxt, torch.broadcast_to(along_x, x.shape), torch.broadcast_to(along_eps, x.shape), sides
 
     def to(self, device) -> "StepCoefficients":
         return dataclasses.replace(self, **{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self)
