@@ -366,6 +366,29 @@ def test_the_gpus_scans_follow_a_sharp_networks_clipping_and_need_the_step_loops
     assert rounds[True] == rounds[False] <= 8
 
 
+def test_a_prediction_clipped_on_the_other_side_counts_as_moved():
+    """Entries clipped above where the scan linearised and below along its chain take another
+    constant: the scan is off the models' own chain, the count says so, and more scans reach it."""
+    sched = make_scheduler("ddim", 16)
+    x_T = 3 * draw_noises(sched, (2, 16, 2), torch.Generator().manual_seed(4)).x_T  # far out: the last step clips
+    problem = DenoisingProblem(GaussianDenoiser(sched), sched, x_T, None)
+    models = StepModels(None, quasi_newton.prior_slopes(problem.rule), x_T, 3)
+    nothing = torch.zeros(17, dtype=torch.bool)
+    stepped = quasi_newton.propagate(models, x_T.expand(17, *x_T.shape).clone(), 0, nothing, problem)
+    offset, model = quasi_newton.round_models(models, 0, nothing)
+    out = quasi_newton.modelled_outputs(offset, model, stepped[:-1].flatten(2)).view(stepped[:-1].shape)
+    clipped = problem.rule.coefficients.clean_prediction(models.step_index, stepped[:-1], out).abs() >= 1.0
+    assert int(clipped[15].sum()) > 0
+    flipped = stepped.clone()
+    flipped[15] = torch.where(clipped[15], -stepped[15], stepped[15])  # the same entries clip, on the other side
+    scanned, moved = quasi_newton.propagate_linear(models, flipped, 0, nothing, problem)
+    assert float(moved) == int(clipped[15].sum()) and (scanned - stepped).abs().max() > 1.0
+    chain, settled = quasi_newton.settled_chain(models, flipped, 0, nothing, problem, None, 8)
+    assert settled and (chain - stepped).abs().max() < 1e-5
+    flipped[3, 0, 0, 0] = float("inf")  # a chain that is not finite never counts as settled
+    assert not quasi_newton.settled_chain(models, flipped, 0, nothing, problem, None, 2)[1]
+
+
 LINEAR_ROUNDS = 12
 
 
