@@ -90,7 +90,7 @@ ArrayOps = namedtuple("ArrayOps", "where isnan solve index concat")
 Pending = namedtuple("Pending", "at_steps before length new_pair")  # a round's evaluations before its call
 Clipping = namedtuple("Clipping", "sides offset model coefficients")  # where a linearisation's steps clipped
 HOST_OPS = ArrayOps(np.where, np.isnan, np.linalg.solve, np.asarray, np.concatenate)
-# solve_ex: torch.linalg.solve checks for a singular matrix, a host sync on CUDA (the ridge makes the fits' regular)
+# solve_ex: torch.linalg.solve checks for a singular matrix, a host sync on CUDA (the ridge keeps the fits regular)
 TORCH_OPS = ArrayOps(torch.where, torch.isnan, lambda a, b: torch.linalg.solve_ex(a, b)[0], torch.tensor, torch.cat)
 
 
@@ -518,7 +518,8 @@ def clipping_moved(clipping: Clipping, chain: torch.Tensor, start: int, models: 
 
 
 def propagate_linear(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.Tensor, problem,
-                     coefficients=None, workspace: AffineScan | None = None) -> torch.Tensor:
+                     coefficients=None, workspace: AffineScan | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``propagate`` with every step linearised at the current trajectory, solved by a doubling
     scan (``AffineScan``, the chunk's workspace where given): log2(N) batched matrix products
     instead of N dependent steps (a handful of kernels on a GPU). Returns the chain and whether
