@@ -438,7 +438,7 @@ def propagate_coefficients(models: StepModels, coefficients, traj: torch.Tensor,
     first, x0_scale, eps_scale, x_scale = (getattr(coefficients, name)[start:n_steps].tolist() for name in names)
     noise = None
     if problem.noises is not None:
-        std = coefficients.noise_std[start:n_steps] * coefficients.drawn[start:n_steps]
+        std = coefficients.drawn_std[start:n_steps]
         noise = std.to(traj.dtype).view(-1, 1, 1, 1) * problem.noises[start:n_steps].flatten(2).unsqueeze(-1)
     new = traj.clone(memory_format=torch.contiguous_format)  # viewed as columns below
     columns = new.view(new.shape[0], new.shape[1], -1, 1)
@@ -505,14 +505,21 @@ def linearise(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.T
     return nxt, jacobian if free is None else jacobian.mul_(free[None, :, None, :]), clipping
 
 
+def clean_predictions(offset: torch.Tensor, model: torch.Tensor, coefficients, chain: torch.Tensor, start: int,
+                      models: StepModels, problem) -> torch.Tensor:
+    """The clean-sample predictions, before clipping, of steps start..N-1 along ``chain`` with the
+    network modelled by ``(offset, model)`` (``round_models``)."""
+    states = impose(chain[start:-1], problem.cond_data, problem.cond_mask)
+    out = modelled_outputs(offset, model, states.flatten(2)).view(states.shape)
+    return coefficients.clean_prediction(models.step_index[start:], states, out)
+
+
 def clipping_moved(clipping: Clipping, chain: torch.Tensor, start: int, models: StepModels, problem) -> torch.Tensor:
     """How many clean-sample predictions along ``chain`` (through the same models) stand on another
     side of the clipping range than where the linearisation's did (kept, clipped below, clipped
     above): a float32 count on the device, read with the round's changes, NaN if the chain is not
     finite. Where none moved, the scanned chain is the models' own chain exactly."""
-    states = impose(chain[start:-1], problem.cond_data, problem.cond_mask)
-    out = modelled_outputs(clipping.offset, clipping.model, states.flatten(2)).view(states.shape)
-    x0 = clipping.coefficients.clean_prediction(models.step_index[start:], states, out)
+    x0 = clean_predictions(clipping.offset, clipping.model, clipping.coefficients, chain, start, models, problem)
     moved = (clipping.coefficients.clipping_sides(x0) != clipping.sides).sum(dtype=torch.float32)
     return torch.add(moved, x0.sum(dtype=torch.float32), alpha=0.0)  # (0 x inf or NaN: NaN)
 
@@ -590,11 +597,8 @@ def unclipped_chain(models: StepModels, traj: torch.Tensor, problem,
     if coefficients.clip is None:
         return chain, all_finite(chain)
     offset, model = round_models(models, 0, nothing)  # the network as modelled, along the chain
-    states = impose(chain[:-1], problem.cond_data, problem.cond_mask).flatten(2)
-    out = modelled_outputs(offset, model, states)
-    steps = models.step_index
-    worst = float(coefficients.clean_prediction(steps, states, out).abs().amax())  # NaN if anything is
-    return chain, worst <= coefficients.clip
+    worst = float(clean_predictions(offset, model, coefficients, chain, 0, models, problem).abs().amax())
+    return chain, worst <= coefficients.clip  # (NaN if anything is not finite: False)
 
 
 def propagated(models: StepModels, traj: torch.Tensor, start: int, fresh: torch.Tensor, problem,

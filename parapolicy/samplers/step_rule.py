@@ -72,9 +72,9 @@ class StepCoefficients:
         # zero, so no test is needed); the last two the unclipped partials' scalars, d next / d x0
         # (B / D) and its eps part.
         through_x0 = self.x0_scale / self.x_scale
+        object.__setattr__(self, "drawn_std", self.noise_std * self.drawn)
         object.__setattr__(self, "table", torch.stack([self.first, self.x0_scale, self.eps_scale, self.x_scale,
-                                                       self.noise_std * self.drawn, through_x0,
-                                                       -(self.eps_scale * through_x0)], 1))
+                                                       self.drawn_std, through_x0, -(self.eps_scale * through_x0)], 1))
 
     def picked(self, index: torch.Tensor, like: torch.Tensor) -> StepScalars:
         """The scalars of steps ``index`` (K,), shaped to broadcast against ``like`` (K, ...)."""
