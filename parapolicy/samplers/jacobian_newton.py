@@ -175,9 +175,9 @@ class JacobianNewton(SamplerBase):
     differences, plain forward calls; ``jvp``: exact forward-mode derivatives through the
     network, the same rounds at several times the cost of a forward call per direction).
 
-    The default tolerance is Picard's, ten times ``newton_picard``'s: Newton converges
-    quadratically, so once a state's change is below the tolerance its remaining error is
-    far smaller still (measured deviations: ``benchmarks/samplers.md``).
+    The default tolerance is Picard's. A tenfold looser one lets a state stop moving far from the
+    answer where clipping makes the chain's Newton rounds converge slowly, as on a sharp random-init
+    network's coarse DDIM chain (measured deviations: ``benchmarks/samplers.md``).
 
     ``max_rows`` (network rows per round per sample) is the one exact sampler's budget that
     is off by default: every state costs D + 1 rows here (D = horizon x action dims), so a
@@ -186,7 +186,7 @@ class JacobianNewton(SamplerBase):
     refused."""
 
     window: int = 100
-    tolerance: float = 0.1
+    tolerance: float = 0.01
     refresh: int = 1
     jacobian: str = "difference"
     max_rows: int | None = None
