@@ -10,7 +10,11 @@ seed). Prints and writes, for both, the mean rounds per chunk, rows per round, N
 per chunk (the first chunk of each episode, which has nothing to warm-start from, left out),
 the rounds ratio, and the max action difference between them (both converge to the sequential
 answer within the tolerance). The sampler runs at its defaults unless ``--window`` /
-``--tolerance`` are given.
+``--tolerance`` / ``--settings`` are given; e.g. quasi_newton with every evaluated step's whole
+Jacobian measured each round (far over any row budget: the rounds its acceptance rule leaves):
+
+    python scripts/bench_warm_start.py --sampler quasi_newton --episodes 2 --out benchmarks/warm_start_pusht_qn_exact \
+        --settings '{"probes": true, "max_rows": 4096, "thin_start": false, "reuse_jacobians": false}'
 """
 
 from __future__ import annotations
@@ -66,6 +70,7 @@ def main(argv=None) -> int:
     p.add_argument("--sampler", default="picard", help="a sampler that accepts a guess (picard, quasi_newton, ...)")
     p.add_argument("--window", type=int, default=None, help="picard family: window and row budget")
     p.add_argument("--tolerance", type=float, default=None)
+    p.add_argument("--settings", type=json.loads, default={}, help="more sampler settings, as a JSON object")
     p.add_argument("--seed", type=int, default=100000)
     p.add_argument("--out", default=None, help="write <out>.md and <out>.json")
     args = p.parse_args(argv)
@@ -73,6 +78,9 @@ def main(argv=None) -> int:
     settings = {} if args.window is None else {"window": args.window, "max_rows": args.window}
     if args.tolerance is not None:
         settings["tolerance"] = args.tolerance
+    if not isinstance(args.settings, dict):
+        p.error(f"--settings must be a JSON object, got {args.settings!r}")
+    settings.update(args.settings)
     policy = parapolicy.load_policy(args.checkpoint).set_sampler(args.sampler, **settings)
     cold_chunks, warm_chunks, max_diff = [], [], 0.0
     started = time.time()
