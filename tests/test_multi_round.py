@@ -142,5 +142,5 @@ def test_rounds_per_sync_is_checked_and_reported():
     with pytest.raises(SamplerConfigError, match="rounds_per_sync must be an integer >= 1, got 0"):
         make_sampler("picard", rounds_per_sync=0)
     assert make_sampler("newton_picard", rounds_per_sync=4).config() == {
-        "name": "newton_picard", "window": 100, "tolerance": 0.005, "rounds_per_sync": 4, "max_rows": 64}
+        "name": "newton_picard", "window": 100, "tolerance": 0.002, "rounds_per_sync": 4, "max_rows": 64}
     assert "rounds_per_sync" not in make_sampler("picard").config()

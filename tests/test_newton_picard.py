@@ -74,7 +74,7 @@ def test_secant_slope_is_exact_for_a_linear_step_and_falls_back_to_one():
 
 def test_newton_picard_settings_errors_and_registry():
     assert isinstance(make_sampler("newton_picard", window=8), NewtonPicard)
-    assert make_sampler("newton_picard").config() == {"name": "newton_picard", "window": 100, "tolerance": 0.005,
+    assert make_sampler("newton_picard").config() == {"name": "newton_picard", "window": 100, "tolerance": 0.002,
                                                       "max_rows": 64}
     with pytest.raises(Exception, match="newton_picard tolerance must be"):
         NewtonPicard(tolerance=-1.0)

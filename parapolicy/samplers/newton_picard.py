@@ -20,10 +20,10 @@ from parapolicy.samplers.picard import Picard
 class NewtonPicard(Picard):
     """Settings: window and tolerance, as ``Picard``.
 
-    The default tolerance is tighter than Picard's: a secant round can move a state
-    further than a Picard round, so a small change certifies less.
+    The default tolerance is the one that kept a sharp random-init upstream-size UNet within one
+    action unit under DDIM-16 as well as DDPM-100 (``benchmarks/samplers.md``).
     """
 
-    tolerance: float = 0.005
+    tolerance: float = 0.002
     name = "newton_picard"
     update = SecantUpdate()
