@@ -175,9 +175,9 @@ class JacobianNewton(SamplerBase):
     differences, plain forward calls; ``jvp``: exact forward-mode derivatives through the
     network, the same rounds at several times the cost of a forward call per direction).
 
-    The default tolerance is Picard's. A tenfold looser one lets a state stop moving far from the
-    answer where clipping makes the chain's Newton rounds converge slowly, as on a sharp random-init
-    network's coarse DDIM chain (measured deviations: ``benchmarks/samplers.md``).
+    The default tolerance is ``quasi_newton``'s. A tenfold looser one lets a state stop moving
+    far from the answer where clipping makes the chain's Newton rounds converge slowly, as on a
+    sharp random-init network's coarse DDIM chain (measured deviations: ``benchmarks/samplers.md``).
 
     ``max_rows`` (network rows per round per sample) is the one exact sampler's budget that
     is off by default: every state costs D + 1 rows here (D = horizon x action dims), so a
