@@ -98,6 +98,7 @@ def test_every_task_has_upstreams_lowdim_and_image_observations_and_lengths(task
     assert image.spec.max_episode_steps == MAX_STEPS[task] and image.unwrapped.abs_action
 
 
+@pytest.mark.slow  # spawns a Python process
 def test_diffusers_imports_after_an_image_env_has_rendered():
     """Mesa's GL (OSMesa / llvmpipe EGL) and triton both load an LLVM: triton imported after a
     Mesa context used to segfault the process; the env now loads triton first (own process here,

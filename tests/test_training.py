@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 import parapolicy
@@ -20,6 +21,7 @@ def test_window_indices_pad_like_upstream_sequence_sampler():
     assert len(rows) == 5
 
 
+@pytest.mark.slow  # spawns the script
 def test_collect_demos_writes_a_replay_buffer(tmp_path):
     out = tmp_path / "toy.npz"
     proc = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "collect_demos.py"), "--env", "toy",
@@ -70,6 +72,7 @@ def test_train_two_steps_then_load_and_resume(tmp_path):
     assert set(payload["state_dicts"]) >= {"model", "ema_model", "optimizer"}
 
 
+@pytest.mark.slow  # spawns the script
 def test_train_script_runs_through_hydra(tmp_path):
     rng = np.random.default_rng(1)
     from parapolicy.train.dataset import save_buffer
