@@ -31,7 +31,7 @@ import torch
 
 import parapolicy
 from parapolicy.bench.harness import command_line, device_label, paired_difference, write_json_atomic
-from parapolicy.bench.networks import upstream_size_unet, with_scheduler
+from parapolicy.bench.networks import random_pixel_observations, upstream_size_unet, with_scheduler
 from parapolicy.eval.build import ASSETS_DIR, ensure_envs_importable as _ensure_envs_importable
 
 EXACT_JACOBIANS = {"probes": True, "max_rows": 4096, "thin_start": False, "reuse_jacobians": False}
@@ -109,13 +109,6 @@ def open_loop(policy, observations, samplers, batch=1):
                    "max_rows_per_round": st["max_rows"], "ms_per_chunk": float(np.median(st["ms"])),
                    "vs_sequential": seq_ms / float(np.median(st["ms"])), "max_dev_px": st["dev"],
                    "chunks": len(groups), "rows_per_call": batch} for name, st in stats.items()}
-
-
-def random_observations(policy, count: int) -> np.ndarray:
-    """Seeded observations in the range of the random-init policies' normalizer (pixels, 0-500)."""
-    g = torch.Generator().manual_seed(0)
-    shape = (policy.spec.n_obs_steps, *policy.spec.obs_shapes["obs"])
-    return (torch.rand(count, *shape, generator=g) * 500.0).numpy()
 
 
 def closed_loop(policy, env_id, seeds, max_steps, name, settings, warm):
@@ -281,7 +274,7 @@ def main(argv=None) -> int:
         if case not in wanted:
             continue
         started = time.time()
-        case_obs = random_observations(pol, args.random_chunks) if case.startswith("random") else observations
+        case_obs = random_pixel_observations(pol, args.random_chunks).numpy() if case.startswith("random") else observations
         measured = open_loop(pol, case_obs, samplers, batch)
         rows = {label: {**row, "command": command} for label, row in measured.items()}
         print(json.dumps({case: rows, "wall_s": round(time.time() - started, 1)}), flush=True)

@@ -11,7 +11,7 @@ answer, so a small change certifies little.
 import pytest
 import torch
 
-from parapolicy.bench.networks import upstream_size_unet, with_scheduler
+from parapolicy.bench.networks import random_pixel_observations, upstream_size_unet, with_scheduler
 
 # (sampler, observation index, the earlier default tolerance); it landed 2.2, 1.35 and 8.3 px off
 BROKE_BEFORE = [("picard", 7, 0.01), ("newton_picard", 0, 0.005), ("jacobian_newton", 1, 0.1)]
@@ -20,11 +20,7 @@ BROKE_BEFORE = [("picard", 7, 0.01), ("newton_picard", 0, 0.005), ("jacobian_new
 @pytest.fixture(scope="module")
 def policy_and_observations():
     policy = with_scheduler(upstream_size_unet("cpu"), "DDIM-16")
-    shape = (policy.spec.n_obs_steps, *policy.spec.obs_shapes["obs"])
-    count = max(index for _, index, _ in BROKE_BEFORE) + 1
-    # pixels in the random-init normalizer's range, drawn as scripts/bench_rounds.py draws them
-    observations = torch.rand(count, *shape, generator=torch.Generator().manual_seed(0)) * 500.0
-    return policy, observations
+    return policy, random_pixel_observations(policy, max(index for _, index, _ in BROKE_BEFORE) + 1)
 
 
 @pytest.mark.slow

@@ -96,6 +96,14 @@ def table_observations(policy: Policy, count: int, pname: str, recorded: str) ->
     return [{k: v.roll(i, dims=-1) for k, v in random_obs(policy, 1).items()} for i in range(count)]
 
 
+def random_pixel_observations(policy: Policy, count: int) -> torch.Tensor:
+    """(count, n_obs_steps, D) seeded observations in the range of the random-init policies'
+    normalizer (pixels, 0-500): the rounds benchmark's (scripts/bench_rounds.py), which the tests
+    that pin its cases reuse; a larger ``count`` keeps the first ones."""
+    shape = (policy.spec.n_obs_steps, *policy.spec.obs_shapes["obs"])
+    return torch.rand(count, *shape, generator=torch.Generator().manual_seed(0)) * 500.0
+
+
 def random_obs(policy: Policy, batch: int) -> dict:
     """A seeded batch of observations of the policy's shapes (images in [0, 1], vectors in [0, 500])."""
     g = torch.Generator().manual_seed(1)
